@@ -1,0 +1,1 @@
+"""Python side of the BPF programs: build (clang/libbpf), load, attach, read maps."""

@@ -1,0 +1,1 @@
+"""Instruments: one file each; see base.py for the contract."""

@@ -1,0 +1,94 @@
+"""What an instrument is, and the registry that maps YAML names to instrument classes.
+
+An instrument measures one thing during a sweep point (queue depth, INT trace, per-hop
+latency, flow records…). The runner drives every instrument through the same lifecycle:
+
+    inst = cls(options, ctx)   # options: the instrument's own pydantic model
+    inst.start()               # after bring-up, before the workload: load/attach/spawn
+    ...workload runs...
+    inst.stop()                # after the workload: stop sampling, detach (idempotent)
+    inst.write()               # write CSVs into ctx.outdir; return the paths
+
+Anything start() creates must also be registered with ctx.tracker.defer(...) so that
+Ctrl-C or an exception removes it even if stop() never runs.
+
+Time base: every CSV has a `time` column in seconds since ctx.t0_ns, a CLOCK_MONOTONIC
+timestamp (the same clock as bpf_ktime_get_ns and time.monotonic_ns()).
+
+Registering: decorate the class with @register; its `name` is the YAML key under
+`instruments:`; its `Options` model validates that key's value (extra keys forbidden).
+Compile-heavy instruments compile once per run: cache on ctx.run_cache.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+if TYPE_CHECKING:
+    from ..network.net import Network
+    from ..network.tracker import RunTracker
+
+
+class InstrumentOptions(BaseModel):
+    """Base of every instrument's options: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool = True
+
+
+@dataclass
+class InstrumentContext:
+    net: "Network"
+    outdir: Path
+    tracker: "RunTracker"
+    t0_ns: int = 0
+    # Shared across the points of one run (e.g. a compiled BPF object), keyed by instrument.
+    run_cache: dict[str, Any] = field(default_factory=dict)
+
+
+class Instrument(ABC):
+    name: ClassVar[str]
+    Options: ClassVar[type[InstrumentOptions]] = InstrumentOptions
+
+    def __init__(self, options: InstrumentOptions, ctx: InstrumentContext):
+        self.options, self.ctx = options, ctx
+
+    @classmethod
+    def check(cls, options: InstrumentOptions) -> None:
+        """Raise MissingFeature before any state exists if this machine cannot run it."""
+
+    @abstractmethod
+    def start(self) -> None: ...
+
+    @abstractmethod
+    def stop(self) -> None: ...
+
+    @abstractmethod
+    def write(self) -> list[Path]: ...
+
+
+REGISTRY: dict[str, type[Instrument]] = {}
+
+
+def register(cls: type[Instrument]) -> type[Instrument]:
+    if cls.name in REGISTRY and REGISTRY[cls.name] is not cls:
+        raise ValueError(f"instrument {cls.name!r} registered twice")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def load_all() -> dict[str, type[Instrument]]:
+    """Import every module of this package so each @register runs."""
+    import importlib
+    import pkgutil
+
+    from .. import instruments
+
+    for m in pkgutil.iter_modules(instruments.__path__):
+        if m.name != "base":
+            importlib.import_module(f"{instruments.__name__}.{m.name}")
+    return REGISTRY
