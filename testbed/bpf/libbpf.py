@@ -58,6 +58,10 @@ if _lib is not None:
     _map_value_size = _fn("bpf_map__value_size", C.c_uint32, _P)
     _map_pin = _fn("bpf_map__pin", C.c_int, _P, C.c_char_p)
     _attach_struct_ops = _fn("bpf_map__attach_struct_ops", _P, _P)
+    _map_type = _fn("bpf_map__type", C.c_int, _P)
+    _map_flags = _fn("bpf_map__map_flags", C.c_uint32, _P)
+    _map_set_flags = _fn("bpf_map__set_map_flags", C.c_int, _P, C.c_uint32)
+    _link_create = _fn("bpf_link_create", C.c_int, C.c_int, C.c_int, C.c_int, _P)
     _attach_cgroup = _fn("bpf_program__attach_cgroup", _P, _P, C.c_int)
     _link_destroy = _fn("bpf_link__destroy", C.c_int, _P)
     _lookup = _fn("bpf_map_lookup_elem", C.c_int, C.c_int, _P, _P)
@@ -72,6 +76,9 @@ if _lib is not None:
     _num_cpus = _fn("libbpf_num_possible_cpus", C.c_int)
 
 BPF_ANY, BPF_NOEXIST, BPF_EXIST = 0, 1, 2
+BPF_MAP_TYPE_STRUCT_OPS = 26
+BPF_STRUCT_OPS = 44  # enum bpf_attach_type
+BPF_F_LINK = 1 << 13
 
 
 def available() -> None:
@@ -157,12 +164,19 @@ class Map:
 
 
 class Link:
-    """An attachment held by this process; destroy() (or process exit) detaches it."""
+    """An attachment held by this process; destroy() (or process exit) detaches it.
 
-    def __init__(self, ptr: int, what: str):
-        self._ptr, self.what = ptr, what
+    `fd`: a kernel bpf_link of our own (struct_ops in link mode) closed on destroy; the
+    kernel also closes it when the process dies, which unregisters what it holds.
+    """
+
+    def __init__(self, ptr: int, what: str, fd: int = -1):
+        self._ptr, self.what, self.fd = ptr, what, fd
 
     def destroy(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
         if self._ptr:
             _link_destroy(self._ptr)
             self._ptr = None
@@ -265,6 +279,12 @@ class BpfObject:
         _prog_set_autoload(self._prog_ptr(prog), on)
 
     def load(self) -> "BpfObject":
+        # libbpf 1.1 predates `.struct_ops.link`: create struct_ops maps in link mode
+        # ourselves, so registration lives in a link fd that dies with this process
+        # (a plain struct_ops map stays registered after a crash).
+        for _name, m in self._maps():
+            if _map_type(m) == BPF_MAP_TYPE_STRUCT_OPS:
+                _map_set_flags(m, _map_flags(m) | BPF_F_LINK)
         with _StderrCapture() as cap:
             rc = _obj_load(self._obj)
         if rc != 0:
@@ -311,10 +331,19 @@ class BpfObject:
 
     def attach_struct_ops(self, map_name: str) -> Link:
         """Register a struct_ops map (e.g. a tcp_congestion_ops) for as long as the link lives."""
-        ptr = _attach_struct_ops(self._map_ptr(map_name))
+        m = self._map_ptr(map_name)
+        # For a BPF_F_LINK map this only writes the programs into the map's value...
+        ptr = _attach_struct_ops(m)
         if not ptr:
             raise _err(f"registering struct_ops {map_name}")
-        link = Link(ptr, f"struct_ops {map_name}")
+        fd = -1
+        if _map_flags(m) & BPF_F_LINK:  # ...and the kernel link registers it.
+            fd = _link_create(_map_fd(m), 0, BPF_STRUCT_OPS, None)
+            if fd < 0:
+                e = _err(f"registering struct_ops {map_name}")
+                _link_destroy(ptr)
+                raise e
+        link = Link(ptr, f"struct_ops {map_name}", fd)
         self._links.append(link)
         return link
 

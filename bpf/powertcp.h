@@ -1,0 +1,249 @@
+/* PowerTCP and θ-PowerTCP: what the kernel programs and the Python side share.
+ *
+ * Both sides read this header: the trace event (testbed/bpf/cc.py mirrors only
+ * `struct powertcp_event` and the fixed-point shifts below) and the limits.
+ * The section under __bpf__ is kernel-only: the per-socket state, the parameters
+ * (`const volatile`, set by the loader before load) and the control law shared by
+ * powertcp.bpf.c (INT) and theta_powertcp.bpf.c (RTT gradient).
+ */
+#ifndef POWERTCP_H
+#define POWERTCP_H
+
+#define POWERTCP_CWND_SHIFT 10   /* cwnd: segments × 2^10 */
+#define POWERTCP_POWER_SHIFT 16  /* Γ_norm, Γ_smooth, rtt_grad: × 2^16 */
+#define POWERTCP_GAMMA_SHIFT 10  /* γ: × 2^10 */
+#define POWERTCP_MIN_CWND 2      /* segments: 1 segment + delayed ACKs collapses (see docs) */
+#define POWERTCP_MIN_POWER ((1 << POWERTCP_POWER_SHIFT) / 100) /* Γ_norm floor 0.01 */
+#define POWERTCP_MAX_POWER 0xffffffffULL
+#define POWERTCP_RINGBUF_BYTES (1 << 20)
+#define POWERTCP_NAME_MAX 16     /* TCP_CA_NAME_MAX, with the NUL */
+
+/* One trace record per window update (at most one per trace_interval_us per socket). */
+struct powertcp_event {
+	__u64 time_ns;     /* bpf_ktime_get_ns (CLOCK_MONOTONIC) */
+	__u64 rate;        /* pacing rate set, bytes/s */
+	__u64 tx_bytes;    /* bytes the hop sent during delta_t (INT; 0 for θ) */
+	__u32 hash;        /* flow: the socket's hash */
+	__u16 sport;       /* host order */
+	__u16 dport;       /* host order */
+	__u32 cwnd;        /* segments × 2^10 */
+	__u32 p_norm;      /* Γ_norm × 2^16 */
+	__u32 p_smooth;    /* Γ_smooth × 2^16 */
+	__u32 qlen;        /* bytes queued at the most congested hop (INT; 0 for θ) */
+	__u32 delta_t;     /* ns since the previous update */
+	__s32 rtt_grad;    /* dRTT/dt × 2^16 (θ; 0 for INT) */
+	__u32 rtt_us;      /* the RTT sample used */
+	__u32 base_rtt_us; /* τ in use */
+	__u32 old_cwnd;    /* cwnd_old of the law, segments × 2^10 */
+	__u32 beta;        /* β in use, segments × 2^10 */
+	__u32 seq;         /* this socket's update count: gaps = lost events */
+	__u32 pad;
+};
+
+#ifdef __bpf__
+/* ------------------------------------------------------------------ kernel side */
+
+#define TCP_INFINITE_SSTHRESH 0x7fffffff
+#define USEC_PER_SEC 1000000ULL
+#define NSEC_PER_USEC 1000ULL
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Parameters, set by testbed/bpf/cc.py before load (defaults = the paper's). */
+const volatile __u32 gamma_fp = 922;        /* γ = 0.9 */
+const volatile __u32 beta_fp = 0;           /* β in segments × 2^10; 0: host_bw·τ/flows/mss */
+const volatile __u32 expected_flows = 10;
+const volatile __u32 base_rtt_us = 0;       /* τ; 0: the socket's min RTT */
+const volatile __u32 hop_bw_mbps = 1000;
+const volatile __u32 host_bw_mbps = 1000;
+const volatile __u32 trace_interval_us = 0; /* 0: every update */
+
+__u64 trace_lost = 0; /* events the ring buffer had no room for (read by the loader) */
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, POWERTCP_RINGBUF_BYTES);
+} events SEC(".maps");
+
+/* Per-socket state in icsk_ca_priv (104 bytes available). */
+struct powertcp_ca {
+	__u64 cwnd_fp;       /* our window, segments × 2^10 */
+	__u64 p_smooth;      /* Γ_smooth × 2^16; 0 until the first sample */
+	__u64 last_ns;       /* time of the previous window update */
+	__u64 last_trace_ns;
+	__u64 last_tx_bytes; /* INT: hop tx byte counter at the previous sample */
+	__u32 last_qlen;     /* INT: hop queue at the previous sample */
+	__u32 last_int_id;   /* INT: which telemetry sample was used last */
+	__u32 old_cwnd_fp;   /* window when the data now acked was sent */
+	__u32 epoch_end_seq; /* snd_nxt when old_cwnd_fp was taken */
+	__u32 prev_rtt_us;   /* θ: the RTT at the previous update */
+	__u32 beta_fp;       /* β used by the last update */
+	__u32 updates;       /* window updates so far */
+};
+
+static __always_inline struct tcp_sock *tcp_sk(const struct sock *sk)
+{
+	return (struct tcp_sock *)sk;
+}
+
+static __always_inline struct powertcp_ca *ca_of(const struct sock *sk)
+{
+	return (void *)((struct inet_connection_sock *)sk)->icsk_ca_priv;
+}
+
+static __always_inline int seq_after(__u32 a, __u32 b)
+{
+	return (__s32)(b - a) < 0;
+}
+
+/* τ in µs: the configured base RTT, else the socket's min RTT, else its smoothed RTT. */
+static __always_inline __u32 tau_us(const struct sock *sk)
+{
+	const struct tcp_sock *tp = tcp_sk(sk);
+	__u32 m;
+
+	if (base_rtt_us)
+		return base_rtt_us;
+	m = tp->rtt_min.s[0].v;
+	if (m && m != ~0U)
+		return m;
+	if (tp->srtt_us >> 3)
+		return tp->srtt_us >> 3;
+	return 1000;
+}
+
+/* bytes in flight at bw_mbps during tau µs: Mb/s × µs = bits */
+static __always_inline __u64 bdp_bytes(__u32 bw_mbps, __u32 tau)
+{
+	return (__u64)bw_mbps * tau / 8;
+}
+
+static __always_inline void set_pacing(struct sock *sk, __u64 cwnd_fp, __u32 tau)
+{
+	const struct tcp_sock *tp = tcp_sk(sk);
+	__u64 rate = ((cwnd_fp * tp->mss_cache) >> POWERTCP_CWND_SHIFT) * USEC_PER_SEC / tau;
+
+	if (rate > sk->sk_max_pacing_rate)
+		rate = sk->sk_max_pacing_rate;
+	sk->sk_pacing_rate = rate;
+}
+
+static __always_inline void powertcp_reset(struct sock *sk)
+{
+	struct tcp_sock *tp = tcp_sk(sk);
+	struct powertcp_ca *ca = ca_of(sk);
+
+	ca->cwnd_fp = (__u64)tp->snd_cwnd << POWERTCP_CWND_SHIFT;
+	ca->old_cwnd_fp = ca->cwnd_fp;
+	ca->epoch_end_seq = tp->snd_nxt;
+	ca->p_smooth = 0;
+	ca->last_ns = bpf_ktime_get_ns();
+	ca->last_trace_ns = 0;
+	ca->last_tx_bytes = 0;
+	ca->last_qlen = 0;
+	ca->last_int_id = 0;
+	ca->prev_rtt_us = 0;
+	ca->beta_fp = 0;
+	ca->updates = 0;
+	/* No fq qdisc here: ask TCP for its internal pacing timer. */
+	if (sk->sk_pacing_status == SK_PACING_NONE)
+		sk->sk_pacing_status = SK_PACING_NEEDED;
+	set_pacing(sk, ca->cwnd_fp, tau_us(sk));
+}
+
+/* Once per RTT, remember the window: the data acked next was sent under it. */
+static __always_inline void track_old_cwnd(struct sock *sk, __u32 ack)
+{
+	struct powertcp_ca *ca = ca_of(sk);
+
+	if (seq_after(ack, ca->epoch_end_seq)) {
+		ca->old_cwnd_fp = ca->cwnd_fp;
+		ca->epoch_end_seq = tcp_sk(sk)->snd_nxt;
+	}
+}
+
+static __always_inline void emit(struct sock *sk, __u64 now, __u64 p_norm, __u64 dt,
+				 __u32 qlen, __u64 tx_bytes, __s64 grad, __u32 rtt, __u32 tau)
+{
+	struct powertcp_ca *ca = ca_of(sk);
+	struct powertcp_event *e;
+
+	if (trace_interval_us && now - ca->last_trace_ns < trace_interval_us * NSEC_PER_USEC)
+		return;
+	ca->last_trace_ns = now;
+	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		__sync_fetch_and_add(&trace_lost, 1);
+		return;
+	}
+	e->time_ns = now;
+	e->rate = sk->sk_pacing_rate;
+	e->tx_bytes = tx_bytes;
+	e->hash = sk->__sk_common.skc_hash;
+	e->sport = sk->__sk_common.skc_num;
+	e->dport = bpf_ntohs(sk->__sk_common.skc_dport);
+	e->cwnd = ca->cwnd_fp;
+	e->p_norm = p_norm;
+	e->p_smooth = ca->p_smooth;
+	e->qlen = qlen;
+	e->delta_t = dt > 0xffffffffULL ? 0xffffffff : dt;
+	e->rtt_grad = grad;
+	e->rtt_us = rtt;
+	e->base_rtt_us = tau;
+	e->old_cwnd = ca->old_cwnd_fp;
+	e->beta = ca->beta_fp;
+	e->seq = ca->updates;
+	e->pad = 0;
+	bpf_ringbuf_submit(e, 0);
+}
+
+/* The control law shared by both variants, given this update's Γ_norm over dt ns:
+ * Γ_smooth = EWMA(Γ_norm, weight min(dt, τ)/τ);
+ * cwnd = γ·(cwnd_old/Γ_smooth + β) + (1−γ)·cwnd, in [2 segments, host_bw·τ];
+ * pacing = cwnd·mss/τ. Returns Γ_norm as used (after its floor). */
+static __always_inline __u64 update_window(struct sock *sk, __u64 p_norm, __u64 dt, __u32 tau)
+{
+	struct tcp_sock *tp = tcp_sk(sk);
+	struct powertcp_ca *ca = ca_of(sk);
+	__u64 tau_ns = (__u64)tau * NSEC_PER_USEC;
+	__u64 mss = tp->mss_cache ? tp->mss_cache : 1;
+	__u64 max_fp, beta, target, cwnd;
+
+	if (p_norm < POWERTCP_MIN_POWER)
+		p_norm = POWERTCP_MIN_POWER;
+	if (p_norm > POWERTCP_MAX_POWER)
+		p_norm = POWERTCP_MAX_POWER;
+	if (dt > tau_ns)
+		dt = tau_ns;
+	if (!ca->p_smooth)
+		ca->p_smooth = p_norm;
+	else
+		ca->p_smooth = (ca->p_smooth * (tau_ns - dt) + p_norm * dt) / tau_ns;
+	if (!ca->p_smooth) /* for the verifier's sake of the division below, and rounding */
+		ca->p_smooth = POWERTCP_MIN_POWER;
+
+	max_fp = (bdp_bytes(host_bw_mbps, tau) << POWERTCP_CWND_SHIFT) / mss;
+	if (max_fp < (POWERTCP_MIN_CWND << POWERTCP_CWND_SHIFT))
+		max_fp = POWERTCP_MIN_CWND << POWERTCP_CWND_SHIFT;
+	beta = beta_fp;
+	if (!beta)
+		beta = (bdp_bytes(host_bw_mbps, tau) << POWERTCP_CWND_SHIFT) /
+		       (expected_flows ? expected_flows : 1) / mss;
+
+	target = (((__u64)ca->old_cwnd_fp << POWERTCP_POWER_SHIFT) / ca->p_smooth) + beta;
+	cwnd = (gamma_fp * target + ((1 << POWERTCP_GAMMA_SHIFT) - gamma_fp) * ca->cwnd_fp)
+	       >> POWERTCP_GAMMA_SHIFT;
+	if (cwnd > max_fp)
+		cwnd = max_fp;
+	if (cwnd < (POWERTCP_MIN_CWND << POWERTCP_CWND_SHIFT))
+		cwnd = POWERTCP_MIN_CWND << POWERTCP_CWND_SHIFT;
+	ca->cwnd_fp = cwnd;
+	ca->beta_fp = beta;
+	ca->updates++;
+	tp->snd_cwnd = cwnd >> POWERTCP_CWND_SHIFT;
+	set_pacing(sk, cwnd, tau);
+	return p_norm;
+}
+
+#endif /* __bpf__ */
+#endif /* POWERTCP_H */

@@ -1,0 +1,374 @@
+"""Congestion controllers of a run: the kernel's by name, ours (eBPF struct_ops) built per run.
+
+A flow's `cc:` names either a kernel CC (cubic, bbr, reno…: passed through) or an entry
+of EBPF_CCS: one `bpf/<source>.bpf.c` and one params model. An eBPF CC is compiled with
+its run-unique kernel name (`-DCC_NAME`, e.g. `tb3fa2c1_pwr`; libbpf 1.1 cannot edit a
+struct_ops map's initial value), its parameters written into `const volatile` rodata,
+loaded with libbpf and registered through a kernel bpf_link held by this process: it is
+unregistered on close(), by the tracker on any exit path, and by the kernel if the
+process dies. Its trace events (powertcp.h `struct powertcp_event`) arrive through a ring
+buffer read in a thread and are handed to whoever records (the cc_trace instrument).
+
+Classes:
+- CCParams, PowerTCPParams, ThetaPowerTCPParams: validated parameters (extra keys and
+  out-of-range values are errors before anything is loaded).
+- EbpfCC: one registry entry (source file, params model, kernel-name suffix, INT need).
+- TraceEvent: one decoded trace record; TraceRecorder: events of one recording window.
+- LoadedCC: one registered eBPF CC: object, link, trace thread.
+- CongestionControls: the run's CCs: kernel_name(name, params), recorders, close().
+
+Adding a CC: write `bpf/<name>.bpf.c` (struct_ops named like the source, `.name = CC_NAME`,
+include powertcp.h for the trace ring buffer if it traces) and add one EbpfCC entry here.
+"""
+from __future__ import annotations
+
+import os
+import re
+import struct
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from ..errors import ConfigError, MissingFeature, RunError
+from . import build
+
+KERNEL_AVAILABLE = Path("/proc/sys/net/ipv4/tcp_available_congestion_control")
+CC_NAME_MAX = 15  # TCP_CA_NAME_MAX - 1
+
+# Mirrors bpf/powertcp.h (struct powertcp_event and the fixed-point shifts).
+CWND_SHIFT = 10
+POWER_SHIFT = 16
+GAMMA_SHIFT = 10
+_EVENT = struct.Struct("<QQQIHHIIIIIiIIIIII")
+EVENT_FIELDS = ("time_ns", "rate", "tx_bytes", "hash", "sport", "dport", "cwnd", "p_norm",
+                "p_smooth", "qlen", "delta_t", "rtt_grad", "rtt_us", "base_rtt_us",
+                "old_cwnd", "beta", "seq")
+
+
+# ----------------------------------------------------------------------------- parameters
+class CCParams(BaseModel):
+    """Parameters of an eBPF CC; `rodata()` gives the `const volatile` values."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    def rodata(self) -> dict[str, int]:
+        return {}
+
+
+class ThetaPowerTCPParams(CCParams):
+    """θ-PowerTCP: γ, β (or expected flows), τ, host bandwidth (caps the window)."""
+
+    gamma: float = Field(0.9, gt=0, le=1, description="EWMA weight of the window update")
+    beta: float | None = Field(None, gt=0, le=100000,
+                               description="additive increase, segments; default "
+                                           "host_bw·τ/expected_flows/mss")
+    expected_flows: int = Field(10, ge=1, le=100000)
+    base_rtt_us: int = Field(0, ge=0, le=10_000_000,
+                             description="τ in µs; 0 = the socket's min RTT")
+    host_bw_mbps: int = Field(1000, ge=1, le=1_000_000)
+    trace_interval_us: int = Field(0, ge=0, le=10_000_000,
+                                   description="at most one trace event per flow per "
+                                               "interval; 0 = every update")
+
+    def rodata(self) -> dict[str, int]:
+        return {
+            "gamma_fp": max(1, round(self.gamma * (1 << GAMMA_SHIFT))),
+            "beta_fp": round(self.beta * (1 << CWND_SHIFT)) if self.beta else 0,
+            "expected_flows": self.expected_flows,
+            "base_rtt_us": self.base_rtt_us,
+            "host_bw_mbps": self.host_bw_mbps,
+            "trace_interval_us": self.trace_interval_us,
+        }
+
+
+class PowerTCPParams(ThetaPowerTCPParams):
+    """PowerTCP (INT): as θ, plus the bandwidth of the hops reporting telemetry."""
+
+    hop_bw_mbps: int = Field(1000, ge=0, le=1_000_000,
+                             description="bandwidth of the telemetry-reporting hop; "
+                                         "0 = the LinkSpeed it reports")
+
+    def rodata(self) -> dict[str, int]:
+        return {**super().rodata(), "hop_bw_mbps": self.hop_bw_mbps}
+
+
+@dataclass(frozen=True)
+class EbpfCC:
+    source: str                 # bpf/<source>.bpf.c; its struct_ops variable has this name
+    params: type[CCParams]
+    suffix: str                 # kernel name: <tracker.short>_<suffix>[<n>]
+    needs_int: bool = False     # reads TCP-INT's per-socket state (map tcp_int_state)
+
+
+EBPF_CCS: dict[str, EbpfCC] = {
+    "powertcp": EbpfCC("powertcp", PowerTCPParams, "pwr", needs_int=True),
+    "theta_powertcp": EbpfCC("theta_powertcp", ThetaPowerTCPParams, "tpw"),
+}
+INT_MAP = "tcp_int_state"
+
+
+def is_ebpf(name: str) -> bool:
+    return name in EBPF_CCS
+
+
+def needs_int(name: str) -> bool:
+    return name in EBPF_CCS and EBPF_CCS[name].needs_int
+
+
+def kernel_ccs() -> list[str]:
+    try:
+        return KERNEL_AVAILABLE.read_text().split()
+    except OSError:
+        return []
+
+
+def parse_params(name: str, raw: Mapping[str, Any] | CCParams | None,
+                 where: str | None = None) -> CCParams:
+    """Validate one CC's parameters; a bad one is a ConfigError naming the key and range."""
+    entry = EBPF_CCS.get(name)
+    if entry is None:
+        if raw:
+            raise ConfigError(f"{name!r} is a kernel CC and takes no parameters "
+                              f"(eBPF CCs: {', '.join(EBPF_CCS)})", file=where,
+                              key=f"congestion_control.{name}")
+        return CCParams()
+    if isinstance(raw, entry.params):
+        return raw
+    try:
+        return entry.params.model_validate(dict(raw or {}))
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = ".".join(str(x) for x in ("congestion_control", name, *err["loc"]))
+        fields = ", ".join(entry.params.model_fields)
+        hint = f" (parameters of {name}: {fields})" if err["type"] == "extra_forbidden" else ""
+        raise ConfigError(f"{err['msg']}{hint}", file=where, key=key) from None
+
+
+def check(names: list[str] | None = None) -> None:
+    """Raise MissingFeature, before any state exists, if these CCs cannot run here."""
+    names = list(names or EBPF_CCS)
+    unknown = [n for n in names if n not in EBPF_CCS and n not in kernel_ccs()]
+    if unknown:
+        raise ConfigError(f"unknown congestion control {unknown[0]!r}: kernel offers "
+                          f"{' '.join(kernel_ccs())}; eBPF: {' '.join(EBPF_CCS)}", key="cc")
+    if not any(n in EBPF_CCS for n in names):
+        return
+    from . import libbpf
+    libbpf.available()
+    if not Path("/sys/kernel/btf/vmlinux").exists():
+        raise MissingFeature("kernel BTF (/sys/kernel/btf/vmlinux) missing: no struct_ops CCs",
+                             "a kernel with CONFIG_DEBUG_INFO_BTF=y")
+    header = build.vmlinux_h().read_text(errors="replace")
+    if "bpf_struct_ops_tcp_congestion_ops" not in header:
+        raise MissingFeature("kernel lacks struct_ops congestion control "
+                             "(no bpf_struct_ops_tcp_congestion_ops in BTF)",
+                             "a kernel with CONFIG_BPF_JIT and CONFIG_BPF_SYSCALL (>= 5.6)")
+    if not re.search(r"void \(\*cong_control\)\(struct sock \*, u32, int, "
+                     r"const struct rate_sample \*\);", header):
+        raise MissingFeature("kernel's tcp_congestion_ops.cong_control is not the 6.10+ "
+                             "signature (sk, ack, flag, rs) our CCs are built for",
+                             "a kernel >= 6.10")
+
+
+# ----------------------------------------------------------------------------- tracing
+@dataclass(frozen=True)
+class TraceEvent:
+    cc: str          # the name the experiment used (powertcp, theta_powertcp)
+    time_ns: int
+    rate: int        # pacing rate, bytes/s
+    tx_bytes: int
+    hash: int
+    sport: int
+    dport: int
+    cwnd: int        # segments × 2^10
+    p_norm: int      # × 2^16
+    p_smooth: int    # × 2^16
+    qlen: int        # bytes
+    delta_t: int     # ns
+    rtt_grad: int    # × 2^16
+    rtt_us: int
+    base_rtt_us: int
+    old_cwnd: int    # segments × 2^10
+    beta: int        # segments × 2^10
+    seq: int         # the socket's update count
+
+    @classmethod
+    def decode(cls, cc: str, raw: bytes) -> "TraceEvent":
+        return cls(cc, *_EVENT.unpack_from(raw)[:-1])  # the last field is padding
+
+
+class TraceRecorder:
+    """Collects the trace events of every eBPF CC of the run between start and stop()."""
+
+    def __init__(self, owner: "CongestionControls"):
+        self._owner = owner
+        self.events: list[TraceEvent] = []
+        self.lost_at_start = owner.lost()
+
+    def add(self, ev: TraceEvent) -> None:
+        self.events.append(ev)  # list.append is atomic under the GIL
+
+    def stop(self) -> list[TraceEvent]:
+        self._owner.flush()
+        self._owner._recorders.discard(self)
+        self.lost = self._owner.lost() - self.lost_at_start
+        return self.events
+
+
+# ----------------------------------------------------------------------------- loading
+@dataclass
+class LoadedCC:
+    name: str
+    kernel_name: str
+    params: CCParams
+    obj: Any                        # libbpf.BpfObject
+    link: Any                       # libbpf.Link
+    ring: Any = None                # libbpf.RingBuffer
+    thread: threading.Thread | None = None
+    stop: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def lost(self) -> int:
+        raw = self.obj.map(".bss").lookup(b"\0\0\0\0")
+        return int.from_bytes(raw[:8], "little") if raw else 0
+
+    def close(self) -> None:
+        self.stop.set()
+        if self.thread:
+            self.thread.join(timeout=2)
+        # Unregister first (the link), then free the ring and the object.
+        self.link.destroy()
+        if self.ring:
+            self.ring.free()
+            self.ring = None
+        self.obj.close()
+
+
+class CongestionControls:
+    """The run's congestion controllers: `kernel_name()` resolves (and, for ours, builds,
+    loads and registers once per distinct parameter set) and close() unregisters all."""
+
+    _by_run: ClassVar[dict[str, "CongestionControls"]] = {}
+
+    def __init__(self, tracker, params: Mapping[str, Any] | None = None,
+                 where: str | None = None, require_int: bool = True):
+        """`require_int=False` lets an INT-fed CC load without TCP-INT (it then sees no
+        telemetry and holds its initial window): for tests of registration only."""
+        self.tracker = tracker
+        self.require_int = require_int
+        # Validated now: a broken parameter fails before anything is loaded.
+        self.params = {n: parse_params(n, p, where) for n, p in (params or {}).items()}
+        self.loaded: dict[tuple[str, CCParams], LoadedCC] = {}
+        self._recorders: set[TraceRecorder] = set()
+        self._closed = False
+        CongestionControls._by_run[tracker.run_id] = self
+        tracker.defer("congestion controls", self.close)
+
+    @classmethod
+    def of(cls, tracker) -> "CongestionControls | None":
+        """The run's instance (instruments find it through their tracker)."""
+        return cls._by_run.get(tracker.run_id)
+
+    def kernel_name(self, name: str, params: Mapping[str, Any] | CCParams | None = None) -> str:
+        """The name a socket uses (TCP_CONGESTION, iperf3 -C) for the experiment's `name`."""
+        if name not in EBPF_CCS:
+            if name not in kernel_ccs():
+                raise ConfigError(f"unknown congestion control {name!r}: kernel offers "
+                                  f"{' '.join(kernel_ccs())}; eBPF: {' '.join(EBPF_CCS)}",
+                                  key="cc")
+            return name
+        p = parse_params(name, params) if params is not None else \
+            self.params.get(name) or parse_params(name, None)
+        key = (name, p)
+        if key not in self.loaded:
+            self.loaded[key] = self._load(name, p)
+        return self.loaded[key].kernel_name
+
+    def _unique_name(self, entry: EbpfCC) -> str:
+        n = sum(1 for (nm, _p) in self.loaded if EBPF_CCS[nm].suffix == entry.suffix)
+        name = f"{self.tracker.short}_{entry.suffix}{n if n else ''}"
+        if len(name) > CC_NAME_MAX:
+            raise RunError(f"CC name {name!r} longer than {CC_NAME_MAX} characters")
+        return name
+
+    def _load(self, name: str, params: CCParams) -> LoadedCC:
+        from . import libbpf
+
+        entry = EBPF_CCS[name]
+        kname = self._unique_name(entry)
+        obj_path = build.compile_bpf(entry.source, [f'-DCC_NAME="{kname}"'])
+        obj = libbpf.BpfObject(obj_path)
+        try:
+            obj.set_rodata(**params.rodata())
+            if entry.needs_int:
+                pin = self.tracker.bpffs / INT_MAP
+                if pin.exists():
+                    m = libbpf.pinned_map(pin, 0, 0)
+                    try:
+                        obj.reuse_map(INT_MAP, m.fd)  # libbpf dups the fd
+                    finally:
+                        os.close(m.fd)
+                elif self.require_int:
+                    raise RunError(f"{name} reads TCP-INT telemetry but {pin} is not pinned: "
+                                   f"enable TCP-INT on the senders (experiment key `int:`)")
+            obj.load()
+            link = obj.attach_struct_ops(entry.source)
+        except BaseException:
+            obj.close()
+            raise
+        cc = LoadedCC(name, kname, params, obj, link)
+        # Registered: from here on every exit path must unregister it.
+        self.tracker.defer(f"unregister CC {kname}", cc.close)
+        cc.ring = libbpf.RingBuffer(obj.map("events"), lambda raw, n=name: self._event(n, raw))
+        cc.thread = threading.Thread(target=self._poll, args=(cc,), name=f"trace-{kname}",
+                                     daemon=True)
+        cc.thread.start()
+        return cc
+
+    def _poll(self, cc: LoadedCC) -> None:
+        while not cc.stop.is_set():
+            with cc.lock:
+                if cc.ring is None:
+                    return
+                cc.ring.poll(100)
+
+    def _event(self, name: str, raw: bytes) -> None:
+        if not self._recorders:
+            return
+        ev = TraceEvent.decode(name, raw)
+        for r in list(self._recorders):
+            r.add(ev)
+
+    def flush(self) -> None:
+        """Deliver what is already in the ring buffers (called before a recorder stops)."""
+        for cc in self.loaded.values():
+            with cc.lock:
+                if cc.ring is not None:
+                    cc.ring.poll(0)
+
+    def lost(self) -> int:
+        return sum(cc.lost() for cc in self.loaded.values())
+
+    def record(self) -> TraceRecorder:
+        r = TraceRecorder(self)
+        self._recorders.add(r)
+        return r
+
+    def close(self) -> None:
+        """Unregister every eBPF CC of the run (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        errors = []
+        for cc in list(self.loaded.values()):
+            try:
+                cc.close()
+            except Exception as e:  # keep going: the others must still be unregistered
+                errors.append(f"{cc.kernel_name}: {e}")
+        self._recorders.clear()
+        CongestionControls._by_run.pop(self.tracker.run_id, None)
+        if errors:
+            raise RunError("; ".join(errors))
