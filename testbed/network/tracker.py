@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import time
 from dataclasses import dataclass, field
@@ -121,6 +122,11 @@ class RunTracker:
         return BPFFS / self.name
 
     @property
+    def workdir(self) -> Path:
+        """Scratch files of the run (node scripts, sockets); removed on close."""
+        return STATE_DIR / self.name
+
+    @property
     def state_file(self) -> Path:
         return STATE_DIR / f"{self.name}.json"
 
@@ -131,6 +137,7 @@ class RunTracker:
             {"run_id": self.run_id, "pid": pid, "pid_start": _proc_start_time(pid),
              "cgroup": str(self.cgroup), "bpffs": str(self.bpffs), "started": time.time()}))
         self.cgroup.mkdir(exist_ok=True)
+        self.workdir.mkdir(exist_ok=True)
         self._open = True
         return self
 
@@ -171,7 +178,8 @@ class RunTracker:
                 except Exception as e:  # keep going: the rest must still be removed
                     errors.append(f"{what}: {e}")
             for what, fn in (("cgroup", lambda: kill_cgroup(self.cgroup)),
-                             ("bpf pins", lambda: _remove_pins(self.bpffs))):
+                             ("bpf pins", lambda: _remove_pins(self.bpffs)),
+                             ("workdir", lambda: shutil.rmtree(self.workdir, True))):
                 try:
                     fn()
                 except Exception as e:
@@ -239,4 +247,5 @@ def clean_leftovers(include_live: bool = False) -> list[Leftover]:
             _remove_pins(lo.bpffs)
         if lo.state_file:
             lo.state_file.unlink(missing_ok=True)
+        shutil.rmtree(STATE_DIR / f"{NAME_PREFIX}{lo.run_id}", ignore_errors=True)
     return gone

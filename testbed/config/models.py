@@ -1,0 +1,349 @@
+"""Typed configuration: what a topology file and an experiment file may say.
+
+Every model forbids unknown keys. Units are parsed at the edge (config.units), so the
+rest of the code sees Mb/s, bytes and seconds only.
+
+Topology: TopologySpec (hosts, switches, routers, links, defaults) and its parts
+LinkParams/LinkSpec, HostSpec, SwitchSpec, RouterSpec, Offloads, QueueLimit.
+Experiment: Experiment (topology reference, workload, instruments, sweep) and its parts
+FlowSpec, IncastSpec, CommandSpec, EventSpec, Workload, HostDefaults.
+"""
+from __future__ import annotations
+
+import ipaddress
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, model_validator,
+                      field_validator)
+
+from . import units
+
+NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,9}$")
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _name(v: object) -> str:
+    if not isinstance(v, str) or not NAME_RE.match(v):
+        raise ValueError(f"node names are 1-10 lowercase letters/digits starting with a "
+                         f"letter (they become interface names like h1-eth0), got {v!r}")
+    return v
+
+
+NodeName = Annotated[str, BeforeValidator(_name)]
+Rate = Annotated[float, BeforeValidator(units.rate_mbps)]
+Size = Annotated[int, BeforeValidator(units.size_bytes)]
+Duration = Annotated[float, BeforeValidator(units.duration_s)]
+
+
+class QueueLimit(Model):
+    """A FIFO limit: packets (pfifo) or bytes (bfifo). `100` = 100 packets, '64KB' = bytes."""
+
+    packets: int | None = Field(None, gt=0, le=1_000_000)
+    bytes: int | None = Field(None, gt=0, le=1 << 30)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short(cls, v: Any) -> Any:
+        if isinstance(v, bool):
+            raise ValueError("expected a packet count (100) or a size ('64KB')")
+        if isinstance(v, int):
+            return {"packets": v}
+        if isinstance(v, str):
+            s = v.strip().lower()
+            if s.endswith(("p", "pkts", "packets")):
+                return {"packets": int(re.sub(r"[a-z]+$", "", s))}
+            return {"bytes": units.size_bytes(v)}
+        return v
+
+    @model_validator(mode="after")
+    def _one(self) -> "QueueLimit":
+        if (self.packets is None) == (self.bytes is None):
+            raise ValueError("give exactly one of packets or bytes")
+        return self
+
+
+class Offloads(Model):
+    """NIC offloads of a host's interfaces; None leaves the kernel's default."""
+
+    tso: bool | None = None
+    gso: bool | None = None
+    gro: bool | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _all(cls, v: Any) -> Any:
+        if isinstance(v, bool):  # `offloads: off` turns all three off
+            return {"tso": v, "gso": v, "gro": v}
+        return v
+
+
+class LinkParams(Model):
+    bw: Rate | None = None           # Mb/s; None = not shaped
+    queue: QueueLimit | None = None  # FIFO at each shaped egress
+    delay: Duration | None = None    # needs netem
+    jitter: Duration | None = None   # needs netem
+    loss: float | None = Field(None, ge=0, le=100)  # percent; needs netem
+
+    def needs_netem(self) -> list[str]:
+        return [k for k in ("delay", "jitter", "loss") if getattr(self, k)]
+
+
+class LinkSpec(LinkParams):
+    ends: tuple[NodeName, NodeName]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _pair(cls, v: Any) -> Any:
+        if isinstance(v, (list, tuple)):
+            return {"ends": v}
+        return v
+
+    @model_validator(mode="after")
+    def _distinct(self) -> "LinkSpec":
+        if self.ends[0] == self.ends[1]:
+            raise ValueError(f"a link needs two different ends, got {self.ends[0]} twice")
+        return self
+
+
+class HostSpec(Model):
+    ip: ipaddress.IPv4Interface | None = None
+    ip6: ipaddress.IPv6Interface | None = None
+    offloads: Offloads | None = None
+
+
+class SwitchSpec(Model):
+    backend: Literal["kernel", "bmv2"] = "kernel"
+
+
+class RouterSpec(SwitchSpec):
+    ecmp_hash: Literal["l3", "l4"] = "l4"   # fib_multipath_hash_policy 0 / 1
+
+
+class TopologyDefaults(Model):
+    link: LinkParams = LinkParams()
+    host: HostSpec = HostSpec()
+
+
+class TopologySpec(Model):
+    name: str = "topology"
+    ipv6: bool = True
+    defaults: TopologyDefaults = TopologyDefaults()
+    hosts: dict[NodeName, HostSpec | None] = {}
+    switches: dict[NodeName, SwitchSpec | None] = {}
+    routers: dict[NodeName, RouterSpec | None] = {}
+    links: list[LinkSpec] = []
+
+    @field_validator("hosts", "switches", "routers", mode="before")
+    @classmethod
+    def _listed(cls, v: Any) -> Any:
+        if isinstance(v, list):  # `hosts: [h1, h2]`
+            return {n: None for n in v}
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "TopologySpec":
+        self.hosts = {k: v or HostSpec() for k, v in self.hosts.items()}
+        self.switches = {k: v or SwitchSpec() for k, v in self.switches.items()}
+        self.routers = {k: v or RouterSpec() for k, v in self.routers.items()}
+        seen: dict[str, str] = {}
+        for kind in ("hosts", "switches", "routers"):
+            for n in getattr(self, kind):
+                if n in seen:
+                    raise ValueError(f"{n} is both in {seen[n]} and {kind}")
+                seen[n] = kind
+        if not self.hosts:
+            raise ValueError("a topology needs at least one host")
+        pairs = set()
+        for i, l in enumerate(self.links):
+            for e in l.ends:
+                if e not in seen:
+                    raise ValueError(f"links[{i}]: unknown node {e!r}; "
+                                     f"declare it under hosts, switches or routers")
+            key = frozenset(l.ends)
+            if key in pairs:
+                raise ValueError(f"links[{i}]: {l.ends[0]}-{l.ends[1]} is listed twice")
+            pairs.add(key)
+        linked = {e for l in self.links for e in l.ends}
+        for n in seen:
+            if n not in linked:
+                raise ValueError(f"{n} has no link")
+        return self
+
+    def kind(self, name: str) -> str:
+        return "host" if name in self.hosts else "switch" if name in self.switches else "router"
+
+    def link_params(self, link: LinkSpec) -> LinkParams:
+        """A link's parameters with the topology defaults filled in."""
+        merged = self.defaults.link.model_dump()
+        merged.update({k: v for k, v in link.model_dump(exclude={"ends"}).items()
+                       if v is not None})
+        return LinkParams.model_validate(merged)
+
+
+# --- experiments -------------------------------------------------------------------
+
+def _expand_names(v: Any) -> Any:
+    """'h2..h11' → [h2, …, h11]; lists pass through."""
+    if isinstance(v, str):
+        m = re.fullmatch(r"([a-z]+)(\d+)\.\.([a-z]+)?(\d+)", v.strip())
+        if not m:
+            return [v]
+        if m.group(3) and m.group(3) != m.group(1):
+            raise ValueError(f"a range needs one prefix, got {v!r}")
+        lo, hi = int(m.group(2)), int(m.group(4))
+        if hi < lo:
+            raise ValueError(f"empty range {v!r}")
+        return [f"{m.group(1)}{i}" for i in range(lo, hi + 1)]
+    return v
+
+
+NameList = Annotated[list[NodeName], BeforeValidator(_expand_names)]
+
+
+class FlowSpec(Model):
+    """One iperf3 flow (with `parallel` streams)."""
+
+    src: NodeName
+    dst: NodeName
+    start: Duration = 0.0
+    duration: Duration | None = None   # default: until the experiment's end
+    bytes: Size | None = None          # send this much instead of a duration
+    rate: Rate | None = None           # iperf3 -b (Mb/s); default unlimited for TCP
+    cc: str | None = None              # default: the experiment's `cc`
+    parallel: int = Field(1, ge=1, le=128)
+    protocol: Literal["tcp", "udp"] = "tcp"
+    name: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> "FlowSpec":
+        if self.src == self.dst:
+            raise ValueError("src and dst are the same host")
+        if self.bytes is not None and self.duration is not None:
+            raise ValueError("give bytes or duration, not both")
+        return self
+
+
+class IncastSpec(Model):
+    """N senders start at once towards one receiver: the burst of an incast."""
+
+    senders: NameList
+    dst: NodeName
+    start: Duration
+    bytes: Size | None = None
+    duration: Duration | None = None
+    cc: str | None = None
+    name: str = "incast"
+
+    @model_validator(mode="after")
+    def _check(self) -> "IncastSpec":
+        if (self.bytes is None) == (self.duration is None):
+            raise ValueError("give exactly one of bytes (per sender) or duration")
+        if self.dst in self.senders:
+            raise ValueError(f"{self.dst} is both a sender and the receiver")
+        return self
+
+
+class CommandSpec(Model):
+    """A shell command on a host at a time; its output goes to logs/."""
+
+    host: NodeName
+    at: Duration = 0.0
+    cmd: str = Field(min_length=1)
+
+
+class EventSpec(Model):
+    """Something that happens to the network at a time: link down/up, route change."""
+
+    at: Duration
+    action: Literal["link_down", "link_up", "route"]
+    link: tuple[NodeName, NodeName] | None = None  # link_down / link_up
+    node: NodeName | None = None                   # route: where
+    dst: str | None = None                         # route: prefix or host name
+    via: list[str] = []                            # route: next-hop node names or addresses
+
+    @model_validator(mode="after")
+    def _check(self) -> "EventSpec":
+        if self.action in ("link_down", "link_up") and not self.link:
+            raise ValueError(f"{self.action} needs link: [a, b]")
+        if self.action == "route" and not (self.node and self.dst and self.via):
+            raise ValueError("route needs node, dst and via")
+        return self
+
+
+class Workload(Model):
+    flows: list[FlowSpec] = []
+    incast: list[IncastSpec] = []
+    commands: list[CommandSpec] = []
+    events: list[EventSpec] = []
+
+
+class HostDefaults(Model):
+    """Settings applied to every host of the experiment (override the topology's)."""
+
+    offloads: Offloads | None = None
+    quickack: bool = False   # `ip route … quickack 1`: no delayed ACKs (see powertcp.md)
+
+
+class TopologyRef(Model):
+    """`topology:` — a file, a built-in with parameters, or a whole inline topology."""
+
+    file: str | None = None
+    builtin: str | None = None
+    overrides: dict[str, Any] = {}   # with file: dotted keys → values
+    params: dict[str, Any] = {}      # with builtin: its parameters
+    inline: dict[str, Any] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _forms(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            return {"file": v}
+        if isinstance(v, dict):
+            if "builtin" in v:
+                return {"builtin": v["builtin"],
+                        "params": {k: x for k, x in v.items() if k != "builtin"}}
+            if "file" in v:
+                return v
+            return {"inline": v}
+        return v
+
+
+class Experiment(Model):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    scale: str = ""          # the emulated scale, stated on every plot
+    topology: TopologyRef
+    duration: Duration = Field(gt=0, le=3600)
+    settle: Duration = 0.5   # wait after the workload ends, for late reports
+    cc: str = "cubic"
+    congestion_control: dict[str, dict[str, Any]] = {}  # eBPF CC parameters, by CC
+    tcp_int: Any = Field(default_factory=dict, alias="int")  # TCP-INT options (IntOptions)
+    hosts: HostDefaults = HostDefaults()
+    workload: Workload = Workload()
+    instruments: dict[str, Any] = {}
+    sweep: dict[str, list[Any]] = {}
+    repetitions: int = Field(1, ge=1, le=1000)
+    expect: list[dict[str, Any]] = []
+
+    @field_validator("sweep")
+    @classmethod
+    def _sweep(cls, v: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        for k, vals in v.items():
+            if not vals:
+                raise ValueError(f"sweep {k!r} has no values")
+            if k.split(".")[0] in ("sweep", "repetitions", "name"):
+                raise ValueError(f"cannot sweep over {k!r}")
+        return v
+
+    @field_validator("instruments", mode="before")
+    @classmethod
+    def _instr(cls, v: Any) -> Any:
+        if isinstance(v, list):  # `instruments: [queue, iperf]`
+            return {n: {} for n in v}
+        return {k: ({} if x is None else x) for k, x in v.items()} if isinstance(v, dict) else v

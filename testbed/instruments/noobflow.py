@@ -1,0 +1,712 @@
+"""noobflow: an XDP passive flow collector with per-CPU double-buffered maps.
+
+The kernel side is bpf/noobflow.bpf.c (bcc); its interface is bpf/noobflow.h, from which
+this module takes every constant (parsed) and every struct (bcc builds the ctypes types
+from the maps' declarations). The swap protocol is explained in the C file and in
+docs/noobflow.md.
+
+Classes:
+- FlowFilter: what to capture (address prefixes, ports, IP protocols), parsed from
+  `net=10.0.0.0/8,port=5201,proto=tcp` text; changed while running without a reload.
+- FlowRow: one flow's record merged over CPUs for one interval (one CSV row).
+- Noobflow: one compiled and loaded program: attach/detach XDP on interfaces in any
+  network namespace, set the filter, swap the buffers and drain the idle one, counters.
+- Collector: a thread that swaps and drains every interval and hands rows to a sink;
+  stop() flushes the last, partial interval.
+- NoobflowInstrument: the `noobflow` instrument: hosts and/or switch ports, writes
+  flows.csv and throughput_noobflow.csv (time, flow, bps).
+
+Functions: netns() runs a block inside another network namespace (this thread only);
+preflight() checks root, namespace, interface, filter and XDP support before any state.
+"""
+from __future__ import annotations
+
+import csv
+import ctypes as C
+import ipaddress
+import os
+import re
+import socket
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Literal
+
+from pydantic import Field, field_validator
+
+from ..errors import ConfigError, MissingFeature, RunError
+from .base import Instrument, InstrumentContext, InstrumentOptions, register
+
+BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
+SOURCE = BPF_DIR / "noobflow.bpf.c"
+HEADER = BPF_DIR / "noobflow.h"
+
+CSV_COLUMNS = ["time", "interval", "src", "dst", "sport", "dport", "proto", "packets",
+               "bytes", "first_ns", "last_ns", "tcp_flags", "point"]
+THROUGHPUT_COLUMNS = ["time", "flow", "bps"]
+
+XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
+XDP_FLAGS_SKB_MODE = 1 << 1
+XDP_FLAGS_DRV_MODE = 1 << 2
+MODE_FLAGS = {"native": XDP_FLAGS_DRV_MODE, "skb": XDP_FLAGS_SKB_MODE}
+CLONE_NEWNET = 0x40000000
+BPF_PROG_TYPE_XDP = 6
+NETDEV_XDP_ACT_BASIC = 1
+
+PROTO_NAMES = {"icmp": 1, "tcp": 6, "udp": 17, "gre": 47, "esp": 50, "icmp6": 58,
+               "ipv6-icmp": 58, "sctp": 132}
+PROTO_BY_NUM = {1: "icmp", 6: "tcp", 17: "udp", 47: "gre", 50: "esp", 58: "icmp6",
+                132: "sctp"}
+
+
+def header_constants(path: Path = HEADER) -> dict[str, int]:
+    """The #define NAME <number> lines of noobflow.h (the one source of the limits)."""
+    out: dict[str, int] = {}
+    for m in re.finditer(r"^#define\s+(NF_\w+)\s+(0x[0-9a-fA-F]+|\d+)", path.read_text(), re.M):
+        out[m.group(1)] = int(m.group(2), 0)
+    return out
+
+
+H = header_constants()
+
+
+# ---------------------------------------------------------------- filter
+
+@dataclass(frozen=True)
+class FlowFilter:
+    """Capture filter: parts are ANDed, entries within a part ORed; empty = everything."""
+
+    prefixes: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    ports: tuple[int, ...] = ()
+    protos: tuple[int, ...] = ()
+
+    HELP = ("comma-separated net=PREFIX, port=N, proto=tcp|udp|icmp|icmp6|N "
+            "(e.g. 'proto=tcp,port=5201,net=10.0.0.0/8')")
+
+    @classmethod
+    def parse(cls, texts: Iterable[str] | str | None) -> "FlowFilter":
+        """Parse one or more filter texts; ValueError names the bad token and the fix."""
+        if texts is None:
+            return cls()
+        if isinstance(texts, str):
+            texts = [texts]
+        prefixes, ports, protos = [], [], []
+        for text in texts:
+            for tok in re.split(r"[,\s]+", text.strip()):
+                if not tok:
+                    continue
+                kind, sep, val = tok.partition("=")
+                kind = kind.strip().lower()
+                if not sep or not val:
+                    raise ValueError(f"{tok!r}: expected KIND=VALUE; {cls.HELP}")
+                if kind in ("net", "prefix", "host"):
+                    try:
+                        prefixes.append(ipaddress.ip_network(val, strict=False))
+                    except ValueError:
+                        raise ValueError(f"{tok!r}: not an address prefix "
+                                         f"(e.g. net=10.0.0.0/24 or net=fd00::/64)") from None
+                elif kind == "port":
+                    if not val.isdigit() or not 0 <= int(val) <= 65535:
+                        raise ValueError(f"{tok!r}: port must be 0-65535 (e.g. port=5201)")
+                    ports.append(int(val))
+                elif kind == "proto":
+                    p = PROTO_NAMES.get(val.lower())
+                    if p is None and val.isdigit() and 0 <= int(val) <= 255:
+                        p = int(val)
+                    if p is None:
+                        raise ValueError(f"{tok!r}: unknown protocol (use tcp, udp, icmp, "
+                                         f"icmp6 or a number 0-255)")
+                    protos.append(p)
+                else:
+                    raise ValueError(f"{tok!r}: unknown filter kind {kind!r}; {cls.HELP}")
+        f = cls(tuple(dict.fromkeys(prefixes)), tuple(dict.fromkeys(ports)),
+                tuple(dict.fromkeys(protos)))
+        if len(f.prefixes) > H["NF_MAX_PREFIXES"] or len(f.ports) > H["NF_MAX_PORTS"]:
+            raise ValueError(f"at most {H['NF_MAX_PREFIXES']} prefixes and "
+                             f"{H['NF_MAX_PORTS']} ports (noobflow.h limits)")
+        return f
+
+    @property
+    def flags(self) -> int:
+        return ((H["NF_F_PREFIX"] if self.prefixes else 0)
+                | (H["NF_F_PORT"] if self.ports else 0)
+                | (H["NF_F_PROTO"] if self.protos else 0))
+
+    def __str__(self) -> str:
+        parts = [f"net={p}" for p in self.prefixes] + [f"port={p}" for p in self.ports]
+        parts += [f"proto={PROTO_BY_NUM.get(p, p)}" for p in self.protos]
+        return ",".join(parts) or "all"
+
+
+def _mapped(net: ipaddress.IPv4Network | ipaddress.IPv6Network) -> tuple[int, bytes]:
+    """(prefixlen over 128 bits, 16-byte address) with IPv4 in v4-mapped form."""
+    if net.version == 4:
+        return 96 + net.prefixlen, b"\0" * 10 + b"\xff\xff" + net.network_address.packed
+    return net.prefixlen, net.network_address.packed
+
+
+def _addr(raw: bytes) -> str:
+    if raw[:12] == b"\0" * 10 + b"\xff\xff":
+        return str(ipaddress.IPv4Address(raw[12:]))
+    return str(ipaddress.IPv6Address(raw))
+
+
+# ---------------------------------------------------------------- namespaces, checks
+
+_libc = C.CDLL(None, use_errno=True)
+
+
+def _ns_path(target: str | int) -> str:
+    t = str(target)
+    if t.isdigit():
+        return f"/proc/{t}/ns/net"
+    return t if "/" in t else f"/var/run/netns/{t}"
+
+
+@contextmanager
+def netns(target: str | int | None) -> Iterator[None]:
+    """Run the block in another network namespace (a name under /var/run/netns, a PID,
+    or a path). setns() changes only the calling thread, so other threads are unaffected;
+    the thread always returns to its own namespace."""
+    if target is None:
+        yield
+        return
+    path = _ns_path(target)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError as e:
+        raise ConfigError(f"network namespace {target!r} not found ({e.strerror}); "
+                          f"give a name from `ip netns list` or a PID", key="--netns") from None
+    own = os.open(f"/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        if _libc.setns(fd, CLONE_NEWNET) != 0:
+            err = C.get_errno()
+            raise RunError(f"setns({path}): {os.strerror(err)}")
+        try:
+            yield
+        finally:
+            if _libc.setns(own, CLONE_NEWNET) != 0:  # pragma: no cover - cannot happen
+                raise RunError("setns back to own namespace failed")
+    finally:
+        os.close(fd)
+        os.close(own)
+
+
+def _xdp_features(ifindex: int) -> int | None:
+    """XDP features the driver advertises (netdev genl family, kernel >= 6.3), or None
+    when the kernel cannot tell. Must be called inside the interface's namespace."""
+    try:
+        from pyroute2.netlink import NLM_F_REQUEST, genlmsg
+        from pyroute2.netlink.generic import GenericNetlinkSocket
+    except ImportError:  # pragma: no cover
+        return None
+
+    class netdevmsg(genlmsg):
+        nla_map = (("NETDEV_A_DEV_UNSPEC", "none"), ("NETDEV_A_DEV_IFINDEX", "uint32"),
+                   ("NETDEV_A_DEV_PAD", "none"), ("NETDEV_A_DEV_XDP_FEATURES", "uint64"))
+
+    s = GenericNetlinkSocket()
+    try:
+        s.bind("netdev", netdevmsg)
+        m = netdevmsg()
+        m["cmd"], m["version"] = 1, 1  # NETDEV_CMD_DEV_GET
+        m["attrs"] = [("NETDEV_A_DEV_IFINDEX", ifindex)]
+        for r in s.nlm_request(m, msg_type=s.prid, msg_flags=NLM_F_REQUEST):
+            v = r.get_attr("NETDEV_A_DEV_XDP_FEATURES")
+            if v is not None:
+                return int(v)
+        return None
+    except Exception:
+        return None
+    finally:
+        s.close()
+
+
+def attached_prog_id(ifname: str) -> int:
+    """ID of the XDP program on an interface of the current namespace, 0 if none."""
+    from pyroute2 import IPRoute
+    with IPRoute() as ip:
+        links = ip.link("get", ifname=ifname)
+    xdp = links[0].get_attr("IFLA_XDP") if links else None
+    if not xdp:
+        return 0
+    for name in ("IFLA_XDP_PROG_ID", "IFLA_XDP_SKB_PROG_ID", "IFLA_XDP_DRV_PROG_ID"):
+        v = xdp.get_attr(name)
+        if v:
+            return int(v)
+    return 0
+
+
+def _kernel_has_xdp() -> bool | None:
+    try:
+        lib = C.CDLL("libbpf.so.1", use_errno=True)
+        probe = lib.libbpf_probe_bpf_prog_type
+        probe.restype, probe.argtypes = C.c_int, [C.c_int, C.c_void_p]
+        return probe(BPF_PROG_TYPE_XDP, None) == 1
+    except (OSError, AttributeError):
+        return None
+
+
+def preflight(iface: str, ns: str | int | None = None, mode: str = "native") -> int:
+    """Everything that must hold before noobflow creates state on `iface`.
+
+    Returns the ifindex. Raises ConfigError (bad argument) or MissingFeature (root,
+    kernel, driver), both exit 2, with one line naming the argument and the fix."""
+    if os.geteuid() != 0:
+        raise MissingFeature("noobflow needs root (BPF and XDP attach)", "run with sudo")
+    if mode not in MODE_FLAGS:
+        raise ConfigError(f"unknown XDP mode {mode!r}; use native or skb", key="--mode")
+    if _kernel_has_xdp() is False:
+        raise MissingFeature("this kernel cannot load XDP programs",
+                             "a kernel with CONFIG_BPF_SYSCALL and XDP")
+    with netns(ns):
+        try:
+            idx = socket.if_nametoindex(iface)
+        except OSError:
+            where = f" in namespace {ns}" if ns is not None else ""
+            raise ConfigError(f"no interface {iface!r}{where}; see `ip link`",
+                              key="--interface") from None
+        if mode == "native":
+            feats = _xdp_features(idx)
+            if feats is not None and not feats & NETDEV_XDP_ACT_BASIC:
+                raise MissingFeature(f"interface {iface} has no native XDP support",
+                                     "use --mode skb (generic XDP)")
+        if attached_prog_id(iface):
+            raise ConfigError(f"interface {iface} already has an XDP program; "
+                              f"noobflow will not replace it (ip link set {iface} xdp off)",
+                              key="--interface")
+    return idx
+
+
+# ---------------------------------------------------------------- the loaded program
+
+@dataclass
+class FlowRow:
+    time: float         # end of the interval, s since t0 (CLOCK_MONOTONIC)
+    interval: int
+    src: str
+    dst: str
+    sport: int
+    dport: int
+    proto: int
+    packets: int
+    bytes: int
+    first_ns: int
+    last_ns: int
+    tcp_flags: int
+    point: str
+
+    @property
+    def flow(self) -> str:
+        return f"{self.src}:{self.sport}->{self.dst}:{self.dport}"
+
+    def csv(self) -> list:
+        return [f"{self.time:.6f}", self.interval, self.src, self.dst, self.sport,
+                self.dport, self.proto, self.packets, self.bytes, self.first_ns,
+                self.last_ns, self.tcp_flags, self.point]
+
+
+@dataclass
+class _Point:
+    index: int
+    ifname: str
+    ns: str | int | None
+    label: str
+    flags: int
+    prog_id: int = 0
+
+
+class Noobflow:
+    """One compiled+loaded noobflow object serving up to NF_MAX_POINTS interfaces.
+
+    Lifecycle: Noobflow(points=n) compiles and loads (bcc, ~4 s); attach() each
+    interface; set_filter() any time; swap_drain() each interval; detach_all(); close().
+    """
+
+    def __init__(self, points: int = 1, max_flows: int | None = None):
+        if not 1 <= points <= H["NF_MAX_POINTS"]:
+            raise ConfigError(f"noobflow serves 1..{H['NF_MAX_POINTS']} attach points per "
+                              f"run, {points} asked", key="noobflow")
+        from bcc import BPF  # deferred: importing bcc is slow and needs root for use
+        self._BPF = BPF
+        self.max_points = points
+        cflags = [f"-I{BPF_DIR}", f"-DNF_POINTS={points}"]
+        if max_flows:
+            cflags.append(f"-DNF_MAX_FLOWS={int(max_flows)}")
+        self.cflags = cflags
+        try:
+            self.bpf = BPF(src_file=str(SOURCE).encode(), cflags=cflags)
+        except Exception as e:
+            raise RunError(f"noobflow: compiling {SOURCE.name} failed: {e}") from None
+        self.buffers = [self.bpf["nf_buf0"], self.bpf["nf_buf1"]]
+        self.active_map = self.bpf["nf_active"]
+        self.active = 0
+        self.epoch = 0
+        self._fns = [self.bpf.load_func(f"noobflow_p{i}".encode(), BPF.XDP)
+                     for i in range(points)]
+        self.points: dict[int, _Point] = {}
+        self._lock = threading.Lock()  # one swap at a time (collector vs. final flush)
+        self._install(0)
+        self.filter = FlowFilter()
+        self.set_filter(self.filter)
+
+    # -- buffers
+
+    def _install(self, which: int) -> None:
+        # An ARRAY_OF_MAPS update returns only after synchronize_rcu(): every XDP run
+        # that could still see the previous buffer has finished (see noobflow.bpf.c).
+        self.active_map[C.c_int(0)] = C.c_int(self.buffers[which].map_fd)
+        self.active = which
+
+    def swap_drain(self) -> list[tuple[_Point | None, bytes, bytes, int, int, int, int, int, int]]:
+        """Make the idle buffer active, then read, merge and clear the old one.
+
+        Returns (point, src16, dst16, sport, dport, proto, packets, bytes, first, last,
+        flags) tuples; merged over CPUs (sum, sum, min, max, OR)."""
+        with self._lock:
+            old = self.active
+            self._install(1 - old)
+            self.epoch += 1
+            table = self.buffers[old]
+            items = table.items()
+            out = []
+            for k, percpu in items:
+                pk = by = fl = last = 0
+                first = 0
+                for v in percpu:
+                    if not v.packets:
+                        continue
+                    pk += v.packets
+                    by += v.bytes
+                    fl |= v.tcp_flags
+                    first = v.first_ns if not first else min(first, v.first_ns)
+                    last = max(last, v.last_ns)
+                if pk:
+                    out.append((self.points.get(k.point), bytes(k.src), bytes(k.dst),
+                                k.sport, k.dport, k.proto, pk, by, first, last, fl))
+            for k, _ in items:  # idle buffer: nobody writes it while we clear it
+                try:
+                    del table[k]
+                except KeyError:
+                    pass
+            return out
+
+    def clear(self) -> None:
+        """Empty both buffers and the counters (a new sweep point reuses the object)."""
+        with self._lock:
+            for t in self.buffers:
+                t.clear()
+            self.bpf["nf_stats"].clear()
+            st = self.bpf["nf_stats"]
+            zero = st.Leaf()
+            for i in range(H["NF_MAX_POINTS"]):
+                st[C.c_int(i)] = zero
+
+    # -- filter
+
+    def set_filter(self, f: FlowFilter) -> None:
+        """Replace the filter while running (no reload). New entries are added first,
+        then the flags switch, then stale entries go: in between, the union matches."""
+        b = self.bpf
+        protos, ports, prefixes = b["nf_protos"], b["nf_ports"], b["nf_prefixes"]
+        want_proto = set(f.protos)
+        for p in want_proto:
+            protos[C.c_int(p)] = C.c_ubyte(1)
+        want_ports = set(f.ports)
+        for p in want_ports:
+            ports[ports.Key(p)] = C.c_ubyte(1)
+        want_pfx = {_mapped(n) for n in f.prefixes}
+        for plen, addr in want_pfx:
+            prefixes[self._lpm_key(plen, addr)] = C.c_ubyte(1)
+        cfg = b["nf_cfg"]
+        v = cfg.Leaf()
+        v.flags = f.flags
+        cfg[C.c_int(0)] = v
+        for p in range(256):
+            if p not in want_proto and protos[C.c_int(p)].value:
+                protos[C.c_int(p)] = C.c_ubyte(0)
+        for k in list(ports.keys()):
+            if k.value not in want_ports:
+                del ports[k]
+        for k in list(prefixes.keys()):
+            if (k.prefixlen, bytes(k.addr)) not in want_pfx:
+                del prefixes[k]
+        self.filter = f
+
+    def _lpm_key(self, plen: int, addr: bytes):
+        k = self.bpf["nf_prefixes"].Key()
+        k.prefixlen = plen
+        C.memmove(k.addr, addr, 16)
+        return k
+
+    # -- attach points
+
+    def attach(self, ifname: str, ns: str | int | None = None, mode: str = "native",
+               label: str | None = None) -> _Point:
+        """Attach the next free program copy to `ifname` in namespace `ns`."""
+        idx = next((i for i in range(self.max_points) if i not in self.points), None)
+        if idx is None:
+            raise RunError(f"noobflow: all {self.max_points} attach points in use")
+        fn = self._fns[idx]
+        flags = MODE_FLAGS[mode] | XDP_FLAGS_UPDATE_IF_NOEXIST
+        with netns(ns):
+            try:
+                self._BPF.attach_xdp(ifname, fn, flags)
+            except Exception as e:
+                raise RunError(f"noobflow: attaching XDP to {ifname}: {e}") from None
+            pid = attached_prog_id(ifname)
+        pt = _Point(idx, ifname, ns, label or ifname, MODE_FLAGS[mode], pid)
+        self.points[idx] = pt
+        return pt
+
+    def detach(self, pt: _Point) -> None:
+        """Remove our program from the interface, only if it is still ours."""
+        if self.points.get(pt.index) is not pt:
+            return
+        del self.points[pt.index]
+        try:
+            with netns(pt.ns):
+                try:
+                    socket.if_nametoindex(pt.ifname)
+                except OSError:
+                    return  # interface (or namespace) gone: the program went with it
+                if attached_prog_id(pt.ifname) == pt.prog_id:
+                    self._BPF.remove_xdp(pt.ifname, pt.flags)
+        except ConfigError:
+            return  # namespace gone
+
+    def detach_all(self) -> None:
+        for pt in list(self.points.values()):
+            self.detach(pt)
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Cumulative counters per attached point, summed over CPUs."""
+        st = self.bpf["nf_stats"]
+        out = {}
+        for idx, pt in self.points.items():
+            tot = dict.fromkeys((n for n, _ in st.sLeaf._fields_), 0)
+            for v in st.getvalue(C.c_int(idx)):
+                for n in tot:
+                    tot[n] += getattr(v, n)
+            out[pt.label] = tot
+        return out
+
+    def close(self) -> None:
+        self.detach_all()
+        if self.bpf is not None:
+            self.bpf.cleanup()
+            self.bpf = None
+
+
+# ---------------------------------------------------------------- periodic collection
+
+class Collector:
+    """Swap and drain every `interval` seconds in a thread; rows go to `sink`.
+
+    stop() wakes the thread, which does one last swap+drain (the partial interval) and
+    exits; rows are never lost between the last full interval and the stop."""
+
+    def __init__(self, nf: Noobflow, interval: float,
+                 sink: Callable[[list[FlowRow], float, float], None], t0_ns: int = 0):
+        self.nf, self.interval, self.sink, self.t0_ns = nf, interval, sink, t0_ns
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+        self.index = 0
+        self._last = time.monotonic_ns()
+
+    def start(self) -> "Collector":
+        self._last = time.monotonic_ns()
+        self._thread = threading.Thread(target=self._run, name="noobflow", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            nxt = time.monotonic() + self.interval
+            while not self._stop.wait(max(0.0, nxt - time.monotonic())):
+                self.collect()
+                nxt += self.interval
+                if nxt < time.monotonic():  # fell behind (slow drain): don't burst
+                    nxt = time.monotonic() + self.interval
+            self.collect()
+        except BaseException as e:  # reported by stop()
+            self.error = e
+
+    def collect(self) -> list[FlowRow]:
+        now = time.monotonic_ns()
+        raw = self.nf.swap_drain()
+        t = (now - self.t0_ns) / 1e9
+        rows = [FlowRow(t, self.index, _addr(s), _addr(d), sp, dp, pr, pk, by, f, l, fl,
+                        pt.label if pt else "?")
+                for pt, s, d, sp, dp, pr, pk, by, f, l, fl in raw]
+        rows.sort(key=lambda r: (r.point, -r.bytes))
+        self.sink(rows, (self._last - self.t0_ns) / 1e9, t)
+        self._last = now
+        self.index += 1
+        return rows
+
+    def stop(self) -> None:
+        if self._thread is None:
+            return
+        self._stop.set()
+        self._thread.join()
+        self._thread = None
+        if self.error is not None:
+            raise RunError(f"noobflow collector failed: {self.error}")
+
+
+# ---------------------------------------------------------------- the instrument
+
+class NoobflowOptions(InstrumentOptions):
+    """`instruments: noobflow:` — where to attach, how often to swap, what to keep."""
+
+    hosts: list[str] = Field(default_factory=list)   # every non-lo interface of these
+    ports: list[str] = Field(default_factory=list)   # "s1-eth1" or "s1:s1-eth1"
+    interval: float = Field(0.1, ge=0.005, le=60)     # seconds between swaps
+    filter: list[str] = Field(default_factory=list)   # FlowFilter texts
+    mode: Literal["native", "skb"] = "native"
+    max_flows: int = Field(16384, ge=16, le=1 << 20)  # per buffer, all points
+
+    @field_validator("filter", mode="before")
+    @classmethod
+    def _filter(cls, v):
+        if isinstance(v, str):
+            v = [v]
+        FlowFilter.parse(v)  # ValueError → the config loader reports file:line
+        return v
+
+    def flow_filter(self) -> FlowFilter:
+        return FlowFilter.parse(self.filter)
+
+
+@register
+class NoobflowInstrument(Instrument):
+    """XDP flow records on hosts and switch ports → flows.csv, throughput_noobflow.csv.
+
+    throughput_noobflow.csv has one row per flow and interval (bps over that interval,
+    from L2 frame bytes); a flow seen on several points is taken from the first point
+    in option order (hosts, then ports) that saw it."""
+
+    name = "noobflow"
+    Options = NoobflowOptions
+
+    def __init__(self, options: NoobflowOptions, ctx: InstrumentContext):
+        super().__init__(options, ctx)
+        self.nf: Noobflow | None = None
+        self.collector: Collector | None = None
+        self._csv = None
+        self._writer = None
+        self._tp: list[tuple[float, str, str, float]] = []
+        self._flow_point: dict[str, str] = {}
+        self._order: dict[str, int] = {}
+        self._stopped = False
+
+    @classmethod
+    def check(cls, options: NoobflowOptions) -> None:
+        if os.geteuid() != 0:
+            raise MissingFeature("noobflow needs root (BPF and XDP attach)", "run with sudo")
+        if _kernel_has_xdp() is False:
+            raise MissingFeature("this kernel cannot load XDP programs")
+        try:
+            import bcc  # noqa: F401
+        except ImportError:
+            raise MissingFeature("noobflow needs bcc (python3-bpfcc)",
+                                 "scripts/setup.sh installs it") from None
+        n = len(options.ports) + len(options.hosts)
+        if n == 0:
+            raise ConfigError("noobflow: give hosts and/or ports to attach to",
+                              key="instruments.noobflow")
+
+    def _targets(self) -> list[tuple[str, str, int]]:
+        """(label, ifname, node pid) for every attach point, hosts first."""
+        net, out = self.ctx.net, []
+        for h in self.options.hosts:
+            node = net[h]
+            for ifn in node.intfNames():
+                if ifn != "lo":
+                    out.append((f"{h}:{ifn}", ifn, node.pid))
+        for p in self.options.ports:
+            node_name, sep, ifn = p.partition(":")
+            if not sep:
+                ifn = p
+                node_name = next((s.name for s in net.switches if ifn in s.intfNames()), "")
+            if not node_name:
+                raise ConfigError(f"noobflow: no switch has port {p!r}; use NODE:INTF",
+                                  key="instruments.noobflow.ports")
+            node = net[node_name]
+            if ifn not in node.intfNames():
+                raise ConfigError(f"noobflow: {node_name} has no interface {ifn!r} "
+                                  f"(has {', '.join(node.intfNames())})",
+                                  key="instruments.noobflow.ports")
+            out.append((f"{node_name}:{ifn}", ifn, node.pid))
+        return out
+
+    def _program(self, npoints: int) -> Noobflow:
+        # Compile once per run: one object with NF_MAX_POINTS program copies serves
+        # every point; a new sweep point clears the maps and re-attaches.
+        key = f"noobflow:{self.options.max_flows}"
+        nf = self.ctx.run_cache.get(key)
+        if nf is None or nf.bpf is None:
+            nf = Noobflow(points=H["NF_MAX_POINTS"], max_flows=self.options.max_flows)
+            self.ctx.run_cache[key] = nf
+            self.ctx.tracker.defer("noobflow: close BPF object", nf.close)
+        if npoints > nf.max_points:
+            raise ConfigError(f"noobflow: {npoints} attach points, at most "
+                              f"{nf.max_points}", key="instruments.noobflow")
+        nf.clear()
+        return nf
+
+    def start(self) -> None:
+        targets = self._targets()
+        for label, ifn, pid in targets:
+            preflight(ifn, pid, self.options.mode)
+        self.nf = nf = self._program(len(targets))
+        nf.set_filter(self.options.flow_filter())
+        for i, (label, ifn, pid) in enumerate(targets):
+            pt = nf.attach(ifn, pid, self.options.mode, label=label)
+            self._order[label] = i
+            self.ctx.tracker.defer(f"noobflow: detach {label}", lambda pt=pt: nf.detach(pt))
+        self.ctx.outdir.mkdir(parents=True, exist_ok=True)
+        self._csv = open(self.ctx.outdir / "flows.csv", "w", newline="")
+        self._writer = csv.writer(self._csv)
+        self._writer.writerow(CSV_COLUMNS)
+        self.ctx.tracker.defer("noobflow: close flows.csv", self._csv.close)
+        self.collector = Collector(nf, self.options.interval, self._sink, self.ctx.t0_ns)
+        self.collector.start()
+        self.ctx.tracker.defer("noobflow: stop collector", self.collector.stop)
+
+    def _sink(self, rows: list[FlowRow], t_start: float, t_end: float) -> None:
+        dt = max(t_end - t_start, 1e-9)
+        for r in rows:
+            self._writer.writerow(r.csv())
+            owner = self._flow_point.get(r.flow)
+            if owner is None or self._order.get(r.point, 99) < self._order.get(owner, 99):
+                self._flow_point[r.flow] = r.point
+            self._tp.append((r.time, r.flow, r.point, r.bytes * 8 / dt))
+        self._csv.flush()
+
+    def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        if self.collector is not None:
+            self.collector.stop()  # flushes the last interval
+        if self.nf is not None:
+            self.lost = {k: v["lost_pkts"] for k, v in self.nf.stats().items()}
+            self.nf.detach_all()
+        if self._csv is not None:
+            self._csv.close()
+
+    def write(self) -> list[Path]:
+        self.stop()
+        out = self.ctx.outdir / "throughput_noobflow.csv"
+        with open(out, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(THROUGHPUT_COLUMNS)
+            for t, flow, point, bps in self._tp:
+                if self._flow_point.get(flow) == point:
+                    w.writerow([f"{t:.6f}", flow, f"{bps:.1f}"])
+        return [self.ctx.outdir / "flows.csv", out]

@@ -1,0 +1,45 @@
+"""The kernel backend: forwarding by Linux in the node's own namespace.
+
+- switch: a Linux bridge (no STP; the topology refuses L2 loops) joining every port.
+- router: IPv4/IPv6 forwarding with the graph's routes (multipath for ECMP, L4 hash),
+  TTL decrement and ICMP time-exceeded by the kernel, ICMP rate limits off for the run
+  so every probe is answered (recorded in the results' meta).
+Egress queues are the HTB+FIFO of each shaped port (network.shaping); the TCP-INT
+switch program attaches to those ports (network.tcpint).
+"""
+from __future__ import annotations
+
+from .base import SwitchBackend
+
+# Recorded in meta.json by the runner: what routers run with.
+ROUTER_SYSCTLS = {
+    "net.ipv4.ip_forward": 1,
+    "net.ipv6.conf.all.forwarding": 1,
+    "net.ipv4.icmp_ratelimit": 0,
+    "net.ipv4.icmp_msgs_per_sec": 1000000,
+    "net.ipv4.icmp_msgs_burst": 1000000,
+    "net.ipv6.icmp.ratelimit": 0,
+    "net.ipv4.conf.all.rp_filter": 0,
+    "net.ipv4.conf.default.rp_filter": 0,
+}
+
+
+class KernelBackend(SwitchBackend):
+    name = "kernel"
+
+    def configure(self, gnode, mnode) -> list[str]:
+        if gnode.kind == "switch":
+            lines = ["sysctl -qw net.ipv6.conf.all.disable_ipv6=1 "
+                     "net.ipv6.conf.default.disable_ipv6=1",
+                     "ip link add br0 type bridge stp_state 0 forward_delay 0"]
+            lines += [f"ip link set {i.name} master br0" for i in gnode.intfs]
+            lines.append("ip link set br0 up")
+            return lines
+        hash_policy = 1 if gnode.spec.ecmp_hash == "l4" else 0
+        sysctls = dict(ROUTER_SYSCTLS)
+        sysctls["net.ipv4.fib_multipath_hash_policy"] = hash_policy
+        sysctls["net.ipv6.fib_multipath_hash_policy"] = hash_policy
+        return ["sysctl -qw " + " ".join(f"{k}={v}" for k, v in sysctls.items())]
+
+
+BACKEND = KernelBackend

@@ -1,0 +1,100 @@
+"""What this kernel and machine can do, found without creating any state.
+
+Functions:
+- has_qdisc(name): the qdisc is built in (its enqueue function is in /proc/kallsyms).
+- tool(name): the path of a command, or None.
+- checks(): every feature the testbed uses, each (name, ok, detail, fix) — for `doctor`.
+- require_base(): raise MissingFeature for what every run needs (root, tools, cgroup v2).
+"""
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import MissingFeature
+from .tracker import CGROUP_ROOT
+
+
+@functools.lru_cache(maxsize=1)
+def _kallsyms() -> frozenset[str]:
+    names = set()
+    try:
+        with open("/proc/kallsyms") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 3 and parts[2].endswith("_enqueue"):
+                    names.add(parts[2])
+    except OSError:
+        pass
+    return frozenset(names)
+
+
+def has_qdisc(name: str) -> bool:
+    """Built-in qdiscs show their enqueue function in kallsyms (no modules here)."""
+    syms = _kallsyms()
+    if not syms:  # kallsyms unreadable: assume the common ones
+        return name in ("htb", "pfifo", "bfifo", "tbf")
+    return f"{name}_enqueue" in syms
+
+
+def tool(name: str) -> str | None:
+    return shutil.which(name)
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+    required: bool = True
+
+
+def _btf() -> bool:
+    return Path("/sys/kernel/btf/vmlinux").exists()
+
+
+def checks() -> list[Check]:
+    out = [Check("root", os.geteuid() == 0, f"euid {os.geteuid()}", "run as root (sudo)")]
+    for t, pkg in (("mnexec", "mininet"), ("ip", "iproute2"), ("tc", "iproute2"),
+                   ("iperf3", "iperf3"), ("ethtool", "ethtool"), ("clang", "clang"),
+                   ("bpftool", "bpftool"), ("tcpdump", "tcpdump")):
+        p = tool(t)
+        out.append(Check(f"tool {t}", p is not None, p or "missing", f"apt-get install {pkg}"))
+    out.append(Check("tool tshark", tool("tshark") is not None, tool("tshark") or "missing",
+                     "apt-get install tshark", required=False))
+    out.append(Check("cgroup v2", (CGROUP_ROOT / "cgroup.procs").exists(), str(CGROUP_ROOT),
+                     "mount -t cgroup2 none /sys/fs/cgroup/unified (or set TESTBED_CGROUP_ROOT)"))
+    out.append(Check("cgroup.kill", (CGROUP_ROOT / "cgroup.kill").exists() or
+                     not (CGROUP_ROOT / "cgroup.procs").exists(), "kernel >= 5.14",
+                     "processes are then ended by PID", required=False))
+    out.append(Check("BTF", _btf(), "/sys/kernel/btf/vmlinux", "kernel with CONFIG_DEBUG_INFO_BTF"))
+    out.append(Check("bpffs", Path("/sys/fs/bpf").is_dir() and os.path.ismount("/sys/fs/bpf"),
+                     "/sys/fs/bpf", "mount -t bpf bpf /sys/fs/bpf"))
+    hdr = Path(f"/lib/modules/{os.uname().release}/build")
+    out.append(Check("kernel headers (bcc)", hdr.exists(), str(hdr),
+                     "scripts/setup.sh links Debian's linux-headers-amd64 there"))
+    try:
+        import bcc  # noqa: F401
+        out.append(Check("bcc (python3-bpfcc)", True, "importable"))
+    except Exception as e:
+        out.append(Check("bcc (python3-bpfcc)", False, str(e),
+                         "apt-get install python3-bpfcc; venv with --system-site-packages"))
+    for q, req in (("htb", True), ("pfifo", True), ("bfifo", True), ("tbf", False),
+                   ("netem", False), ("fq", False), ("fq_codel", False)):
+        ok = has_qdisc(q)
+        fix = "" if ok else ("link delay/jitter/loss are refused without it" if q == "netem"
+                             else f"kernel with sch_{q}")
+        out.append(Check(f"qdisc {q}", ok, "built in" if ok else "absent", fix, required=req))
+    return out
+
+
+def require_base() -> None:
+    """Everything a run needs before it creates anything."""
+    for c in checks():
+        if c.required and not c.ok and c.name in ("root", "tool mnexec", "tool ip", "tool tc",
+                                                   "tool iperf3", "cgroup v2", "qdisc htb"):
+            raise MissingFeature(f"{c.name}: {c.detail}", c.fix)

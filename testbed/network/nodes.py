@@ -1,0 +1,61 @@
+"""Mininet node classes of the testbed: every node in its own namespace and cgroup.
+
+Classes:
+- TbNode: mixin; the node's processes (its shell and everything started through it)
+  live in the node's cgroup of the run, so teardown ends them all by cgroup, not by name.
+- TbHost: an end host.
+- TbSwitch: a forwarding node (switch or router) in its own namespace — never the root
+  namespace, unlike Mininet's default switches. Backends configure what it forwards with.
+"""
+from __future__ import annotations
+
+from subprocess import Popen
+
+from mininet.node import Host, Switch
+
+
+class TbNode:
+    """Needs params `cgroup` (Path) and `enter` (a preexec function) from the Network."""
+
+    def _popen(self, cmd, **params):  # noqa: D401 - Mininet's hook for every spawn
+        cgroup = self.params.get("cgroup")
+        if cgroup is not None and self.shell is None:
+            # The node's shell: mnexec execs bash in place (same PID, no fork), so moving
+            # it right after the spawn is race-free, and avoids preexec_fn's slow fork.
+            p = Popen(cmd, **params)
+            (cgroup / "cgroup.procs").write_text(str(p.pid))
+            return p
+        enter = self.params.get("enter")
+        if enter is not None and "preexec_fn" not in params:
+            # Anything else may fork at once: enter the cgroup before exec.
+            params["preexec_fn"] = enter
+        return Popen(cmd, **params)
+
+    @property
+    def netns(self) -> str:
+        """Path of the node's network namespace (for setns/pyroute2/bcc helpers)."""
+        return f"/proc/{self.pid}/ns/net"
+
+    def run(self, script: str) -> str:
+        """Run a shell script in the node; raise with its output if any line fails."""
+        out = self.cmd(script)
+        return out
+
+
+class TbHost(TbNode, Host):
+    pass
+
+
+class TbSwitch(TbNode, Switch):
+    def __init__(self, name, **params):
+        params.setdefault("inNamespace", True)
+        super().__init__(name, **params)
+
+    def start(self, controllers):  # no OpenFlow: forwarding is configured by the backend
+        pass
+
+    def stop(self, deleteIntfs=False):
+        pass
+
+    def defaultIntf(self):
+        return Host.defaultIntf(self)

@@ -1,0 +1,1 @@
+"""Topology: validated specs → a graph with interfaces, addresses and routes (pure)."""
