@@ -1,0 +1,445 @@
+"""Claims checked against a results bundle's CSVs: the congestion-control regression suite.
+
+A results bundle holds one directory per sweep point with `queue.csv` (time, node, iface,
+backlog_bytes, qlen_pkts, drops, sent_bytes), `throughput.csv` (time, flow, src, dst, bps),
+`meta.json` and `config.yaml` (the point's experiment). Each claim reads the points it
+needs (by their `cc`) and returns a Verdict with the numbers it measured.
+
+Claims (the PowerTCP paper's, figures P1/P2 of the specs):
+- queue_peak_ratio: `cc`'s peak bottleneck queue after the burst ≤ max_ratio × baseline's.
+- queue_drains: after its post-burst peak, `cc`'s queue falls to near zero within
+  `within_rtts` base RTTs.
+- utilization: the bottleneck sends ≥ `min` of its rate from the burst to the end of
+  the traffic.
+- fairness: between consecutive arrivals/departures, once `within_rtts` base RTTs (at
+  least two throughput samples) have passed, Jain's index of the active flows' mean
+  rates is ≥ `min_jain`.
+
+Classes:
+- PointData: one point's series, CC, base RTT, bottleneck rate and burst time.
+- QueuePeakRatio, QueueDrains, Utilization, Fairness: a claim's parameters (the YAML of
+  an experiment's `expect:` entry, `claim:` selects the kind) and its `evaluate()`.
+- Verdict: pass/fail (or not applicable) with the measured values and a one-line reason.
+Functions: load_bundle(dir), default_claims(points), check(dir, expect) → verdicts,
+write_verdicts(dir, verdicts).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import numpy as np
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+
+from .config import units
+from .errors import ConfigError
+
+DEFAULT_BASE_RTT_S = 1e-3  # when neither the claim nor the point's CC states τ
+MTU = 1514
+
+
+# ----------------------------------------------------------------------------- data
+@dataclass
+class Series:
+    t: np.ndarray
+    v: np.ndarray
+
+
+@dataclass
+class PointData:
+    name: str
+    dir: Path
+    config: dict
+    meta: dict
+    cc: str | None
+    queues: dict[str, dict[str, Series]] = field(default_factory=dict)  # "node:iface" → col → s
+    flows: dict[str, Series] = field(default_factory=dict)             # flow → bps
+    rate_bps: float | None = None
+    burst_at: float | None = None
+
+    def base_rtt_s(self, override_us: float | None = None) -> float:
+        if override_us:
+            return override_us / 1e6
+        for key in ("base_rtt_us",):
+            v = self.meta.get(key)
+            if v:
+                return float(v) / 1e6
+        cc_params = (self.config.get("congestion_control") or {}).get(self.cc or "", {}) or {}
+        if cc_params.get("base_rtt_us"):
+            return float(cc_params["base_rtt_us"]) / 1e6
+        return DEFAULT_BASE_RTT_S
+
+    def bottleneck(self, iface: str | None = None) -> tuple[str, dict[str, Series]]:
+        """The queue that carries the most bytes (the incast's converging port)."""
+        if not self.queues:
+            raise ValueError(f"{self.name}: queue.csv has no rows")
+        if iface:
+            if iface not in self.queues:
+                raise ValueError(f"{self.name}: no queue {iface!r} (have "
+                                 f"{', '.join(sorted(self.queues))})")
+            return iface, self.queues[iface]
+
+        def carried(item):
+            s = item[1].get("sent_bytes")
+            if s is None or not len(s.v):
+                return float(np.max(item[1]["backlog_bytes"].v, initial=0))
+            return float(s.v[-1] - s.v[0])
+        return max(self.queues.items(), key=carried)
+
+    def traffic_end(self) -> float:
+        """Last time any flow still moved data."""
+        ends = [float(s.t[s.v > 0][-1]) for s in self.flows.values() if np.any(s.v > 0)]
+        return max(ends) if ends else 0.0
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _num(x: str) -> float:
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _topology_rate_bps(config_path: Path, config: dict) -> float | None:
+    """The slowest shaped link of the point's topology (the bottleneck by construction)."""
+    params = ((config.get("topology") or {}) if isinstance(config.get("topology"), dict)
+              else {})
+    for k in ("bottleneck_bw", "bw"):
+        if params.get(k) is not None:
+            return units.rate_mbps(params[k]) * 1e6
+    try:
+        from .config.load import load_experiment
+        plan = load_experiment(str(config_path))
+        topo = plan.points[0].topology
+        bws = [topo.link_params(l).bw for l in topo.links]
+        bws = [b for b in bws if b]
+        return min(bws) * 1e6 if bws else None
+    except Exception:
+        return None
+
+
+def _burst_at(config: dict) -> float | None:
+    inc = ((config.get("workload") or {}).get("incast")) or []
+    starts = [units.duration_s(b["start"]) for b in inc if isinstance(b, dict) and "start" in b]
+    return min(starts) if starts else None
+
+
+def load_point(d: Path) -> PointData:
+    config = yaml.safe_load((d / "config.yaml").read_text()) if (d / "config.yaml").exists() \
+        else {}
+    config = config or {}
+    meta = json.loads((d / "meta.json").read_text()) if (d / "meta.json").exists() else {}
+    cc = meta.get("cc") or config.get("cc")
+    p = PointData(d.name, d, config, meta, cc)
+    if (d / "queue.csv").exists():
+        cols: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+        for r in _read_csv(d / "queue.csv"):
+            key = f"{r.get('node')}:{r.get('iface')}"
+            for c in ("time", "backlog_bytes", "qlen_pkts", "drops", "sent_bytes"):
+                if c in r:
+                    cols[key][c].append(_num(r[c]))
+        for key, c in cols.items():
+            t = np.array(c["time"])
+            order = np.argsort(t, kind="stable")
+            p.queues[key] = {k: Series(t[order], np.array(v)[order])
+                             for k, v in c.items() if k != "time"}
+    if (d / "throughput.csv").exists():
+        fl: dict[str, tuple[list, list]] = defaultdict(lambda: ([], []))
+        for r in _read_csv(d / "throughput.csv"):
+            name = r.get("flow") or f"{r.get('src')}->{r.get('dst')}"
+            fl[name][0].append(_num(r["time"]))
+            fl[name][1].append(_num(r["bps"]))
+        for name, (t, v) in fl.items():
+            t, v = np.array(t), np.nan_to_num(np.array(v))
+            order = np.argsort(t, kind="stable")
+            p.flows[name] = Series(t[order], v[order])
+    rate = meta.get("bottleneck_bps") or (meta.get("bottleneck_mbps") or 0) * 1e6 or None
+    p.rate_bps = float(rate) if rate else _topology_rate_bps(d / "config.yaml", config)
+    p.burst_at = meta.get("burst_at") if meta.get("burst_at") is not None else _burst_at(config)
+    return p
+
+
+def load_bundle(results: Path | str) -> list[PointData]:
+    """Every point directory under `results` (a directory holding queue/throughput CSVs)."""
+    root = Path(results)
+    if not root.is_dir():
+        raise ConfigError(f"{root}: not a directory (give a results bundle)")
+    dirs = sorted({p.parent for pat in ("queue.csv", "throughput.csv")
+                   for p in root.rglob(pat)})
+    if not dirs:
+        raise ConfigError(f"{root}: no queue.csv or throughput.csv below it; is this a "
+                          f"results bundle of `python -m testbed run`?")
+    return [load_point(d) for d in dirs]
+
+
+# ----------------------------------------------------------------------------- verdicts
+@dataclass
+class Verdict:
+    claim: str
+    cc: str | None
+    passed: bool | None      # None: not applicable (the points it needs are absent)
+    reason: str
+    points: list[str] = field(default_factory=list)
+    measured: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        return {True: "PASS", False: "FAIL", None: "N/A"}[self.passed]
+
+
+def jain(xs: list[float] | np.ndarray) -> float:
+    x = np.asarray(xs, dtype=float)
+    if len(x) == 0 or not np.any(x):
+        return 0.0
+    return float(x.sum() ** 2 / (len(x) * (x ** 2).sum()))
+
+
+def _window(s: Series, t0: float, t1: float) -> Series:
+    m = (s.t >= t0) & (s.t <= t1)
+    return Series(s.t[m], s.v[m])
+
+
+# ----------------------------------------------------------------------------- claims
+class _Claim(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    cc: str = "powertcp"
+    iface: str | None = None          # "node:iface" of the bottleneck; default: the busiest
+    ci: bool = False                  # part of the small CI subset
+
+    def points(self, pts: list[PointData], cc: str) -> list[PointData]:
+        return [p for p in pts if p.cc == cc]
+
+    def na(self, why: str) -> Verdict:
+        return Verdict(self.claim, self.cc, None, why)  # type: ignore[attr-defined]
+
+
+def _after_burst(p: PointData, iface: str | None) -> tuple[str, dict[str, Series], float, float]:
+    name, q = p.bottleneck(iface)
+    t0 = p.burst_at if p.burst_at is not None else float(q["backlog_bytes"].t[0])
+    t1 = p.traffic_end() or float(q["backlog_bytes"].t[-1])
+    return name, q, t0, t1
+
+
+class QueuePeakRatio(_Claim):
+    claim: Literal["queue_peak_ratio"] = "queue_peak_ratio"
+    baseline: str = "cubic"
+    max_ratio: float = Field(0.25, gt=0)
+
+    def evaluate(self, pts: list[PointData]) -> Verdict:
+        mine, base = self.points(pts, self.cc), self.points(pts, self.baseline)
+        if not mine or not base:
+            return self.na(f"needs points with cc={self.cc} and cc={self.baseline}")
+        peaks = {}
+        for label, group in ((self.cc, mine), (self.baseline, base)):
+            vals = []
+            for p in group:
+                _n, q, t0, t1 = _after_burst(p, self.iface)
+                vals.append(float(np.max(_window(q["backlog_bytes"], t0, t1).v, initial=0)))
+            peaks[label] = float(np.median(vals))
+        ratio = peaks[self.cc] / peaks[self.baseline] if peaks[self.baseline] else math.inf
+        ok = ratio <= self.max_ratio
+        return Verdict(self.claim, self.cc, ok,
+                       f"peak queue after the burst {peaks[self.cc]:.0f} B vs {self.baseline} "
+                       f"{peaks[self.baseline]:.0f} B: ratio {ratio:.3f} "
+                       f"({'≤' if ok else '>'} {self.max_ratio})",
+                       [p.name for p in mine + base],
+                       {"peak_bytes": peaks[self.cc], "baseline_peak_bytes":
+                        peaks[self.baseline], "ratio": ratio})
+
+
+class QueueDrains(_Claim):
+    claim: Literal["queue_drains"] = "queue_drains"
+    within_rtts: float = Field(10, gt=0)
+    near_zero_bytes: int = Field(2 * MTU, ge=0)
+    base_rtt_us: float | None = Field(None, gt=0)
+
+    def evaluate(self, pts: list[PointData]) -> Verdict:
+        mine = self.points(pts, self.cc)
+        if not mine:
+            return self.na(f"needs a point with cc={self.cc}")
+        worst: dict[str, float] = {}
+        ok_all = True
+        for p in mine:
+            _n, q, t0, t1 = _after_burst(p, self.iface)
+            s = _window(q["backlog_bytes"], t0, t1)
+            if not len(s.t):
+                return Verdict(self.claim, self.cc, False, f"{p.name}: no queue samples after "
+                               f"the burst", [p.name])
+            i = int(np.argmax(s.v))
+            after = np.nonzero(s.v[i:] <= self.near_zero_bytes)[0]
+            drain = float(s.t[i + after[0]] - s.t[i]) if len(after) else math.inf
+            rtt = p.base_rtt_s(self.base_rtt_us)
+            rtts = drain / rtt
+            rest = s.v[i + after[0]:] if len(after) else np.array([])
+            m = {"peak_bytes": float(s.v[i]), "drain_s": drain, "drain_rtts": rtts,
+                 "base_rtt_s": rtt, "median_after_bytes": float(np.median(rest)) if len(rest)
+                 else math.nan,
+                 "sample_interval_s": float(np.median(np.diff(s.t))) if len(s.t) > 1 else 0}
+            if rtts > self.within_rtts:
+                ok_all = False
+            if not worst or m["drain_rtts"] > worst["drain_rtts"]:
+                worst = m
+        return Verdict(self.claim, self.cc, ok_all,
+                       f"queue from its peak {worst['peak_bytes']:.0f} B to ≤ "
+                       f"{self.near_zero_bytes} B in {worst['drain_s'] * 1e3:.2f} ms = "
+                       f"{worst['drain_rtts']:.1f} base RTTs ({'≤' if ok_all else '>'} "
+                       f"{self.within_rtts:g}; τ = {worst['base_rtt_s'] * 1e6:.0f} µs)",
+                       [p.name for p in mine], worst)
+
+
+class Utilization(_Claim):
+    claim: Literal["utilization"] = "utilization"
+    min: float = Field(0.9, gt=0, le=1)
+    rate_mbps: float | None = Field(None, gt=0)
+    skip_s: float = Field(0.0, ge=0)   # ignore this long after the burst starts
+
+    def evaluate(self, pts: list[PointData]) -> Verdict:
+        mine = self.points(pts, self.cc)
+        if not mine:
+            return self.na(f"needs a point with cc={self.cc}")
+        utils = []
+        for p in mine:
+            rate = self.rate_mbps * 1e6 if self.rate_mbps else p.rate_bps
+            if not rate:
+                return Verdict(self.claim, self.cc, False, f"{p.name}: bottleneck rate "
+                               f"unknown (give rate_mbps)", [p.name])
+            _n, q, t0, t1 = _after_burst(p, self.iface)
+            t0 += self.skip_s
+            sent = q.get("sent_bytes")
+            if sent is not None and len(_window(sent, t0, t1).t) > 1:
+                w = _window(sent, t0, t1)
+                bps = (w.v[-1] - w.v[0]) * 8 / (w.t[-1] - w.t[0])
+            else:  # from the flows' receiver reports
+                tot = [_window(s, t0, t1) for s in p.flows.values()]
+                grid = sorted({float(x) for s in tot for x in s.t})
+                bps = float(np.mean([sum(float(np.interp(g, s.t, s.v)) if len(s.t) else 0
+                                         for s in tot) for g in grid])) if grid else 0.0
+            utils.append(bps / rate)
+        u = float(min(utils))
+        ok = u >= self.min
+        return Verdict(self.claim, self.cc, ok,
+                       f"bottleneck utilization after the burst {u * 100:.1f} % "
+                       f"({'≥' if ok else '<'} {self.min * 100:.0f} %)",
+                       [p.name for p in mine], {"utilization": u})
+
+
+class Fairness(_Claim):
+    claim: Literal["fairness"] = "fairness"
+    min_jain: float = Field(0.95, gt=0, le=1)
+    within_rtts: float = Field(20, gt=0)
+    base_rtt_us: float | None = Field(None, gt=0)
+    min_window_s: float = Field(0.0, ge=0)  # ignore intervals shorter than this
+
+    def evaluate(self, pts: list[PointData]) -> Verdict:
+        mine = self.points(pts, self.cc)
+        if not mine:
+            return self.na(f"needs a point with cc={self.cc}")
+        worst, detail = 1.0, []
+        checked = 0
+        for p in mine:
+            flows = {n: s for n, s in p.flows.items() if np.any(s.v > 0)}
+            if len(flows) < 2:
+                return Verdict(self.claim, self.cc, False, f"{p.name}: fewer than 2 flows "
+                               f"carried data", [p.name])
+            span = {n: (float(s.t[s.v > 0][0]), float(s.t[s.v > 0][-1]))
+                    for n, s in flows.items()}
+            dt = float(np.median(np.concatenate([np.diff(s.t) for s in flows.values()
+                                                 if len(s.t) > 1])))
+            settle = max(self.within_rtts * p.base_rtt_s(self.base_rtt_us), 2 * dt)
+            events = sorted({a for a, _b in span.values()} | {b for _a, b in span.values()})
+            for a, b in zip(events, events[1:]):
+                w0 = a + settle
+                if b - w0 < max(self.min_window_s, dt):
+                    continue
+                active = [n for n, (s0, s1) in span.items() if s0 <= a and s1 >= b]
+                if len(active) < 2:
+                    continue
+                means = [float(np.mean(_window(flows[n], w0, b).v)) for n in active]
+                j = jain(means)
+                checked += 1
+                detail.append(f"{len(active)} flows [{w0:.2f},{b:.2f}] s: J={j:.3f}")
+                worst = min(worst, j)
+        if not checked:
+            return Verdict(self.claim, self.cc, False, "no interval with ≥ 2 active flows long "
+                           "enough to judge", [p.name for p in mine])
+        ok = worst >= self.min_jain
+        return Verdict(self.claim, self.cc, ok,
+                       f"worst Jain's index {worst:.3f} ({'≥' if ok else '<'} "
+                       f"{self.min_jain}) over {checked} intervals: " + "; ".join(detail),
+                       [p.name for p in mine], {"jain_min": worst, "intervals": checked})
+
+
+ClaimSpec = Annotated[Union[QueuePeakRatio, QueueDrains, Utilization, Fairness],
+                      Field(discriminator="claim")]
+CLAIMS = {c.model_fields["claim"].default: c
+          for c in (QueuePeakRatio, QueueDrains, Utilization, Fairness)}
+_ADAPTER = TypeAdapter(list[ClaimSpec])
+
+
+def parse_expect(raw: list[dict[str, Any]], where: str = "expect") -> list[_Claim]:
+    """An experiment's `expect:` list → claims (ConfigError naming the entry and key)."""
+    try:
+        return list(_ADAPTER.validate_python(raw))
+    except ValidationError as e:
+        err = e.errors()[0]
+        loc = ".".join(str(x) for x in err["loc"])
+        raise ConfigError(f"{err['msg']} (claims: {', '.join(CLAIMS)})",
+                          key=f"{where}[{loc}]") from None
+
+
+def default_claims(pts: list[PointData]) -> list[_Claim]:
+    """The paper's claims that the bundle's points can answer."""
+    ccs = {p.cc for p in pts}
+    incast = any(p.burst_at is not None for p in pts)
+    out: list[_Claim] = []
+    for cc in ("powertcp", "theta_powertcp"):
+        if cc not in ccs:
+            continue
+        if incast:
+            if "cubic" in ccs:
+                out.append(QueuePeakRatio(cc=cc, ci=True))
+            out += [QueueDrains(cc=cc), Utilization(cc=cc, ci=True)]
+        else:
+            out.append(Fairness(cc=cc, ci=True))
+    return out
+
+
+def check(results: Path | str, expect: list[dict[str, Any]] | None = None,
+          names: list[str] | None = None, ci: bool = False) -> list[Verdict]:
+    """Evaluate claims on a bundle: `expect` (else the config's `expect:`, else defaults)."""
+    pts = load_bundle(results)
+    if expect is None:
+        expect = next((p.config.get("expect") for p in pts if p.config.get("expect")), None)
+    claims = parse_expect(expect) if expect else default_claims(pts)
+    if names:
+        unknown = [n for n in names if n not in CLAIMS]
+        if unknown:
+            raise ConfigError(f"unknown claim {unknown[0]!r} (claims: {', '.join(CLAIMS)})",
+                              key="--claim")
+        claims = [c for c in claims if c.claim in names]
+    if ci:
+        claims = [c for c in claims if c.ci]
+    out = []
+    for c in claims:
+        try:
+            out.append(c.evaluate(pts))
+        except ValueError as e:
+            out.append(Verdict(c.claim, c.cc, False, str(e)))
+    return out
+
+
+def write_verdicts(results: Path | str, verdicts: list[Verdict]) -> Path:
+    path = Path(results) / "claims.json"
+    path.write_text(json.dumps([{**asdict(v), "status": v.status} for v in verdicts],
+                               indent=2, default=float) + "\n")
+    return path
