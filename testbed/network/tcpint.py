@@ -1,0 +1,450 @@
+"""TCP-INT in a running network: the switch program on every switch port, the host program
+in the experiment's cgroups, and the per-socket telemetry map the congestion controller reads.
+
+Classes:
+- IntOptions: the experiment key `int:` (pydantic, unknown keys refused).
+- Layout: a struct of bpf/tcp_int.h (offsets from the header text) that decodes raw bytes.
+- TcpInt: one run's TCP-INT: check() before any state, start() (compile, load once, pin,
+  attach), stop() (detach everything); every step also registered with the run tracker.
+
+Functions:
+- defs(): the #define constants of bpf/tcp_int_defs.h (the one definition of the option).
+- ls_code(rate_mbps, scale): the LinkSpeed code of a link.
+- encode_intval / decode_qdepth / decode_util: the encodings, for decoders and tests.
+- sk_state(sock, pin_dir): the tcp_int_state of one of the calling process's sockets.
+
+Pins (under RunTracker.pin_dir()): tcp_int_switch (program, attached by path with
+`tc … bpf da pinned`), tcp_int_ports, tcp_int_state (for the CC: reuse_map), tcp_int_events,
+tcp_int_lost (for the int_trace instrument).
+"""
+from __future__ import annotations
+
+import functools
+import os
+import re
+import socket
+import struct
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..errors import MissingFeature, RunError
+
+if TYPE_CHECKING:
+    from ..bpf.libbpf import BpfObject, Map
+    from .net import Network
+
+BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
+DEFS_H = BPF_DIR / "tcp_int_defs.h"
+STRUCTS_H = BPF_DIR / "tcp_int.h"
+TC_PREF = 29258  # our tc filter priority on clsact egress (0x724a): removed by priority
+PIN_NAMES = ("tcp_int_switch", "tcp_int_ports", "tcp_int_state", "tcp_int_events",
+             "tcp_int_lost")
+
+
+# -- the header, read (never copied) ----------------------------------------------------
+@functools.lru_cache(maxsize=1)
+def defs() -> dict[str, int]:
+    """Every `#define TCP_INT_… <literal>` of tcp_int_defs.h."""
+    out = {}
+    for name, val in re.findall(r"^\s*#define\s+(TCP_INT_\w+)\s+(0x[0-9a-fA-F]+|\d+)\b",
+                                DEFS_H.read_text(), re.M):
+        out[name] = int(val, 0)
+    return out
+
+
+def D(name: str) -> int:
+    return defs()[f"TCP_INT_{name}"]
+
+
+_CTYPES = {"__u8": "B", "__u16": "H", "__u32": "I", "__u64": "Q", "__s32": "i", "__s64": "q"}
+
+
+@dataclass
+class Layout:
+    """A struct of tcp_int.h: fixed-width members at natural alignment, no padding."""
+
+    name: str
+    fields: list[tuple[str, str, int]]  # (member, struct format char, array length or 0)
+
+    @property
+    def fmt(self) -> str:
+        return "<" + "".join(f"{n}s" if n else c for _, c, n in self.fields)
+
+    @property
+    def size(self) -> int:
+        return struct.calcsize(self.fmt)
+
+    def decode(self, raw: bytes) -> dict:
+        vals = struct.unpack_from(self.fmt, raw)
+        return {f: v for (f, _, _), v in zip(self.fields, vals)}
+
+    def encode(self, **values) -> bytes:
+        return struct.pack(self.fmt, *(values.get(f, b"" if n else 0)
+                                       for f, _, n in self.fields))
+
+
+@functools.lru_cache(maxsize=None)
+def layout(struct_name: str) -> Layout:
+    text = STRUCTS_H.read_text()
+    m = re.search(rf"struct\s+{struct_name}\s*\{{(.*?)\n\}};", text, re.S)
+    if not m:
+        raise RunError(f"{STRUCTS_H.name}: no struct {struct_name}")
+    fields = []
+    for typ, name, count in re.findall(r"^\s*(__[us]\d+)\s+(\w+)(?:\[(\d+)\])?;",
+                                       m.group(1), re.M):
+        fields.append((name, _CTYPES[typ], int(count or 0)))
+    lay = Layout(struct_name, fields)
+    # the C side has no implicit padding: '<' (packed) size == natural-alignment size
+    if struct.calcsize(lay.fmt) != struct.calcsize("@" + lay.fmt[1:]):
+        raise RunError(f"struct {struct_name} in {STRUCTS_H.name} has implicit padding")
+    return lay
+
+
+# -- encodings (mirror of tcp_int.h's helpers, from the same constants) ------------------
+def ls_code(rate_mbps: float | None, scale: str = "public") -> int:
+    """Largest LinkSpeed code not above the rate (public: only codes for >= 10 Gb/s)."""
+    if not rate_mbps:
+        return 0
+    codes = range(1, 8) if scale == "public" else range(1, 16)
+    best, best_mbps = 0, 0
+    for c in codes:
+        mbps = D(f"LS_MBPS_{c}")
+        if best_mbps < mbps <= rate_mbps:
+            best, best_mbps = c, mbps
+    return best
+
+
+def ls_mbps(code: int, scale: str = "public") -> int:
+    if code >= 8 and scale == "public":
+        return 0
+    return D(f"LS_MBPS_{code}")
+
+
+def qdepth_shift(scale: str) -> int:
+    return D("QDEPTH_SHIFT_FINE") if scale == "fine" else D("QDEPTH_SHIFT_PUBLIC")
+
+
+def encode_intval(version: str, scale: str, backlog: int, util: float, rate_bps: int) -> int:
+    """INTval of a hop (util: 0..1)."""
+    low_max = D("INTVAL_LOW_MAX")
+    if backlog:
+        return D("INTVAL_QDEPTH") | min(backlog >> qdepth_shift(scale), low_max)
+    util = min(max(util, 0.0), 1.0)
+    if version == "v02":
+        shift = D("V02_UTIL_SHIFT_FINE") if scale == "fine" else D("V02_UTIL_SHIFT_PUBLIC")
+        return min(int(util * 100) >> shift, low_max)
+    if scale == "fine":
+        return min(int(util * D("V04_FINE_UTIL_FULL")), low_max)
+    avail = int(rate_bps / 1e6 * (1 - util)) // D("V04_AVAILBW_UNIT_MBPS")
+    return low_max - min(avail, low_max)
+
+
+def decode_qdepth(ival: int, scale: str) -> int:
+    if ival < D("INTVAL_QDEPTH"):
+        return 0
+    return (ival & D("INTVAL_LOW_MAX")) << qdepth_shift(scale)
+
+
+def decode_util(ival: int, version: str, scale: str, link_mbps: int = 0) -> float:
+    """Utilization 0..1 (queueing: 1)."""
+    if ival >= D("INTVAL_QDEPTH"):
+        return 1.0
+    if version == "v02":
+        shift = D("V02_UTIL_SHIFT_FINE") if scale == "fine" else D("V02_UTIL_SHIFT_PUBLIC")
+        return min((ival << shift) / 100, 1.0)
+    if scale == "fine":
+        return min(ival / D("V04_FINE_UTIL_FULL"), 1.0)
+    if not link_mbps:
+        return 0.0
+    avail = (D("INTVAL_LOW_MAX") - ival) * D("V04_AVAILBW_UNIT_MBPS")
+    return max(0.0, (link_mbps - avail) / link_mbps)
+
+
+# -- options ---------------------------------------------------------------------------
+class IntOptions(BaseModel):
+    """Experiment key `int:`. Off unless enabled; the public v0.4 wire format by default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    version: Literal["v04", "v02"] = "v04"
+    scale: Literal["public", "fine"] = "public"   # fine: see docs/tcp-int.md "Scales"
+    tag_every: int = Field(1, ge=1, le=65536)     # hosts: option on 1 in N data segments
+    switch_tag_every: int = Field(1, ge=1, le=255)  # switches: stamp 1 in N (TagFreqKey 0xf)
+    dynamic_tagging: bool = False                 # hosts send TagFreqKey by flow state (v04)
+    congested_every: int = Field(1, ge=1, le=255)    # switch frequency for CONGESTED
+    uncongested_every: int = Field(16, ge=1, le=255)  # … UNCONGESTED
+    applimited_every: int = Field(1, ge=1, le=255)   # … APPLIMITED
+    echo: bool = True                             # receivers echo telemetry to senders
+    util_window: float = Field(0.001, gt=0, le=10)  # s: utilization averaging window
+    hop_mbps: float | None = Field(None, gt=0)    # CC decode: link speed if no code says
+    hosts: list[str] | None = None                # hosts with the host program (None: all)
+    switches: list[str] | None = None             # forwarding nodes that stamp (None: all)
+    trace: bool = True                            # ring-buffer events for int_trace
+
+    @property
+    def version_code(self) -> int:
+        return D("VERSION_V02") if self.version == "v02" else D("VERSION_V04")
+
+    @property
+    def scale_code(self) -> int:
+        return D("SCALE_FINE") if self.scale == "fine" else D("SCALE_PUBLIC")
+
+
+# -- per-socket state from user space --------------------------------------------------
+def sk_state(sock: socket.socket | int, pin_dir: Path) -> dict | None:
+    """The tcp_int_state of one of this process's sockets (SK_STORAGE is keyed by fd)."""
+    from ..bpf.libbpf import pinned_map
+
+    lay = layout("tcp_int_state")
+    m = pinned_map(Path(pin_dir) / "tcp_int_state", 4, lay.size)
+    try:
+        fd = sock if isinstance(sock, int) else sock.fileno()
+        raw = m.lookup(struct.pack("<i", fd))
+        return None if raw is None else lay.decode(raw)
+    finally:
+        os.close(m.fd)
+
+
+# -- kernel features -------------------------------------------------------------------
+_KSYMS = ("__cgroup_bpf_run_filter_sock_ops", "bpf_sock_ops_reserve_hdr_opt",
+          "bpf_sock_ops_store_hdr_opt", "bpf_sk_storage_get", "bpf_cast_to_kern_ctx",
+          "bpf_loop", "cls_bpf_classify", "clsact_init")
+
+
+def _kallsyms(names: tuple[str, ...]) -> set[str]:
+    found = set()
+    want = set(names)
+    try:
+        with open("/proc/kallsyms") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 3 and parts[2] in want:
+                    found.add(parts[2])
+    except OSError:
+        return want  # unreadable: let the load report it
+    return found
+
+
+# -- the run's TCP-INT -------------------------------------------------------------------
+class TcpInt:
+    """Compile and load both programs once per run; attach; pin; undo on stop()."""
+
+    def __init__(self, options: IntOptions, net: "Network"):
+        self.options, self.net = options, net
+        self.tracker = net.tracker
+        self.switch_obj: BpfObject | None = None
+        self.host_obj: BpfObject | None = None
+        self.ports: list[tuple[str, str, int, int]] = []  # (node, intf, netns, ifindex)
+        self._clsact_added: list[tuple[str, str]] = []
+        self._pins: list[Path] = []
+        self.started = False
+
+    # -- checks ---------------------------------------------------------------------
+    @staticmethod
+    def check() -> None:
+        """Raise MissingFeature before any state if this kernel/machine cannot run TCP-INT."""
+        from ..bpf import libbpf
+        from .tracker import CGROUP_ROOT
+
+        libbpf.available()
+        if not Path("/sys/kernel/btf/vmlinux").exists():
+            raise MissingFeature("TCP-INT: kernel BTF (/sys/kernel/btf/vmlinux) missing",
+                                 "a kernel with CONFIG_DEBUG_INFO_BTF=y")
+        if not (CGROUP_ROOT / "cgroup.procs").exists():
+            raise MissingFeature(f"TCP-INT: cgroup v2 not mounted at {CGROUP_ROOT}",
+                                 f"mount -t cgroup2 none {CGROUP_ROOT}")
+        missing = set(_KSYMS) - _kallsyms(_KSYMS)
+        what = {"__cgroup_bpf_run_filter_sock_ops": "cgroup sockops (CONFIG_CGROUP_BPF)",
+                "bpf_sock_ops_reserve_hdr_opt": "sockops header options (kernel >= 5.10)",
+                "bpf_sock_ops_store_hdr_opt": "sockops header options (kernel >= 5.10)",
+                "bpf_sk_storage_get": "SK_STORAGE maps",
+                "bpf_cast_to_kern_ctx": "kfunc bpf_cast_to_kern_ctx (kernel >= 6.2)",
+                "bpf_loop": "bpf_loop (kernel >= 5.17)",
+                "cls_bpf_classify": "tc cls_bpf (CONFIG_NET_CLS_BPF)",
+                "clsact_init": "tc clsact (CONFIG_NET_SCH_INGRESS)"}
+        if missing:
+            names = sorted({what[m] for m in missing})
+            raise MissingFeature("TCP-INT needs " + ", ".join(names),
+                                 "a kernel >= 6.2 with BPF, BTF, cgroup sockops and cls_bpf")
+        for t, pkg in (("tc", "iproute2"), ("clang", "clang"), ("bpftool", "bpftool")):
+            import shutil
+            if not shutil.which(t):
+                raise MissingFeature(f"TCP-INT: {t} not found", f"apt-get install {pkg}")
+
+    def _validate_names(self) -> None:
+        g = self.net.graph
+        for key, names, kinds in (("int.hosts", self.options.hosts, ("host",)),
+                                  ("int.switches", self.options.switches, ("switch", "router"))):
+            for n in names or []:
+                if n not in g.nodes or g.nodes[n].kind not in kinds:
+                    from ..errors import ConfigError
+                    raise ConfigError(f"{n!r} is not a {' or '.join(kinds)} of the topology",
+                                      key=key)
+
+    # -- bring-up ------------------------------------------------------------------
+    def start(self) -> "TcpInt":
+        if self.started or not self.options.enabled:
+            return self
+        self._validate_names()
+        self.check()
+        from ..bpf.build import compile_bpf
+
+        self.tracker.defer("tcp-int", self.stop)
+        self.started = True
+        switch_o, host_o = compile_bpf("tcp_int_switch"), compile_bpf("tcp_int_host")
+        pins = self.tracker.pin_dir()
+        self._load_switch(switch_o, pins)
+        self._load_host(host_o, pins)
+        self._attach_switches(pins / "tcp_int_switch")
+        self._attach_hosts()
+        return self
+
+    def _pin(self, fn, name: str, path: Path) -> None:
+        path.unlink(missing_ok=True)
+        fn(name, path)
+        self._pins.append(path)
+
+    def _load_switch(self, obj_path: Path, pins: Path) -> None:
+        from ..bpf.libbpf import BpfObject
+
+        o = self.options
+        every = [1] * 16
+        every[D("TFK_SWITCH_DEFAULT")] = o.switch_tag_every
+        every[D("TFK_CONGESTED")] = o.congested_every
+        every[D("TFK_UNCONGESTED")] = o.uncongested_every
+        every[D("TFK_APPLIMITED")] = o.applimited_every
+        self.switch_obj = BpfObject(obj_path)
+        self.switch_obj.set_rodata(version=o.version_code, scale=o.scale_code,
+                                   util_window_ns=int(o.util_window * 1e9),
+                                   tag_every_key=struct.pack("<16I", *every))
+        self.switch_obj.load()
+        self._pin(self.switch_obj.pin_program, "tcp_int_switch", pins / "tcp_int_switch")
+        self._pin(self.switch_obj.pin_map, "tcp_int_ports", pins / "tcp_int_ports")
+
+    def _load_host(self, obj_path: Path, pins: Path) -> None:
+        from ..bpf.libbpf import BpfObject
+
+        o = self.options
+        self.host_obj = BpfObject(obj_path)
+        self.host_obj.set_rodata(version=o.version_code, scale=o.scale_code,
+                                 tag_every=o.tag_every, dynamic_tagging=int(o.dynamic_tagging),
+                                 echo=int(o.echo), hop_mbps=int(o.hop_mbps or 0),
+                                 trace=int(o.trace))
+        self.host_obj.load()
+        for m in ("tcp_int_state", "tcp_int_events", "tcp_int_lost"):
+            self._pin(self.host_obj.pin_map, m, pins / m)
+
+    def stamping_nodes(self) -> list:
+        sel = self.options.switches
+        return [g for g in self.net.graph.switches if sel is None or g.name in sel]
+
+    def hop_id_of(self, gnode) -> int:
+        """HopID a port of this node writes: 0 = the packet's TTL (routers decrement it).
+
+        Bridges leave the TTL alone, so every bridge would write the same HopID: each gets
+        64 - n instead, n = its rank among the L2 switches (1..15), so HopIDEcr = n."""
+        if gnode.kind != "switch":
+            return 0
+        l2 = [g.name for g in self.net.graph.switches if g.kind == "switch"]
+        n = min(l2.index(gnode.name) + 1, D("MAX_HOPS"))
+        return D("TTL_INIT") - n
+
+    def _attach_switches(self, prog_pin: Path) -> None:
+        from .nodes import TbNode  # noqa: F401 - the nodes are TbSwitch instances
+
+        ports_map = self.switch_obj.map("tcp_int_ports")
+        key_l, port_l = layout("tcp_int_port_key"), layout("tcp_int_port")
+        for g in self.stamping_nodes():
+            node = self.net[g.name]
+            netns = os.stat(f"/proc/{node.pid}/ns/net").st_ino
+            qdiscs = self.net.run(g.name, "tc qdisc show")
+            lines = []
+            for intf in g.intfs:
+                if not re.search(rf"qdisc clsact \S+ dev {re.escape(intf.name)} ", qdiscs):
+                    lines.append(f"qdisc add dev {intf.name} clsact")
+                    self._clsact_added.append((g.name, intf.name))
+                lines.append(f"filter add dev {intf.name} egress pref {TC_PREF} "
+                             f"bpf da pinned {prog_pin}")
+            self._tc(g.name, lines)
+            links = self.net.run(g.name, "ip -o link show")
+            for intf in g.intfs:
+                m = re.search(rf"^(\d+): {re.escape(intf.name)}[@:]", links, re.M)
+                if not m:
+                    raise RunError(f"{g.name}: no interface {intf.name}")
+                ifindex = int(m.group(1))
+                bw = intf.link.params.bw
+                ports_map.update(key_l.encode(netns=netns, ifindex=ifindex),
+                                 port_l.encode(rate_bps=int(bw * 1e6) if bw else 0,
+                                               hop_id=self.hop_id_of(g),
+                                               ls_code=ls_code(bw, self.options.scale)))
+                self.ports.append((g.name, intf.name, netns, ifindex))
+
+    def _tc(self, node: str, lines: list[str], force: bool = False) -> None:
+        """`tc -batch` in the node's network namespace but OUR mount namespace: nodes
+        remount /sys, hiding bpffs, where the pinned program lives."""
+        batch = self.tracker.workdir / f"{node}.tcpint.tc"
+        batch.write_text("\n".join(lines) + "\n")
+        cmd = ["nsenter", f"--net=/proc/{self.net[node].pid}/ns/net", "tc"]
+        cmd += ["-force"] if force else []
+        r = subprocess.run(cmd + ["-batch", str(batch)], capture_output=True, text=True,
+                           timeout=30)
+        if r.returncode != 0:
+            raise RunError(f"{node}: tc -batch {batch} failed: {r.stderr.strip()}")
+
+    def _attach_hosts(self) -> None:
+        sel = self.options.hosts
+        for g in self.net.graph.hosts:
+            if sel is None or g.name in sel:
+                self.host_obj.attach_cgroup("tcp_int_host", self.tracker.node_cgroup(g.name))
+
+    # -- reading -------------------------------------------------------------------
+    def port_states(self) -> list[dict]:
+        """Per switch port: its settings and what the program kept (see tcp_int_port)."""
+        m = self.switch_obj.map("tcp_int_ports")
+        lay = layout("tcp_int_port")
+        out = []
+        for node, intf, netns, ifindex in self.ports:
+            raw = m.lookup(layout("tcp_int_port_key").encode(netns=netns, ifindex=ifindex))
+            if raw is not None:
+                out.append({"node": node, "iface": intf, **lay.decode(raw)})
+        return out
+
+    def state_map(self) -> "Map":
+        return self.host_obj.map("tcp_int_state")
+
+    # -- teardown ------------------------------------------------------------------
+    def stop(self) -> None:
+        """Detach from every port and cgroup, unpin, free. Idempotent."""
+        if not self.started:
+            return
+        self.started = False
+        errors = []
+        if self.host_obj is not None:
+            self.host_obj.close()  # destroys the cgroup links
+            self.host_obj = None
+        by_node: dict[str, list[str]] = {}
+        for node, intf, _, _ in self.ports:
+            by_node.setdefault(node, []).append(f"filter del dev {intf} egress pref {TC_PREF}")
+        for node, intf in self._clsact_added:
+            by_node.setdefault(node, []).append(f"qdisc del dev {intf} clsact")
+        if self.net.mn is not None:
+            for node, lines in by_node.items():
+                try:
+                    self._tc(node, lines, force=True)
+                except Exception as e:  # the namespace may be gone already: keep going
+                    errors.append(str(e))
+        self.ports.clear()
+        self._clsact_added.clear()
+        if self.switch_obj is not None:
+            self.switch_obj.close()
+            self.switch_obj = None
+        for p in self._pins:
+            p.unlink(missing_ok=True)
+        self._pins.clear()
+        if errors:
+            raise RunError("tcp-int teardown: " + "; ".join(errors))
