@@ -58,7 +58,7 @@ void BPF_PROG(powertcp_cong_control, struct sock *sk, __u32 ack, int flag,
 	seq = st ? st->seq : 0;
 	if (!st || seq == ca->last_int_id) {
 		/* No fresh telemetry: keep the law's window (recovery may have shrunk it). */
-		tcp_sk(sk)->snd_cwnd = ca->cwnd_fp >> POWERTCP_CWND_SHIFT;
+		apply_cwnd(sk);
 		track_old_cwnd(sk, ack);
 		return;
 	}

@@ -12,7 +12,10 @@
 #define POWERTCP_CWND_SHIFT 10   /* cwnd: segments × 2^10 */
 #define POWERTCP_POWER_SHIFT 16  /* Γ_norm, Γ_smooth, rtt_grad: × 2^16 */
 #define POWERTCP_GAMMA_SHIFT 10  /* γ: × 2^10 */
-#define POWERTCP_MIN_CWND 2      /* segments: 1 segment + delayed ACKs collapses (see docs) */
+#define POWERTCP_MIN_CWND 2      /* snd_cwnd floor, segments: 1 + delayed ACKs collapses */
+/* The law's own window may go below that (to 1/16 segment): it then sets only the pacing
+ * rate, so N flows can share a bottleneck whose BDP is below 2·N segments (veth here). */
+#define POWERTCP_MIN_LAW_CWND_FP ((1 << POWERTCP_CWND_SHIFT) / 16)
 #define POWERTCP_MIN_POWER ((1 << POWERTCP_POWER_SHIFT) / 100) /* Γ_norm floor 0.01 */
 #define POWERTCP_MAX_POWER 0xffffffffULL
 #define POWERTCP_RINGBUF_BYTES (1 << 20)
@@ -128,6 +131,14 @@ static __always_inline void set_pacing(struct sock *sk, __u64 cwnd_fp, __u32 tau
 	sk->sk_pacing_rate = rate;
 }
 
+/* snd_cwnd from the law's window, floored at POWERTCP_MIN_CWND segments. */
+static __always_inline void apply_cwnd(struct sock *sk)
+{
+	__u64 segs = ca_of(sk)->cwnd_fp >> POWERTCP_CWND_SHIFT;
+
+	tcp_sk(sk)->snd_cwnd = segs < POWERTCP_MIN_CWND ? POWERTCP_MIN_CWND : segs;
+}
+
 static __always_inline void powertcp_reset(struct sock *sk)
 {
 	struct tcp_sock *tp = tcp_sk(sk);
@@ -199,7 +210,8 @@ static __always_inline void emit(struct sock *sk, __u64 now, __u64 p_norm, __u64
 
 /* The control law shared by both variants, given this update's Γ_norm over dt ns:
  * Γ_smooth = EWMA(Γ_norm, weight min(dt, τ)/τ);
- * cwnd = γ·(cwnd_old/Γ_smooth + β) + (1−γ)·cwnd, in [2 segments, host_bw·τ];
+ * cwnd = γ·(cwnd_old/Γ_smooth + β) + (1−γ)·cwnd, in [1/16 segment, host_bw·τ],
+ * snd_cwnd = max(2, cwnd);
  * pacing = cwnd·mss/τ. Returns Γ_norm as used (after its floor). */
 static __always_inline __u64 update_window(struct sock *sk, __u64 p_norm, __u64 dt, __u32 tau)
 {
@@ -223,8 +235,8 @@ static __always_inline __u64 update_window(struct sock *sk, __u64 p_norm, __u64 
 		ca->p_smooth = POWERTCP_MIN_POWER;
 
 	max_fp = (bdp_bytes(host_bw_mbps, tau) << POWERTCP_CWND_SHIFT) / mss;
-	if (max_fp < (POWERTCP_MIN_CWND << POWERTCP_CWND_SHIFT))
-		max_fp = POWERTCP_MIN_CWND << POWERTCP_CWND_SHIFT;
+	if (max_fp < POWERTCP_MIN_LAW_CWND_FP)
+		max_fp = POWERTCP_MIN_LAW_CWND_FP;
 	beta = beta_fp;
 	if (!beta)
 		beta = (bdp_bytes(host_bw_mbps, tau) << POWERTCP_CWND_SHIFT) /
@@ -235,12 +247,12 @@ static __always_inline __u64 update_window(struct sock *sk, __u64 p_norm, __u64 
 	       >> POWERTCP_GAMMA_SHIFT;
 	if (cwnd > max_fp)
 		cwnd = max_fp;
-	if (cwnd < (POWERTCP_MIN_CWND << POWERTCP_CWND_SHIFT))
-		cwnd = POWERTCP_MIN_CWND << POWERTCP_CWND_SHIFT;
+	if (cwnd < POWERTCP_MIN_LAW_CWND_FP)
+		cwnd = POWERTCP_MIN_LAW_CWND_FP;
 	ca->cwnd_fp = cwnd;
 	ca->beta_fp = beta;
 	ca->updates++;
-	tp->snd_cwnd = cwnd >> POWERTCP_CWND_SHIFT;
+	apply_cwnd(sk);
 	set_pacing(sk, cwnd, tau);
 	return p_norm;
 }

@@ -32,7 +32,7 @@ void BPF_PROG(theta_cong_control, struct sock *sk, __u32 ack, int flag,
 	rtt = rs->rtt_us;
 	/* Between updates keep the window the law chose (recovery may have shrunk it). */
 	if (rtt <= 0 || !seq_after(ack, ca->epoch_end_seq)) {
-		tcp_sk(sk)->snd_cwnd = ca->cwnd_fp >> POWERTCP_CWND_SHIFT;
+		apply_cwnd(sk);
 		return;
 	}
 	now = bpf_ktime_get_ns();

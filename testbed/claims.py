@@ -62,6 +62,7 @@ class PointData:
     flows: dict[str, Series] = field(default_factory=dict)             # flow → bps
     rate_bps: float | None = None
     burst_at: float | None = None
+    trace_base_rtt_us: float | None = None  # median τ in cc_trace.csv (eBPF CCs)
 
     def base_rtt_s(self, override_us: float | None = None) -> float:
         if override_us:
@@ -73,6 +74,8 @@ class PointData:
         cc_params = (self.config.get("congestion_control") or {}).get(self.cc or "", {}) or {}
         if cc_params.get("base_rtt_us"):
             return float(cc_params["base_rtt_us"]) / 1e6
+        if self.trace_base_rtt_us:  # τ = the sockets' min RTT: what the CC used
+            return self.trace_base_rtt_us / 1e6
         return DEFAULT_BASE_RTT_S
 
     def bottleneck(self, iface: str | None = None) -> tuple[str, dict[str, Series]]:
@@ -163,6 +166,10 @@ def load_point(d: Path) -> PointData:
             t, v = np.array(t), np.nan_to_num(np.array(v))
             order = np.argsort(t, kind="stable")
             p.flows[name] = Series(t[order], v[order])
+    if (d / "cc_trace.csv").exists():
+        taus = [_num(r.get("base_rtt_us")) for r in _read_csv(d / "cc_trace.csv")]
+        taus = [x for x in taus if x == x and x > 0]
+        p.trace_base_rtt_us = float(np.median(taus)) if taus else None
     rate = meta.get("bottleneck_bps") or (meta.get("bottleneck_mbps") or 0) * 1e6 or None
     p.rate_bps = float(rate) if rate else _topology_rate_bps(d / "config.yaml", config)
     p.burst_at = meta.get("burst_at") if meta.get("burst_at") is not None else _burst_at(config)
@@ -367,14 +374,14 @@ class Fairness(_Claim):
                 means = [float(np.mean(_window(flows[n], w0, b).v)) for n in active]
                 j = jain(means)
                 checked += 1
-                detail.append(f"{len(active)} flows [{w0:.2f},{b:.2f}] s: J={j:.3f}")
+                detail.append(f"{len(active)} flows [{w0:.2f},{b:.2f}] s: J={j:.4f}")
                 worst = min(worst, j)
         if not checked:
             return Verdict(self.claim, self.cc, False, "no interval with ≥ 2 active flows long "
                            "enough to judge", [p.name for p in mine])
         ok = worst >= self.min_jain
         return Verdict(self.claim, self.cc, ok,
-                       f"worst Jain's index {worst:.3f} ({'≥' if ok else '<'} "
+                       f"worst Jain's index {worst:.4f} ({'≥' if ok else '<'} "
                        f"{self.min_jain}) over {checked} intervals: " + "; ".join(detail),
                        [p.name for p in mine], {"jain_min": worst, "intervals": checked})
 
