@@ -95,6 +95,15 @@ class PointData:
             return float(s.v[-1] - s.v[0])
         return max(self.queues.items(), key=carried)
 
+    def port_rate_bps(self, iface: str | None = None) -> float | None:
+        """The bottleneck's rate: the runner's meta.json (bottleneck.ports), else the
+        topology's slowest link."""
+        name, _q = self.bottleneck(iface)
+        port = ((self.meta.get("bottleneck") or {}).get("ports") or {}).get(name) or {}
+        if port.get("rate_mbps"):
+            return float(port["rate_mbps"]) * 1e6
+        return self.rate_bps
+
     def traffic_end(self) -> float:
         """Last time any flow still moved data."""
         ends = [float(s.t[s.v > 0][-1]) for s in self.flows.values() if np.any(s.v > 0)]
@@ -287,20 +296,30 @@ class QueueDrains(_Claim):
             drain = float(s.t[i + after[0]] - s.t[i]) if len(after) else math.inf
             rtt = p.base_rtt_s(self.base_rtt_us)
             rtts = drain / rtt
-            rest = s.v[i + after[0]:] if len(after) else np.array([])
+            j = i + after[0] if len(after) else len(s.t) - 1
+            rest = s.v[j:] if len(after) else np.array([])
+            # The widest gap between samples while draining: a sampler starved of CPU
+            # cannot resolve a drain shorter than its gaps.
+            gap = float(np.max(np.diff(s.t[i:j + 1]), initial=0))
             m = {"peak_bytes": float(s.v[i]), "drain_s": drain, "drain_rtts": rtts,
                  "base_rtt_s": rtt, "median_after_bytes": float(np.median(rest)) if len(rest)
-                 else math.nan,
-                 "sample_interval_s": float(np.median(np.diff(s.t))) if len(s.t) > 1 else 0}
+                 else math.nan, "sample_gap_max_s": gap}
             if rtts > self.within_rtts:
-                ok_all = False
+                if len(after) and gap > self.within_rtts * rtt:
+                    ok_all = None if ok_all is not False else False
+                else:
+                    ok_all = False
             if not worst or m["drain_rtts"] > worst["drain_rtts"]:
                 worst = m
+        verdict = {True: "≤", False: ">", None: ">"}[ok_all]
+        note = (f"; unresolved: queue sampling gaps up to "
+                f"{worst['sample_gap_max_s'] * 1e3:.1f} ms exceed {self.within_rtts:g} τ"
+                if ok_all is None else "")
         return Verdict(self.claim, self.cc, ok_all,
                        f"queue from its peak {worst['peak_bytes']:.0f} B to ≤ "
                        f"{self.near_zero_bytes} B in {worst['drain_s'] * 1e3:.2f} ms = "
-                       f"{worst['drain_rtts']:.1f} base RTTs ({'≤' if ok_all else '>'} "
-                       f"{self.within_rtts:g}; τ = {worst['base_rtt_s'] * 1e6:.0f} µs)",
+                       f"{worst['drain_rtts']:.1f} base RTTs ({verdict} "
+                       f"{self.within_rtts:g}; τ = {worst['base_rtt_s'] * 1e6:.0f} µs){note}",
                        [p.name for p in mine], worst)
 
 
@@ -316,7 +335,7 @@ class Utilization(_Claim):
             return self.na(f"needs a point with cc={self.cc}")
         utils = []
         for p in mine:
-            rate = self.rate_mbps * 1e6 if self.rate_mbps else p.rate_bps
+            rate = self.rate_mbps * 1e6 if self.rate_mbps else p.port_rate_bps(self.iface)
             if not rate:
                 return Verdict(self.claim, self.cc, False, f"{p.name}: bottleneck rate "
                                f"unknown (give rate_mbps)", [p.name])
@@ -333,10 +352,17 @@ class Utilization(_Claim):
                                          for s in tot) for g in grid])) if grid else 0.0
             utils.append(bps / rate)
         u = float(min(utils))
-        ok = u >= self.min
+        ok: bool | None = u >= self.min
+        why = ""
+        cpu = [p for p in mine if (p.meta.get("bottleneck") or {}).get("verdict") == "cpu"]
+        if not ok and cpu:  # the runner found the CPU, not the link, limiting: no verdict
+            ok = None
+            why = (f"; inconclusive: the CPU was the bottleneck ("
+                   f"{cpu[0].meta['bottleneck'].get('cpu_busy_pct')} % busy) in "
+                   f"{', '.join(p.name for p in cpu)}")
         return Verdict(self.claim, self.cc, ok,
                        f"bottleneck utilization after the burst {u * 100:.1f} % "
-                       f"({'≥' if ok else '<'} {self.min * 100:.0f} %)",
+                       f"({'≥' if ok else '<'} {self.min * 100:.0f} %){why}",
                        [p.name for p in mine], {"utilization": u})
 
 

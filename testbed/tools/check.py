@@ -5,12 +5,13 @@ meta.json), evaluates the experiment's `expect:` claims (or, without one, the Po
 paper's claims the bundle can answer: queue peak vs CUBIC, drain time, utilization,
 fairness), prints one row per claim and writes claims.json into the bundle.
 
-USAGE: python -m testbed check RESULTS [--claim NAME]... [--ci] [--expect FILE]
-                                       [--json] [--no-write]
+USAGE: python -m testbed check RESULTS [--claim NAME]... [--ci] [--strict]
+                                       [--expect FILE] [--json] [--no-write]
 
 Exit codes: 0 every claim holds, 1 a claim failed (a regression), 2 bad input (not a
-bundle, an unknown claim, a malformed expect list). Not-applicable claims (the bundle
-lacks the points they compare) are reported and do not fail the check.
+bundle, an unknown claim, a malformed expect list). Claims that cannot be judged (N/A:
+the bundle lacks the points they compare, the CPU rather than the link limited the run,
+the queue sampling was too coarse) are reported and fail only with --strict.
 
 Functions: add_parser(subparsers) registers the subcommand; run(args) is its handler;
 main(argv) runs it standalone (`python -m testbed.tools.check`).
@@ -44,6 +45,8 @@ def _build(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--ci", action="store_true", help="only the claims marked for CI")
     p.add_argument("--expect", metavar="FILE", default=None,
                    help="a YAML list of claims to use instead of the experiment's expect:")
+    p.add_argument("--strict", action="store_true",
+                   help="a claim that cannot be judged (N/A) fails too")
     p.add_argument("--json", action="store_true", help="print the verdicts as JSON")
     p.add_argument("--no-write", action="store_true", help="do not write claims.json")
     return p
@@ -87,9 +90,14 @@ def run(args: argparse.Namespace) -> int:
         print(ROW.format("RESULT", "CLAIM", "CC", "MEASURED"))
         for v in verdicts:
             print(ROW.format(v.status, v.claim, v.cc or "-", v.reason))
+    n = {s: sum(v.status == s for v in verdicts) for s in ("PASS", "FAIL", "N/A")}
+    print(f"check: {n['PASS']} passed, {n['FAIL']} failed, {n['N/A']} not judged",
+          file=sys.stderr)
     if not verdicts:
         print("check: no claim applies to this bundle", file=sys.stderr)
-    return RUN_FAILURE if any(v.passed is False for v in verdicts) else OK
+        return RUN_FAILURE if args.strict else OK
+    bad = [v for v in verdicts if v.passed is False or (args.strict and v.passed is None)]
+    return RUN_FAILURE if bad else OK
 
 
 def main(argv: list[str] | None = None) -> int:
