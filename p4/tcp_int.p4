@@ -1,0 +1,706 @@
+/* -*- P4_16 -*- */
+/*
+ * tcp_int.p4 — BMv2 simple_switch (v1model) program applying the TCP-INT switch rule
+ * (docs/tcp-int.md): for every TCP packet carrying the TCP-INT option, at egress,
+ *
+ *     if local.INTval > pkt.INTval or nobody stamped yet:
+ *         pkt.INTval = local.INTval; pkt.HopID = ip.ttl (or the port's HopID)
+ *     pkt.HopLat = saturating_add(pkt.HopLat, latency through this port)
+ *
+ * then fixes the TCP checksum. Every other packet (untagged TCP, UDP, ICMP) is forwarded
+ * unchanged (routers: apart from the Ethernet rewrite and the TTL decrement). The rule,
+ * encodings and sampling are those of the eBPF switch (bpf/tcp_int_switch.bpf.c), so an
+ * experiment reads the same on either backend.
+ *
+ * One program, two roles, chosen by which tables the control plane fills: an L2 switch
+ * (l2_mac: MAC → port, broadcast flooded) or an IPv4 router (ipv4_lpm, with ECMP
+ * groups). A router does not answer ARP: the kernel of its namespace does, for the
+ * addresses of its ports; IPv6 is not forwarded.
+ *
+ * Local congestion comes from BMv2's queueing metadata: `enq_qdepth` (packets in the
+ * egress queue when this packet was enqueued, itself excluded: the backlog a tc egress
+ * program sees on Linux) × an assumed packet size → bytes → INTval; when the queue is
+ * empty, the port's utilization over a window. Latency: `deq_timedelta` (µs waited in
+ * the queue) plus the packet's serialization at the link rate, as the eBPF switch's
+ * backlog/rate + own size/rate.
+ *
+ * Table entries (routes, MACs, ports) are data pushed over P4Runtime by
+ * testbed/network/backends/bmv2.py from the topology; nothing here names an address.
+ * The option's constants (kind, length, encodings, quanta) come from the one header
+ * shared with the eBPF switch and the host side: bpf/tcp_int_defs.h.
+ *
+ * Rebuild: see p4/Makefile (`make -C p4`).
+ */
+#include <core.p4>
+#include <v1model.p4>
+
+#include "tcp_int_defs.h"
+
+/* BMv2-only defaults, used until the control plane sets tcpint_params. BMv2 counts its
+ * queue in packets: assume full-size frames (1500-byte MTU + Ethernet header). */
+#define TCPINT_BMV2_PKT_BYTES 1514
+#define TCPINT_BMV2_WINDOW_US 1000          /* utilization window */
+#define MAX_PORTS 512                       /* egress_port is 9 bits */
+#define UTIL_ONE_SHIFT 10                   /* TCP_INT_UTIL_ONE == 1 << 10 */
+#define UTIL_MULT_SHIFT 32                  /* fixed point of set_port's utilMult */
+#define AVAIL_SHIFT 24                      /* fixed point of set_port's availMult */
+#define SER_SHIFT 16                        /* fixed point of set_port's serNs */
+
+const bit<16> TYPE_IPV4  = 0x0800;
+const bit<8>  PROTO_TCP  = 6;
+const bit<8>  TCPOPT_EOL = 0;
+const bit<8>  TCPOPT_NOP = 1;
+const bit<32> PKT_INSTANCE_TYPE_REPLICATION = 5;   /* simple_switch: a multicast copy */
+
+/* TCP options occupy at most 40 bytes; the ones before TCP-INT are kept byte by byte. */
+#define TCP_MAX_OPT_BYTES 40
+
+/*************************************************************************
+*********************** H E A D E R S  ***********************************
+*************************************************************************/
+
+typedef bit<9>  egressSpec_t;
+typedef bit<48> macAddr_t;
+typedef bit<32> ip4Addr_t;
+
+header ethernet_t {
+    macAddr_t dstAddr;
+    macAddr_t srcAddr;
+    bit<16>   etherType;
+}
+
+header ipv4_t {
+    bit<4>    version;
+    bit<4>    ihl;
+    bit<8>    diffserv;
+    bit<16>   totalLen;
+    bit<16>   identification;
+    bit<3>    flags;
+    bit<13>   fragOffset;
+    bit<8>    ttl;
+    bit<8>    protocol;
+    bit<16>   hdrChecksum;
+    ip4Addr_t srcAddr;
+    ip4Addr_t dstAddr;
+}
+
+/* IPv4 options, if any: carried through and covered by the header checksum. */
+header ipv4_options_t {
+    varbit<320> options;
+}
+
+header tcp_t {
+    bit<16> srcPort;
+    bit<16> dstPort;
+    bit<32> seqNo;
+    bit<32> ackNo;
+    bit<4>  dataOffset;
+    bit<4>  res;
+    bit<8>  flags;
+    bit<16> window;
+    bit<16> checksum;
+    bit<16> urgentPtr;
+}
+
+/* One byte of a TCP option that precedes TCP-INT (NOP, timestamp, SACK, ...). */
+header tcp_opt_byte_t {
+    bit<8> value;
+}
+
+/* The TCP-INT option, named by the v0.4 layout (docs/tcp-int.md); the egress maps the
+ * v0.2 layout's fields onto these bytes when the experiment asks for v0.2. */
+header tcp_int_t {
+    bit<8>  kind;            /* TCP_INT_OPT_KIND */
+    bit<8>  len;             /* TCP_INT_OPT_LEN */
+    bit<4>  tagFreqKey;
+    bit<4>  linkSpeed;
+    bit<8>  intVal;
+    bit<8>  hopId;
+    bit<24> hopLat;          /* 256 ns units */
+    bit<8>  intValEcr;
+    bit<4>  linkSpeedEcr;
+    bit<4>  hopIdEcr;
+    bit<16> hopLatEcr;
+}
+
+struct metadata {
+    bit<8>  optLeft;         /* option bytes not yet parsed */
+    bit<8>  optBytes;        /* bytes left in the option being copied */
+    bit<8>  optLeftAtInt;    /* option bytes left where TCP-INT starts */
+    bit<16> l4Len;           /* TCP length for the pseudo-header */
+    bit<1>  tcpIntUpdated;
+    bit<8>  localIntVal;
+    bit<16> ecmpGroup;
+    bit<16> ecmpMember;
+    /* set by the tcpint_params table */
+    bit<1>  stamp;
+    bit<1>  v02;
+    bit<1>  fineScale;
+    bit<8>  qdepthShift;
+    bit<32> pktBytes;
+    bit<48> windowUs;
+    /* set by the tcpint_port table */
+    bit<1>  portKnown;
+    bit<4>  lsCode;
+    bit<8>  portHopId;
+    bit<64> utilMult;
+    bit<32> availMult;
+    bit<64> serNs;
+    /* set by the tcpint_tag_every table */
+    bit<4>  tagFreqKey;
+    bit<32> tagEvery;
+}
+
+struct headers {
+    ethernet_t                        ethernet;
+    ipv4_t                            ipv4;
+    ipv4_options_t                    ipv4Options;
+    tcp_t                             tcp;
+    tcp_opt_byte_t[TCP_MAX_OPT_BYTES] preIntOpts;
+    tcp_int_t                         tcpInt;
+}
+
+/*************************************************************************
+*********************** P A R S E R  ***********************************
+*************************************************************************/
+
+parser MyParser(packet_in packet,
+                out headers hdr,
+                inout metadata meta,
+                inout standard_metadata_t standard_metadata) {
+
+    state start {
+        transition parse_ethernet;
+    }
+
+    state parse_ethernet {
+        packet.extract(hdr.ethernet);
+        transition select(hdr.ethernet.etherType) {
+            TYPE_IPV4: parse_ipv4;
+            default: accept;
+        }
+    }
+
+    state parse_ipv4 {
+        packet.extract(hdr.ipv4);
+        transition select(hdr.ipv4.ihl) {
+            5: parse_ipv4_payload;
+            default: parse_ipv4_options;
+        }
+    }
+
+    state parse_ipv4_options {
+        packet.extract(hdr.ipv4Options,
+                       (bit<32>)(((bit<16>)hdr.ipv4.ihl - 5) * 32));
+        transition parse_ipv4_payload;
+    }
+
+    state parse_ipv4_payload {
+        /* Only first fragments hold a TCP header. */
+        transition select(hdr.ipv4.fragOffset, hdr.ipv4.protocol) {
+            (0, PROTO_TCP): parse_tcp;
+            default: accept;
+        }
+    }
+
+    state parse_tcp {
+        packet.extract(hdr.tcp);
+        meta.optLeft = ((bit<8>)hdr.tcp.dataOffset << 2) - 20;
+        transition select(hdr.tcp.dataOffset) {
+            0 &&& 0xc: accept;   /* 0..3: malformed, routed as is */
+            4: accept;           /* malformed */
+            5: accept;           /* no options */
+            default: parse_tcp_options;
+        }
+    }
+
+    /* The option list, walked by a loop of states bounded by the 40-byte stack. Options
+     * before TCP-INT are copied byte by byte; after TCP-INT nothing needs parsing. */
+    state parse_tcp_options {
+        transition select(meta.optLeft) {
+            0: accept;
+            default: parse_tcp_option;
+        }
+    }
+
+    state parse_tcp_option {
+        transition select(packet.lookahead<bit<8>>()) {
+            TCPOPT_EOL: accept;
+            TCPOPT_NOP: parse_nop;
+            TCP_INT_OPT_KIND: parse_maybe_tcp_int;
+            default: parse_other_option;
+        }
+    }
+
+    state parse_nop {
+        packet.extract(hdr.preIntOpts.next);
+        meta.optLeft = meta.optLeft - 1;
+        transition parse_tcp_options;
+    }
+
+    state parse_maybe_tcp_int {
+        transition select(packet.lookahead<bit<16>>()[7:0]) {
+            TCP_INT_OPT_LEN: parse_tcp_int;
+            default: parse_other_option;
+        }
+    }
+
+    state parse_tcp_int {
+        meta.optLeftAtInt = meta.optLeft;
+        packet.extract(hdr.tcpInt);
+        transition accept;
+    }
+
+    state parse_other_option {
+        meta.optBytes = packet.lookahead<bit<16>>()[7:0];
+        transition select(meta.optBytes) {
+            0: accept;           /* malformed length: stop, route as is */
+            1: accept;
+            default: parse_option_byte;
+        }
+    }
+
+    state parse_option_byte {
+        packet.extract(hdr.preIntOpts.next);
+        meta.optBytes = meta.optBytes - 1;
+        meta.optLeft = meta.optLeft - 1;
+        transition select(meta.optBytes) {
+            0: parse_tcp_options;
+            default: parse_option_byte;
+        }
+    }
+}
+
+/*************************************************************************
+************   C H E C K S U M    V E R I F I C A T I O N   *************
+*************************************************************************/
+
+control MyVerifyChecksum(inout headers hdr, inout metadata meta) {
+    /* Nothing is verified: a router passes what it gets, and the egress checksums are
+     * recomputed over the received bytes, so a corrupt packet stays corrupt. */
+    apply { }
+}
+
+/*************************************************************************
+**************  I N G R E S S   P R O C E S S I N G   *******************
+*************************************************************************/
+
+control MyIngress(inout headers hdr,
+                  inout metadata meta,
+                  inout standard_metadata_t standard_metadata) {
+
+    action drop() {
+        mark_to_drop(standard_metadata);
+    }
+
+    /* L2 switches (topology `switches:`): known MACs go out of one port, broadcast to
+     * a multicast group of every port; frames are not modified. Routers leave this
+     * table empty. */
+    action l2_forward(egressSpec_t port) {
+        standard_metadata.egress_spec = port;
+    }
+
+    action flood(bit<16> group) {
+        standard_metadata.mcast_grp = group;
+    }
+
+    table l2_mac {
+        key = {
+            hdr.ethernet.dstAddr: exact;
+        }
+        actions = {
+            l2_forward;
+            flood;
+            NoAction;
+        }
+        size = 1024;
+        default_action = NoAction();
+    }
+
+    /* Routers (topology `routers:`): next hop out of `port`, from this port's MAC to the
+     * next hop's MAC. */
+    action ipv4_forward(egressSpec_t port, macAddr_t srcAddr, macAddr_t dstAddr) {
+        standard_metadata.egress_spec = port;
+        hdr.ethernet.srcAddr = srcAddr;
+        hdr.ethernet.dstAddr = dstAddr;
+        hdr.ipv4.ttl = hdr.ipv4.ttl - 1;
+    }
+
+    /* Several equal-cost next hops: a flow hash picks member 0..size-1 of the group. */
+    action ecmp_group(bit<16> group, bit<16> size) {
+        meta.ecmpGroup = group;
+        hash(meta.ecmpMember, HashAlgorithm.crc16, (bit<16>)0,
+             { hdr.ipv4.srcAddr, hdr.ipv4.dstAddr, hdr.ipv4.protocol,
+               hdr.tcp.srcPort, hdr.tcp.dstPort },
+             size);
+    }
+
+    table ipv4_lpm {
+        key = {
+            hdr.ipv4.dstAddr: lpm;
+        }
+        actions = {
+            ipv4_forward;
+            ecmp_group;
+            drop;
+        }
+        size = 1024;
+        default_action = drop();
+    }
+
+    table ecmp_nhop {
+        key = {
+            meta.ecmpGroup: exact;
+            meta.ecmpMember: exact;
+        }
+        actions = {
+            ipv4_forward;
+            drop;
+        }
+        size = 1024;
+        default_action = drop();
+    }
+
+    apply {
+        if (l2_mac.apply().hit) {
+            return;
+        }
+        /* No ICMP time-exceeded: a packet that would leave with TTL 0 is dropped. */
+        if (!hdr.ipv4.isValid() || hdr.ipv4.ttl <= 1) {
+            drop();
+            return;
+        }
+        switch (ipv4_lpm.apply().action_run) {
+            ecmp_group: {
+                ecmp_nhop.apply();
+            }
+        }
+    }
+}
+
+/*************************************************************************
+****************  E G R E S S   P R O C E S S I N G   *******************
+*************************************************************************/
+
+control MyEgress(inout headers hdr,
+                 inout metadata meta,
+                 inout standard_metadata_t standard_metadata) {
+
+    /* Per egress port: bytes sent in the current window and the last full window's
+     * utilization (TCP_INT_UTIL_ONE = 100 %), used when the queue is empty. */
+    register<bit<48>>(MAX_PORTS) winStartUs;
+    register<bit<32>>(MAX_PORTS) winBytes;
+    register<bit<32>>(MAX_PORTS) portUtil;
+
+    /* Switch-wide settings (the experiment's `int:`), set by the control plane through
+     * the default action. Defaults: stamping on, v0.4, public scale. */
+    action set_tcpint_params(bit<1> stamp, bit<1> v02, bit<1> fineScale,
+                             bit<8> qdepthShift, bit<32> pktBytes, bit<48> windowUs) {
+        meta.stamp = stamp;
+        meta.v02 = v02;
+        meta.fineScale = fineScale;
+        meta.qdepthShift = qdepthShift;
+        meta.pktBytes = pktBytes;
+        meta.windowUs = windowUs;
+    }
+
+    table tcpint_params {
+        actions = {
+            set_tcpint_params;
+        }
+        size = 1;
+        default_action = set_tcpint_params(1, 0, 0, TCP_INT_QDEPTH_SHIFT_PUBLIC,
+                                           TCPINT_BMV2_PKT_BYTES, TCPINT_BMV2_WINDOW_US);
+    }
+
+    /* Per egress port, from the link it drives (BMv2 has no division at run time, so
+     * the control plane precomputes the scale factors):
+     *   lsCode     LinkSpeed code written when this port stamps
+     *   hopId      HopID written; 0 = the packet's IP TTL (routers)
+     *   utilMult   window bytes → utilization: bytes * utilMult >> UTIL_MULT_SHIFT
+     *   availMult  unused share → available Gb/s: (ONE - util) * availMult >> AVAIL_SHIFT
+     *   serNs      ns to serialize one byte at the link rate, << SER_SHIFT
+     * A port without an entry has an unknown rate: no utilization, no serialization. */
+    action set_port(bit<4> lsCode, bit<8> hopId, bit<64> utilMult, bit<32> availMult,
+                    bit<64> serNs) {
+        meta.portKnown = 1;
+        meta.lsCode = lsCode;
+        meta.portHopId = hopId;
+        meta.utilMult = utilMult;
+        meta.availMult = availMult;
+        meta.serNs = serNs;
+    }
+
+    table tcpint_port {
+        key = {
+            standard_metadata.egress_port: exact;
+        }
+        actions = {
+            set_port;
+            NoAction;
+        }
+        size = MAX_PORTS;
+        default_action = NoAction();
+    }
+
+    /* Sampling: stamp 1 in `every` tagged packets, by the sender's TagFreqKey. */
+    action set_tag_every(bit<32> every) {
+        meta.tagEvery = every;
+    }
+
+    table tcpint_tag_every {
+        key = {
+            meta.tagFreqKey: exact;
+        }
+        actions = {
+            set_tag_every;
+        }
+        size = 16;
+        default_action = set_tag_every(1);
+    }
+
+    /* Utilization of the egress link, counted over fixed windows of every packet sent. */
+    action count_utilization() {
+        bit<32> port = (bit<32>)standard_metadata.egress_port;
+        bit<48> now = standard_metadata.egress_global_timestamp;
+        bit<48> start;
+        bit<32> bytes;
+        winStartUs.read(start, port);
+        winBytes.read(bytes, port);
+        bytes = bytes + standard_metadata.packet_length;
+        if (now - start >= meta.windowUs) {
+            bit<64> util = ((bit<64>)bytes * meta.utilMult) >> UTIL_MULT_SHIFT;
+            if (now - start >= meta.windowUs << 1) {
+                util = 0;    /* the link sat idle for longer than a window */
+            }
+            if (util > TCP_INT_UTIL_ONE) {
+                util = TCP_INT_UTIL_ONE;
+            }
+            portUtil.write(port, (bit<32>)util);
+            winStartUs.write(port, now);
+            bytes = 0;
+        }
+        winBytes.write(port, bytes);
+    }
+
+    /* This hop's congestion as an INTval: the queue when there is one (then the link is
+     * fully used), else how much of the link is used. */
+    action encode_local() {
+        bit<32> qbytes = (bit<32>)standard_metadata.enq_qdepth * meta.pktBytes;
+        bit<32> quanta = qbytes >> meta.qdepthShift;
+        bit<32> util;
+        portUtil.read(util, (bit<32>)standard_metadata.egress_port);
+        if (quanta > TCP_INT_INTVAL_LOW_MAX) {
+            quanta = TCP_INT_INTVAL_LOW_MAX;
+        }
+        bit<32> low;
+        if (meta.v02 == 1) {
+            /* utilization in percent, in steps of 2^shift */
+            low = (util * 100) >> UTIL_ONE_SHIFT;
+            if (meta.fineScale == 0) {
+                low = low >> TCP_INT_V02_UTIL_SHIFT_PUBLIC;
+            }
+        } else if (meta.fineScale == 1) {
+            /* utilization in 1/127 of the link */
+            low = (util * TCP_INT_V04_FINE_UTIL_FULL) >> UTIL_ONE_SHIFT;
+        } else {
+            /* 0x7f - available Gb/s */
+            bit<64> avail = ((bit<64>)(TCP_INT_UTIL_ONE - util) * (bit<64>)meta.availMult)
+                            >> AVAIL_SHIFT;
+            if (avail > TCP_INT_INTVAL_LOW_MAX) {
+                avail = TCP_INT_INTVAL_LOW_MAX;
+            }
+            low = TCP_INT_INTVAL_LOW_MAX - (bit<32>)avail;
+        }
+        if (low > TCP_INT_INTVAL_LOW_MAX) {
+            low = TCP_INT_INTVAL_LOW_MAX;
+        }
+        if (qbytes != 0) {
+            meta.localIntVal = TCP_INT_INTVAL_QDEPTH | (bit<8>)quanta;
+        } else {
+            meta.localIntVal = (bit<8>)low;
+        }
+    }
+
+    apply {
+        /* A flooded copy never goes back out of the port it came in on. */
+        if (standard_metadata.instance_type == PKT_INSTANCE_TYPE_REPLICATION &&
+            standard_metadata.egress_port == standard_metadata.ingress_port) {
+            mark_to_drop(standard_metadata);
+            return;
+        }
+        if (!hdr.ipv4.isValid()) {
+            return;
+        }
+        tcpint_params.apply();
+        tcpint_port.apply();
+        if (meta.portKnown == 1) {
+            count_utilization();
+        }
+
+        /* Tagged: a TCP-INT option that lies wholly inside the TCP header. */
+        if (meta.stamp == 0 || !hdr.tcpInt.isValid() ||
+            meta.optLeftAtInt < TCP_INT_OPT_LEN) {
+            return;
+        }
+
+        /* The fields this rule touches, wherever the layout puts them:
+         *   v0.4: byte 3 INTval, byte 4 HopID, bytes 5-7 HopLat
+         *   v0.2: byte 2 INTval, byte 4 ID,    bytes 6-8 SwLat (no TagFreqKey: 0xf) */
+        bit<8>  pktIntVal = hdr.tcpInt.intVal;
+        bit<24> pktLat = hdr.tcpInt.hopLat;
+        meta.tagFreqKey = hdr.tcpInt.tagFreqKey;
+        if (meta.v02 == 1) {
+            pktIntVal = hdr.tcpInt.tagFreqKey ++ hdr.tcpInt.linkSpeed;
+            pktLat = hdr.tcpInt.hopLat[15:0] ++ hdr.tcpInt.intValEcr;
+            meta.tagFreqKey = TCP_INT_TFK_SWITCH_DEFAULT;
+        }
+
+        tcpint_tag_every.apply();
+        if (meta.tagEvery > 1) {
+            bit<32> draw;
+            random(draw, 0, meta.tagEvery - 1);
+            if (draw != 0) {
+                return;      /* not this one: the switch samples what it stamps */
+            }
+        }
+
+        /* INTval: keep the most congested hop's (or take it if nobody stamped yet). */
+        encode_local();
+        bit<8> hopId = hdr.ipv4.ttl;
+        if (meta.portHopId != 0) {
+            hopId = meta.portHopId;
+        }
+        bool takeOver = meta.localIntVal > pktIntVal || hdr.tcpInt.hopId == 0;
+
+        /* HopLat: time in BMv2's queue (µs) plus this packet's serialization at the link
+         * rate, in ns → 256 ns units, added with saturation. 64-bit: nothing wraps. */
+        bit<64> latNs = (bit<64>)standard_metadata.deq_timedelta * 1000 +
+                        (((bit<64>)standard_metadata.packet_length * meta.serNs) >> SER_SHIFT);
+        bit<64> sum = (bit<64>)pktLat + (latNs >> TCP_INT_HOPLAT_SHIFT);
+        if (sum > TCP_INT_HOPLAT_MAX) {
+            sum = TCP_INT_HOPLAT_MAX;
+        }
+
+        if (meta.v02 == 1) {
+            if (takeOver) {
+                hdr.tcpInt.tagFreqKey = meta.localIntVal[7:4];
+                hdr.tcpInt.linkSpeed = meta.localIntVal[3:0];
+                hdr.tcpInt.hopId = hopId;
+            }
+            hdr.tcpInt.hopLat[15:0] = sum[23:8];
+            hdr.tcpInt.intValEcr = sum[7:0];
+        } else {
+            if (takeOver) {
+                hdr.tcpInt.intVal = meta.localIntVal;
+                hdr.tcpInt.hopId = hopId;
+                hdr.tcpInt.linkSpeed = meta.lsCode;
+            }
+            hdr.tcpInt.hopLat = (bit<24>)sum;
+        }
+
+        meta.l4Len = hdr.ipv4.totalLen - ((bit<16>)hdr.ipv4.ihl << 2);
+        meta.tcpIntUpdated = 1;
+    }
+}
+
+/*************************************************************************
+*************   C H E C K S U M    C O M P U T A T I O N   **************
+*************************************************************************/
+
+control MyComputeChecksum(inout headers hdr, inout metadata meta) {
+    apply {
+        /* The TTL changed. */
+        update_checksum(
+            hdr.ipv4.isValid(),
+            { hdr.ipv4.version,
+              hdr.ipv4.ihl,
+              hdr.ipv4.diffserv,
+              hdr.ipv4.totalLen,
+              hdr.ipv4.identification,
+              hdr.ipv4.flags,
+              hdr.ipv4.fragOffset,
+              hdr.ipv4.ttl,
+              hdr.ipv4.protocol,
+              hdr.ipv4.srcAddr,
+              hdr.ipv4.dstAddr,
+              hdr.ipv4Options.options },
+            hdr.ipv4.hdrChecksum,
+            HashAlgorithm.csum16);
+
+        /* The TCP-INT option changed: pseudo-header, TCP header, the option bytes
+         * before TCP-INT (invalid stack entries count for nothing), TCP-INT, and the
+         * unparsed rest (later options and data) as payload. */
+        update_checksum_with_payload(
+            meta.tcpIntUpdated == 1,
+            { hdr.ipv4.srcAddr,
+              hdr.ipv4.dstAddr,
+              8w0,
+              hdr.ipv4.protocol,
+              meta.l4Len,
+              hdr.tcp.srcPort,
+              hdr.tcp.dstPort,
+              hdr.tcp.seqNo,
+              hdr.tcp.ackNo,
+              hdr.tcp.dataOffset,
+              hdr.tcp.res,
+              hdr.tcp.flags,
+              hdr.tcp.window,
+              hdr.tcp.urgentPtr,
+              hdr.preIntOpts[0].value,  hdr.preIntOpts[1].value,
+              hdr.preIntOpts[2].value,  hdr.preIntOpts[3].value,
+              hdr.preIntOpts[4].value,  hdr.preIntOpts[5].value,
+              hdr.preIntOpts[6].value,  hdr.preIntOpts[7].value,
+              hdr.preIntOpts[8].value,  hdr.preIntOpts[9].value,
+              hdr.preIntOpts[10].value, hdr.preIntOpts[11].value,
+              hdr.preIntOpts[12].value, hdr.preIntOpts[13].value,
+              hdr.preIntOpts[14].value, hdr.preIntOpts[15].value,
+              hdr.preIntOpts[16].value, hdr.preIntOpts[17].value,
+              hdr.preIntOpts[18].value, hdr.preIntOpts[19].value,
+              hdr.preIntOpts[20].value, hdr.preIntOpts[21].value,
+              hdr.preIntOpts[22].value, hdr.preIntOpts[23].value,
+              hdr.preIntOpts[24].value, hdr.preIntOpts[25].value,
+              hdr.preIntOpts[26].value, hdr.preIntOpts[27].value,
+              hdr.tcpInt.kind,
+              hdr.tcpInt.len,
+              hdr.tcpInt.tagFreqKey,
+              hdr.tcpInt.linkSpeed,
+              hdr.tcpInt.intVal,
+              hdr.tcpInt.hopId,
+              hdr.tcpInt.hopLat,
+              hdr.tcpInt.intValEcr,
+              hdr.tcpInt.linkSpeedEcr,
+              hdr.tcpInt.hopIdEcr,
+              hdr.tcpInt.hopLatEcr },
+            hdr.tcp.checksum,
+            HashAlgorithm.csum16);
+    }
+}
+
+/*************************************************************************
+***********************  D E P A R S E R  *******************************
+*************************************************************************/
+
+control MyDeparser(packet_out packet, in headers hdr) {
+    apply {
+        packet.emit(hdr.ethernet);
+        packet.emit(hdr.ipv4);
+        packet.emit(hdr.ipv4Options);
+        packet.emit(hdr.tcp);
+        packet.emit(hdr.preIntOpts);
+        packet.emit(hdr.tcpInt);
+    }
+}
+
+/*************************************************************************
+***********************  S W I T C H  *******************************
+*************************************************************************/
+
+V1Switch(
+MyParser(),
+MyVerifyChecksum(),
+MyIngress(),
+MyEgress(),
+MyComputeChecksum(),
+MyDeparser()
+) main;
