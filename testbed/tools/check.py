@@ -58,7 +58,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[1], epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     _build(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, fn=run)  # the CLI dispatches on `fn`
     return p
 
 

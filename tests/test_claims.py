@@ -1,0 +1,183 @@
+"""Claims (the CC regression suite): their arithmetic on bundles with known answers, the
+check command's exit codes, and one small real incast run (CUBIC vs θ-PowerTCP) whose
+bundle the claims judge — the CI subset. The full P1/P2 runs are marked slow.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from testbed import claims
+from testbed.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+PY = sys.executable
+
+
+def _point(root: Path, name: str, cc: str, queue: list[tuple], flows: dict[str, list[tuple]],
+           config: dict | None = None, meta: dict | None = None) -> Path:
+    d = root / name
+    d.mkdir(parents=True)
+    with open(d / "queue.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["time", "node", "iface", "backlog_bytes", "qlen_pkts", "drops",
+                    "sent_bytes"])
+        for t, backlog, sent in queue:
+            w.writerow([t, "s1", "s1-eth0", backlog, backlog // 1514, 0, sent])
+    with open(d / "throughput.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["time", "flow", "src", "dst", "bps"])
+        for fl, rows in flows.items():
+            for t, bps in rows:
+                w.writerow([t, fl, "h1", "h0", bps])
+    (d / "config.yaml").write_text(yaml.safe_dump({"cc": cc, **(config or {})}))
+    (d / "meta.json").write_text(json.dumps({"values": {"cc": cc}, **(meta or {})}))
+    return d
+
+
+RATE = 100e6  # b/s
+
+
+def _incast_bundle(root: Path, pwr_peak: int, drain_s: float, util: float) -> Path:
+    """CUBIC: queue full from the burst on; powertcp: a peak, then drained after drain_s."""
+    cfg = {"workload": {"incast": [{"senders": "h2..h3", "dst": "h0", "start": "1s",
+                                    "bytes": "64KB"}]},
+           "congestion_control": {"powertcp": {"base_rtt_us": 500}}}
+    meta = {"bottleneck": {"ports": {"s1:s1-eth0": {"rate_mbps": 100}}, "verdict": "link"}}
+    ts = [i * 0.0005 for i in range(6000)]  # 3 s at 0.5 ms
+    cub = [(t, 150_000 if t >= 1.0 else 0, int(t * RATE / 8)) for t in ts]
+    pwr = []
+    for t in ts:
+        q = 0
+        if 1.0 <= t < 1.0 + 0.002:
+            q = pwr_peak
+        elif 1.002 <= t < 1.002 + drain_s:
+            q = pwr_peak // 2
+        pwr.append((t, q, int(t * util * RATE / 8)))
+    flows = {"long": [(0.1 * i, util * RATE) for i in range(1, 31)]}
+    _point(root, "cc=cubic", "cubic", cub, flows, cfg, meta)
+    _point(root, "cc=powertcp", "powertcp", pwr, flows, cfg, meta)
+    return root
+
+
+def _verdicts(root: Path) -> dict[str, claims.Verdict]:
+    return {v.claim: v for v in claims.check(root)}
+
+
+def test_jain():
+    assert claims.jain([1, 1, 1, 1]) == pytest.approx(1.0)
+    assert claims.jain([1, 0, 0, 0]) == pytest.approx(0.25)
+    assert claims.jain([3, 1]) == pytest.approx(16 / 20)
+
+
+def test_incast_claims_pass(tmp_path):
+    v = _verdicts(_incast_bundle(tmp_path, pwr_peak=30_000, drain_s=0.002, util=0.97))
+    assert v["queue_peak_ratio"].passed, v["queue_peak_ratio"].reason
+    assert v["queue_peak_ratio"].measured["ratio"] == pytest.approx(0.2)
+    assert v["queue_drains"].passed, v["queue_drains"].reason
+    # from the peak's first sample (1.0 s) to the first ≤ 2 MTU sample (1.004 s)
+    assert v["queue_drains"].measured["drain_s"] == pytest.approx(0.004, abs=1e-6)
+    assert v["queue_drains"].measured["drain_rtts"] == pytest.approx(8, abs=0.01)
+    assert v["utilization"].passed
+    assert v["utilization"].measured["utilization"] == pytest.approx(0.97, abs=0.001)
+
+
+def test_incast_claims_fail(tmp_path):
+    v = _verdicts(_incast_bundle(tmp_path, pwr_peak=60_000, drain_s=0.05, util=0.8))
+    assert v["queue_peak_ratio"].passed is False  # 0.4 > 0.25
+    assert v["queue_drains"].passed is False      # 104 RTTs, sampled every 0.5 ms
+    assert v["utilization"].passed is False
+
+
+def test_fairness(tmp_path):
+    cfg = {"congestion_control": {"powertcp": {"base_rtt_us": 500}}}
+    t = [round(0.1 * i, 3) for i in range(1, 81)]
+    fair = {"a": [(x, 50e6 if x >= 4 else 100e6) for x in t],
+            "b": [(x, 50e6 if x >= 4 else 0) for x in t]}
+    _point(tmp_path / "fair", "cc=powertcp", "powertcp", [(0, 0, 0)], fair, cfg)
+    v = claims.check(tmp_path / "fair")
+    assert [x.claim for x in v] == ["fairness"] and v[0].passed
+    unfair = {"a": [(x, 80e6 if x >= 4 else 100e6) for x in t],
+              "b": [(x, 20e6 if x >= 4 else 0) for x in t]}
+    _point(tmp_path / "unfair", "cc=powertcp", "powertcp", [(0, 0, 0)], unfair, cfg)
+    v = claims.check(tmp_path / "unfair")
+    assert v[0].passed is False and v[0].measured["jain_min"] == pytest.approx(100 ** 2 / (
+        2 * (80 ** 2 + 20 ** 2)), abs=1e-3)
+
+
+def test_expect_block_and_errors(tmp_path):
+    root = _incast_bundle(tmp_path, pwr_peak=60_000, drain_s=0.002, util=0.97)
+    v = claims.check(root, [{"claim": "queue_peak_ratio", "max_ratio": 0.5}])
+    assert len(v) == 1 and v[0].passed  # 0.4 ≤ 0.5
+    with pytest.raises(ConfigError, match="max_ratio"):
+        claims.check(root, [{"claim": "queue_peak_ratio", "max_ratio": -1}])
+    with pytest.raises(ConfigError, match="Extra inputs"):
+        claims.check(root, [{"claim": "utilization", "minimum": 0.9}])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="no queue.csv"):
+        claims.check(tmp_path / "empty")
+
+
+def _cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([PY, "-m", "testbed", "check", *map(str, args)], cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_check_command_exit_codes(tmp_path):
+    good = _incast_bundle(tmp_path / "good", 30_000, 0.002, 0.97)
+    r = _cli(good)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "PASS   queue_peak_ratio" in r.stdout
+    assert json.loads((good / "claims.json").read_text())[0]["status"] == "PASS"
+    bad = _incast_bundle(tmp_path / "bad", 60_000, 0.05, 0.8)
+    r = _cli(bad)
+    assert r.returncode == 1 and "FAIL" in r.stdout
+    r = _cli(tmp_path / "missing")
+    assert r.returncode == 2 and "not a directory" in r.stderr
+    r = _cli(good, "--claim", "nonsense")
+    assert r.returncode == 2 and "unknown claim 'nonsense'" in r.stderr
+
+
+SMALL_INCAST = """
+name: tbtest_cc_incast
+scale: "emulated: 100 Mb/s bottleneck, 100-packet FIFO, no propagation delay, offloads off"
+topology: {builtin: incast, senders: 5, bw: 1000, bottleneck_bw: 100, bottleneck_queue: 100,
+           ipv6: false}
+hosts: {offloads: off, quickack: true}
+duration: 2
+cc: cubic
+congestion_control:
+  theta_powertcp: {base_rtt_us: 200, host_bw_mbps: 100}
+workload:
+  flows: [{name: long, src: h1, dst: h0, start: 0, duration: 2}]
+  incast: [{name: incast, senders: h2..h5, dst: h0, start: 0.8, bytes: 256KB}]
+instruments: {queue: {interval: 500us}, iperf: {}, cc_trace: {}}
+sweep: {cc: [cubic, theta_powertcp]}
+expect:
+  - {claim: queue_peak_ratio, cc: theta_powertcp, baseline: cubic, max_ratio: 0.5, ci: true}
+"""
+
+
+def test_real_small_incast_ci(tmp_path):
+    """CI subset: a real 2-point run; θ-PowerTCP's peak queue after the burst is well below
+    CUBIC's (bound relaxed to ½ for a 5-sender burst on a shared, noisy machine)."""
+    exp = tmp_path / "incast.yaml"
+    exp.write_text(SMALL_INCAST)
+    out = tmp_path / "results"
+    r = subprocess.run([PY, "-m", "testbed", "run", str(exp), "--out", str(out), "-q"],
+                       cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    trace = out / "cc=theta_powertcp" / "cc_trace.csv"
+    rows = list(csv.DictReader(open(trace)))
+    assert len(rows) > 100 and {r["cc"] for r in rows} == {"theta_powertcp"}
+    c = _cli(out, "--ci")
+    print(c.stdout)
+    assert c.returncode == 0, c.stdout + c.stderr
+    v = json.loads((out / "claims.json").read_text())
+    assert v[0]["claim"] == "queue_peak_ratio" and v[0]["status"] == "PASS"
