@@ -428,3 +428,66 @@ def test_cli_ctrl_c_flushes_last_interval_and_detaches(pair):
             p.kill()
             p.wait()
         os.unlink(out.name)
+
+
+def test_instrument_on_host_and_router_port(tmp_path):
+    """The `noobflow` instrument on a testbed network (h1 - r1 - h2): one compile for a
+    host and a router port in different namespaces; the iperf3 data flow has the same
+    packet and byte counts at both points; throughput rows name the hosts; stop()
+    detaches everything."""
+    import csv
+    from testbed.instruments.base import InstrumentContext, load_all
+    from testbed.testing import running_network
+    reg = load_all()
+    Inst = reg["noobflow"]
+    with running_network({"builtin": "chain", "routers": 1}) as net:
+        # the router port facing h1: the one on h1's subnet
+        h1_ip = net.ip("h1")
+        r1_in = next(i for i in net["r1"].intfNames() if i != "lo" and
+                     h1_ip.rsplit(".", 1)[0] in net["r1"].cmd(f"ip -4 -o addr show dev {i}"))
+        opts = Inst.Options(hosts=["h2"], ports=[f"r1:{r1_in}"], interval=0.02)
+        ctx = InstrumentContext(net=net, outdir=tmp_path, tracker=net.tracker,
+                                t0_ns=time.monotonic_ns())
+        inst = Inst(opts, ctx)
+        inst.start()
+        h2_if = [i for i in net["h2"].intfNames() if i != "lo"]
+        with netns(net["h2"].pid):
+            assert all(attached_prog_id(i) for i in h2_if)
+        srv = net["h2"].popen(["iperf3", "-s", "-1", "-p", "5201"])
+        try:
+            time.sleep(0.3)
+            out = net["h1"].cmd(f"iperf3 -c {net.ip('h2')} -p 5201 -n 20M -J")
+            srv.wait(timeout=20)
+        finally:
+            if srv.poll() is None:
+                srv.kill()
+        time.sleep(0.05)
+        inst.stop()
+        paths = inst.write()
+        with netns(net["h2"].pid):
+            assert not any(attached_prog_id(i) for i in h2_if)
+        with netns(net["r1"].pid):
+            assert attached_prog_id(r1_in) == 0
+    sent = json.loads(out)["end"]["sum_sent"]["bytes"]
+    assert [p.name for p in paths] == ["flows_noobflow.csv", "throughput_noobflow.csv"]
+    rows = list(csv.DictReader(open(tmp_path / "flows_noobflow.csv")))
+    per: dict[tuple, list[int]] = defaultdict(lambda: [0, 0, 0])
+    for r in rows:
+        if r["dport"] == "5201" and r["dst"] == net.ip("h2"):
+            k = (r["point"], r["sport"])
+            per[k][0] += int(r["packets"])
+            per[k][1] += int(r["bytes"])
+            per[k][2] += 1
+    sports = {k[1] for k in per}
+    assert len(sports) == 2  # iperf3's control and data connections
+    for sp in sports:
+        at_h2, at_r1 = per[(f"h2:{h2_if[0]}", sp)], per[(f"r1:{r1_in}", sp)]
+        assert at_h2[:2] == at_r1[:2], f"sport {sp}: h2 {at_h2} vs r1 {at_r1}"
+    data = max(sports, key=lambda sp: per[(f"h2:{h2_if[0]}", sp)][1])
+    assert per[(f"h2:{h2_if[0]}", data)][1] > sent
+    tp = [r for r in csv.DictReader(open(tmp_path / "throughput_noobflow.csv"))
+          if r["flow"].endswith(f"->{net.ip('h2')}:5201") and f":{data}->" in r["flow"]]
+    assert tp and {(r["src"], r["dst"]) for r in tp} == {("h1", "h2")}
+    assert max(float(r["bps"]) for r in tp) > 0
+    times = [float(r["time"]) for r in tp]
+    assert times == sorted(times) and len(times) == len(set(times))

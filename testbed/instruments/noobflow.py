@@ -45,7 +45,7 @@ HEADER = BPF_DIR / "noobflow.h"
 
 CSV_COLUMNS = ["time", "interval", "src", "dst", "sport", "dport", "proto", "packets",
                "bytes", "first_ns", "last_ns", "tcp_flags", "point"]
-THROUGHPUT_COLUMNS = ["time", "flow", "bps"]
+THROUGHPUT_COLUMNS = ["time", "flow", "src", "dst", "bps"]  # as the iperf instrument's
 
 XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
 XDP_FLAGS_SKB_MODE = 1 << 1
@@ -509,8 +509,11 @@ class Collector:
     exits; rows are never lost between the last full interval and the stop."""
 
     def __init__(self, nf: Noobflow, interval: float,
-                 sink: Callable[[list[FlowRow], float, float], None], t0_ns: int = 0):
-        self.nf, self.interval, self.sink, self.t0_ns = nf, interval, sink, t0_ns
+                 sink: Callable[[list[FlowRow], float, float], None],
+                 t0_ns: int | Callable[[], int] = 0):
+        # t0 may be a callable: the runner fixes its clock origin after instruments start
+        self.nf, self.interval, self.sink = nf, interval, sink
+        self._t0 = t0_ns if callable(t0_ns) else (lambda: t0_ns)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None
@@ -538,12 +541,13 @@ class Collector:
     def collect(self) -> list[FlowRow]:
         now = time.monotonic_ns()
         raw = self.nf.swap_drain()
-        t = (now - self.t0_ns) / 1e9
+        t0 = self._t0()
+        t = (now - t0) / 1e9
         rows = [FlowRow(t, self.index, _addr(s), _addr(d), sp, dp, pr, pk, by, f, l, fl,
                         pt.label if pt else "?")
                 for pt, s, d, sp, dp, pr, pk, by, f, l, fl in raw]
         rows.sort(key=lambda r: (r.point, -r.bytes))
-        self.sink(rows, (self._last - self.t0_ns) / 1e9, t)
+        self.sink(rows, (self._last - t0) / 1e9, t)
         self._last = now
         self.index += 1
         return rows
@@ -563,7 +567,8 @@ class Collector:
 class NoobflowOptions(InstrumentOptions):
     """`instruments: noobflow:` — where to attach, how often to swap, what to keep."""
 
-    hosts: list[str] = Field(default_factory=list)   # every non-lo interface of these
+    hosts: list[str] = Field(default_factory=list)   # every non-lo interface of these;
+    #                                                  neither hosts nor ports: all hosts
     ports: list[str] = Field(default_factory=list)   # "s1-eth1" or "s1:s1-eth1"
     interval: float = Field(0.1, ge=0.005, le=60)     # seconds between swaps
     filter: list[str] = Field(default_factory=list)   # FlowFilter texts
@@ -584,11 +589,15 @@ class NoobflowOptions(InstrumentOptions):
 
 @register
 class NoobflowInstrument(Instrument):
-    """XDP flow records on hosts and switch ports → flows.csv, throughput_noobflow.csv.
+    """XDP flow records on hosts and switch ports → flows_noobflow.csv (every row of
+    every point) and throughput_noobflow.csv (time, flow, src, dst, bps: the iperf
+    instrument's throughput.csv columns, so plots can use either).
 
-    throughput_noobflow.csv has one row per flow and interval (bps over that interval,
-    from L2 frame bytes); a flow seen on several points is taken from the first point
-    in option order (hosts, then ports) that saw it."""
+    flows_noobflow.csv, not flows.csv: the iperf instrument writes its per-flow summary
+    to flows.csv in the same directory. Throughput rows: one per flow and interval,
+    bps = L2 frame bytes × 8 / interval; flow = "src:sport->dst:dport"; src/dst = the
+    topology node owning the address (else the address). A flow seen on several points
+    is taken from the first point in option order (hosts, then ports) that saw it."""
 
     name = "noobflow"
     Options = NoobflowOptions
@@ -599,7 +608,8 @@ class NoobflowInstrument(Instrument):
         self.collector: Collector | None = None
         self._csv = None
         self._writer = None
-        self._tp: list[tuple[float, str, str, float]] = []
+        self._tp: list[tuple[float, str, str, str, str, float]] = []
+        self._owner: dict[str, str] = {}
         self._flow_point: dict[str, str] = {}
         self._order: dict[str, int] = {}
         self._stopped = False
@@ -615,15 +625,14 @@ class NoobflowInstrument(Instrument):
         except ImportError:
             raise MissingFeature("noobflow needs bcc (python3-bpfcc)",
                                  "scripts/setup.sh installs it") from None
-        n = len(options.ports) + len(options.hosts)
-        if n == 0:
-            raise ConfigError("noobflow: give hosts and/or ports to attach to",
-                              key="instruments.noobflow")
 
     def _targets(self) -> list[tuple[str, str, int]]:
         """(label, ifname, node pid) for every attach point, hosts first."""
         net, out = self.ctx.net, []
-        for h in self.options.hosts:
+        hosts = self.options.hosts
+        if not hosts and not self.options.ports:
+            hosts = [h.name for h in net.hosts]
+        for h in hosts:
             node = net[h]
             for ifn in node.intfNames():
                 if ifn != "lo":
@@ -669,12 +678,14 @@ class NoobflowInstrument(Instrument):
             pt = nf.attach(ifn, pid, self.options.mode, label=label)
             self._order[label] = i
             self.ctx.tracker.defer(f"noobflow: detach {label}", lambda pt=pt: nf.detach(pt))
+        self._owner = self._address_owners()
         self.ctx.outdir.mkdir(parents=True, exist_ok=True)
-        self._csv = open(self.ctx.outdir / "flows.csv", "w", newline="")
+        self._csv = open(self.ctx.outdir / "flows_noobflow.csv", "w", newline="")
         self._writer = csv.writer(self._csv)
         self._writer.writerow(CSV_COLUMNS)
         self.ctx.tracker.defer("noobflow: close flows.csv", self._csv.close)
-        self.collector = Collector(nf, self.options.interval, self._sink, self.ctx.t0_ns)
+        self.collector = Collector(nf, self.options.interval, self._sink,
+                                   lambda: self.ctx.t0_ns)
         self.collector.start()
         self.ctx.tracker.defer("noobflow: stop collector", self.collector.stop)
 
@@ -685,7 +696,8 @@ class NoobflowInstrument(Instrument):
             owner = self._flow_point.get(r.flow)
             if owner is None or self._order.get(r.point, 99) < self._order.get(owner, 99):
                 self._flow_point[r.flow] = r.point
-            self._tp.append((r.time, r.flow, r.point, r.bytes * 8 / dt))
+            self._tp.append((r.time, r.flow, r.point, self._owner.get(r.src, r.src),
+                             self._owner.get(r.dst, r.dst), r.bytes * 8 / dt))
         self._csv.flush()
 
     def stop(self) -> None:
@@ -706,7 +718,18 @@ class NoobflowInstrument(Instrument):
         with open(out, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(THROUGHPUT_COLUMNS)
-            for t, flow, point, bps in self._tp:
+            for t, flow, point, src, dst, bps in self._tp:
                 if self._flow_point.get(flow) == point:
-                    w.writerow([f"{t:.6f}", flow, f"{bps:.1f}"])
-        return [self.ctx.outdir / "flows.csv", out]
+                    w.writerow([f"{t:.6f}", flow, src, dst, f"{bps:.0f}"])
+        return [self.ctx.outdir / "flows_noobflow.csv", out]
+
+    def _address_owners(self) -> dict[str, str]:
+        """Address (as noobflow prints it) → topology node name."""
+        out: dict[str, str] = {}
+        graph = getattr(self.ctx.net, "graph", None)
+        for node in getattr(graph, "nodes", {}).values():
+            for i in getattr(node, "intfs", []):
+                for a in (getattr(i, "ip4", None), getattr(i, "ip6", None)):
+                    if a is not None:
+                        out[str(a.ip)] = node.name
+        return out
