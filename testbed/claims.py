@@ -12,7 +12,7 @@ Claims (the PowerTCP paper's, figures P1/P2 of the specs):
 - utilization: the bottleneck sends ≥ `min` of its rate from the burst to the end of
   the traffic.
 - fairness: between consecutive arrivals/departures, once `within_rtts` base RTTs (at
-  least two throughput samples) have passed, Jain's index of the active flows' mean
+  least two throughput samples) have passed, Jain's index of the active flows' median
   rates is ≥ `min_jain`.
 
 Classes:
@@ -397,8 +397,10 @@ class Fairness(_Claim):
                 active = [n for n, (s0, s1) in span.items() if s0 <= a and s1 >= b]
                 if len(active) < 2:
                     continue
-                means = [float(np.mean(_window(flows[n], w0, b).v)) for n in active]
-                j = jain(means)
+                # Median, not mean: iperf3's reports carry the odd truncated interval
+                # (0 b/s, then 30× the link rate) that a mean would turn into unfairness.
+                rates = [float(np.median(_window(flows[n], w0, b).v)) for n in active]
+                j = jain(rates)
                 checked += 1
                 detail.append(f"{len(active)} flows [{w0:.2f},{b:.2f}] s: J={j:.4f}")
                 worst = min(worst, j)

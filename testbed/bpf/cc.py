@@ -230,20 +230,27 @@ class LoadedCC:
     thread: threading.Thread | None = None
     stop: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    closed: bool = False
 
     def lost(self) -> int:
+        if self.closed:
+            return 0
         raw = self.obj.map(".bss").lookup(b"\0\0\0\0")
         return int.from_bytes(raw[:8], "little") if raw else 0
 
     def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
         self.stop.set()
         if self.thread:
             self.thread.join(timeout=2)
         # Unregister first (the link), then free the ring and the object.
         self.link.destroy()
-        if self.ring:
-            self.ring.free()
-            self.ring = None
+        with self.lock:
+            if self.ring:
+                self.ring.free()
+                self.ring = None
         self.obj.close()
 
 
@@ -283,7 +290,7 @@ class CongestionControls:
         p = parse_params(name, params) if params is not None else \
             self.params.get(name) or parse_params(name, None)
         key = (name, p)
-        if key not in self.loaded:
+        if key not in self.loaded or self.loaded[key].closed:
             self.loaded[key] = self._load(name, p)
         return self.loaded[key].kernel_name
 
@@ -320,8 +327,9 @@ class CongestionControls:
             obj.close()
             raise
         cc = LoadedCC(name, kname, params, obj, link)
-        # Registered: from here on every exit path must unregister it.
-        self.tracker.defer(f"unregister CC {kname}", cc.close)
+        # Registered: every exit path unregisters it: close() (deferred with the tracker
+        # when this registry was made: run-wide, not per sweep point, so the CC is built
+        # once per run) or, if the process dies, the kernel closing the link.
         cc.ring = libbpf.RingBuffer(obj.map("events"), lambda raw, n=name: self._event(n, raw))
         cc.thread = threading.Thread(target=self._poll, args=(cc,), name=f"trace-{kname}",
                                      daemon=True)
