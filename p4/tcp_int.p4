@@ -129,7 +129,6 @@ struct metadata {
     bit<8>  optLeftAtInt;    /* option bytes left where TCP-INT starts */
     bit<16> l4Len;           /* TCP length for the pseudo-header */
     bit<1>  tcpIntUpdated;
-    bit<8>  localIntVal;
     bit<16> ecmpGroup;
     bit<16> ecmpMember;
     /* set by the tcpint_params table */
@@ -459,69 +458,6 @@ control MyEgress(inout headers hdr,
         default_action = set_tag_every(1);
     }
 
-    /* Utilization of the egress link, counted over fixed windows of every packet sent. */
-    action count_utilization() {
-        bit<32> port = (bit<32>)standard_metadata.egress_port;
-        bit<48> now = standard_metadata.egress_global_timestamp;
-        bit<48> start;
-        bit<32> bytes;
-        winStartUs.read(start, port);
-        winBytes.read(bytes, port);
-        bytes = bytes + standard_metadata.packet_length;
-        if (now - start >= meta.windowUs) {
-            bit<64> util = ((bit<64>)bytes * meta.utilMult) >> UTIL_MULT_SHIFT;
-            if (now - start >= meta.windowUs << 1) {
-                util = 0;    /* the link sat idle for longer than a window */
-            }
-            if (util > TCP_INT_UTIL_ONE) {
-                util = TCP_INT_UTIL_ONE;
-            }
-            portUtil.write(port, (bit<32>)util);
-            winStartUs.write(port, now);
-            bytes = 0;
-        }
-        winBytes.write(port, bytes);
-    }
-
-    /* This hop's congestion as an INTval: the queue when there is one (then the link is
-     * fully used), else how much of the link is used. */
-    action encode_local() {
-        bit<32> qbytes = (bit<32>)standard_metadata.enq_qdepth * meta.pktBytes;
-        bit<32> quanta = qbytes >> meta.qdepthShift;
-        bit<32> util;
-        portUtil.read(util, (bit<32>)standard_metadata.egress_port);
-        if (quanta > TCP_INT_INTVAL_LOW_MAX) {
-            quanta = TCP_INT_INTVAL_LOW_MAX;
-        }
-        bit<32> low;
-        if (meta.v02 == 1) {
-            /* utilization in percent, in steps of 2^shift */
-            low = (util * 100) >> UTIL_ONE_SHIFT;
-            if (meta.fineScale == 0) {
-                low = low >> TCP_INT_V02_UTIL_SHIFT_PUBLIC;
-            }
-        } else if (meta.fineScale == 1) {
-            /* utilization in 1/127 of the link */
-            low = (util * TCP_INT_V04_FINE_UTIL_FULL) >> UTIL_ONE_SHIFT;
-        } else {
-            /* 0x7f - available Gb/s */
-            bit<64> avail = ((bit<64>)(TCP_INT_UTIL_ONE - util) * (bit<64>)meta.availMult)
-                            >> AVAIL_SHIFT;
-            if (avail > TCP_INT_INTVAL_LOW_MAX) {
-                avail = TCP_INT_INTVAL_LOW_MAX;
-            }
-            low = TCP_INT_INTVAL_LOW_MAX - (bit<32>)avail;
-        }
-        if (low > TCP_INT_INTVAL_LOW_MAX) {
-            low = TCP_INT_INTVAL_LOW_MAX;
-        }
-        if (qbytes != 0) {
-            meta.localIntVal = TCP_INT_INTVAL_QDEPTH | (bit<8>)quanta;
-        } else {
-            meta.localIntVal = (bit<8>)low;
-        }
-    }
-
     apply {
         /* A flooded copy never goes back out of the port it came in on. */
         if (standard_metadata.instance_type == PKT_INSTANCE_TYPE_REPLICATION &&
@@ -534,8 +470,29 @@ control MyEgress(inout headers hdr,
         }
         tcpint_params.apply();
         tcpint_port.apply();
+        /* Utilization of the egress link over fixed windows of every packet sent.
+         * (Conditionals live in apply blocks: BMv2 actions cannot branch.) */
         if (meta.portKnown == 1) {
-            count_utilization();
+            bit<32> port = (bit<32>)standard_metadata.egress_port;
+            bit<48> now = standard_metadata.egress_global_timestamp;
+            bit<48> start;
+            bit<32> bytes;
+            winStartUs.read(start, port);
+            winBytes.read(bytes, port);
+            bytes = bytes + standard_metadata.packet_length;
+            if (now - start >= meta.windowUs) {
+                bit<64> util = ((bit<64>)bytes * meta.utilMult) >> UTIL_MULT_SHIFT;
+                if (now - start >= meta.windowUs << 1) {
+                    util = 0;    /* the link sat idle for longer than a window */
+                }
+                if (util > TCP_INT_UTIL_ONE) {
+                    util = TCP_INT_UTIL_ONE;
+                }
+                portUtil.write(port, (bit<32>)util);
+                winStartUs.write(port, now);
+                bytes = 0;
+            }
+            winBytes.write(port, bytes);
         }
 
         /* Tagged: a TCP-INT option that lies wholly inside the TCP header. */
@@ -565,13 +522,48 @@ control MyEgress(inout headers hdr,
             }
         }
 
+        /* This hop's congestion as an INTval: the queue when there is one (then the
+         * link is fully used), else how much of the link is used. */
+        bit<32> qbytes = (bit<32>)standard_metadata.enq_qdepth * meta.pktBytes;
+        bit<32> quanta = qbytes >> meta.qdepthShift;
+        if (quanta > TCP_INT_INTVAL_LOW_MAX) {
+            quanta = TCP_INT_INTVAL_LOW_MAX;
+        }
+        bit<32> util;
+        portUtil.read(util, (bit<32>)standard_metadata.egress_port);
+        bit<32> low;
+        if (meta.v02 == 1) {
+            /* utilization in percent, in steps of 2^shift */
+            low = (util * 100) >> UTIL_ONE_SHIFT;
+            if (meta.fineScale == 0) {
+                low = low >> TCP_INT_V02_UTIL_SHIFT_PUBLIC;
+            }
+        } else if (meta.fineScale == 1) {
+            /* utilization in 1/127 of the link */
+            low = (util * TCP_INT_V04_FINE_UTIL_FULL) >> UTIL_ONE_SHIFT;
+        } else {
+            /* 0x7f - available Gb/s */
+            bit<64> avail = ((bit<64>)(TCP_INT_UTIL_ONE - util) * (bit<64>)meta.availMult)
+                            >> AVAIL_SHIFT;
+            if (avail > TCP_INT_INTVAL_LOW_MAX) {
+                avail = TCP_INT_INTVAL_LOW_MAX;
+            }
+            low = TCP_INT_INTVAL_LOW_MAX - (bit<32>)avail;
+        }
+        if (low > TCP_INT_INTVAL_LOW_MAX) {
+            low = TCP_INT_INTVAL_LOW_MAX;
+        }
+        bit<8> local = (bit<8>)low;
+        if (qbytes != 0) {
+            local = TCP_INT_INTVAL_QDEPTH | (bit<8>)quanta;
+        }
+
         /* INTval: keep the most congested hop's (or take it if nobody stamped yet). */
-        encode_local();
         bit<8> hopId = hdr.ipv4.ttl;
         if (meta.portHopId != 0) {
             hopId = meta.portHopId;
         }
-        bool takeOver = meta.localIntVal > pktIntVal || hdr.tcpInt.hopId == 0;
+        bool takeOver = local > pktIntVal || hdr.tcpInt.hopId == 0;
 
         /* HopLat: time in BMv2's queue (µs) plus this packet's serialization at the link
          * rate, in ns → 256 ns units, added with saturation. 64-bit: nothing wraps. */
@@ -584,15 +576,15 @@ control MyEgress(inout headers hdr,
 
         if (meta.v02 == 1) {
             if (takeOver) {
-                hdr.tcpInt.tagFreqKey = meta.localIntVal[7:4];
-                hdr.tcpInt.linkSpeed = meta.localIntVal[3:0];
+                hdr.tcpInt.tagFreqKey = local[7:4];
+                hdr.tcpInt.linkSpeed = local[3:0];
                 hdr.tcpInt.hopId = hopId;
             }
             hdr.tcpInt.hopLat[15:0] = sum[23:8];
             hdr.tcpInt.intValEcr = sum[7:0];
         } else {
             if (takeOver) {
-                hdr.tcpInt.intVal = meta.localIntVal;
+                hdr.tcpInt.intVal = local;
                 hdr.tcpInt.hopId = hopId;
                 hdr.tcpInt.linkSpeed = meta.lsCode;
             }

@@ -71,16 +71,22 @@ class KernelStampsOnly(TcpInt):
         return [g for g in super().stamping_nodes() if g.spec.backend == "kernel"]
 
 
-def start_int(net, **opts) -> TcpInt:
-    return KernelStampsOnly(IntOptions(enabled=True, **opts), net).start()
+INT = {"enabled": True}   # the experiment's `int:`: the bmv2 switches read it at start
+
+
+def start_int(net) -> TcpInt:
+    """The TCP-INT hosts (and eBPF stamping on kernel nodes) for the experiment's `int:`."""
+    return KernelStampsOnly(IntOptions.model_validate(net.experiment.tcp_int), net).start()
 
 
 class Capture:
     """tcpdump in a node's namespace into the run's work dir; stop() returns packets."""
 
-    def __init__(self, net, node: str, iface: str, filt: str = "tcp", count: int = 6000):
+    def __init__(self, net, node: str, iface: str, filt: str = "tcp", count: int = 6000,
+                 snaplen: int = 200):
         self.path = net.tracker.workdir / f"cap-{node}-{iface}-{time.monotonic_ns()}.pcap"
-        self.p = net[node].popen(["tcpdump", "-i", iface, "-n", "-U", "-Q", "in", "-s", "200",
+        self.p = net[node].popen(["tcpdump", "-i", iface, "-n", "-U", "-Q", "in",
+                                  "-s", str(snaplen),
                                   "-c", str(count), "-w", str(self.path), filt],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         deadline, line = time.monotonic() + 5, ""
@@ -140,7 +146,7 @@ def mac_of(net, node: str, iface: str) -> str:
 
 
 SENDER = r"""
-import sys
+import sys, time
 from scapy.all import Ether, IP, TCP, Raw, sendp
 iface, src_mac, dst_mac, src, dst, nbytes = sys.argv[1:7]
 ts = ("Timestamp", (12345, 0))
@@ -155,19 +161,24 @@ pkts = [Ether(src=src_mac, dst=dst_mac) / IP(src=src, dst=dst, ttl=64) /
         Raw(b"x" * int(nbytes)) for sport, opts in lists.items()]
 for p in pkts:
     sendp(p, iface=iface, verbose=False)
+    time.sleep(0.05)   # one at a time: each finds the queues empty
 """
 
 
-def send_crafted(net, nbytes: int = 200) -> dict[int, object]:
-    """Hand-made segments h1 → h2 (see SENDER); the copies h2 receives, by source port."""
+def send_crafted(net, dst: str = "h2", nbytes: int = 200) -> dict[int, object]:
+    """Hand-made segments h1 → dst (see SENDER); the copies dst receives, by source port."""
     script = net.tracker.workdir / "sender.py"
     script.write_text(SENDER)
-    gw = net.graph.nodes["h1"].intfs[0].peer
-    cap = Capture(net, "h2", "h2-eth0", "tcp and dst port 9")
+    first = net.graph.nodes["h1"].intfs[0].peer
+    if net.graph.nodes[first.node].kind == "switch":   # bridged: straight to dst's MAC
+        to = net.graph.nodes[dst].intfs[0]
+    else:                                              # routed: to the gateway
+        to = first
+    iface = net.graph.nodes[dst].intfs[0].name
+    cap = Capture(net, dst, iface, "tcp and dst port 9", snaplen=2000)
     net.run("h1", f"{PY} {script} h1-eth0 {mac_of(net, 'h1', 'h1-eth0')} "
-                  f"{mac_of(net, gw.node, gw.name)} {net.ip('h1')} {net.ip('h2')} {nbytes}")
-    got = {p[TCP].sport: p for p in cap.stop()}
-    return got
+                  f"{mac_of(net, to.node, to.name)} {net.ip('h1')} {net.ip(dst)} {nbytes}")
+    return {p[TCP].sport: p for p in cap.stop()}
 
 
 def bmv2_pids() -> set[int]:
@@ -235,11 +246,11 @@ def test_l2_switches_forward():
 def test_option_on_the_wire():
     """Both routers shaped (40 and 20 Mb/s on the way to h2), queues empty."""
     nbytes = 200
-    with running_network(chain("bmv2", None, 40, 20)) as net:
+    with running_network(chain("bmv2", None, 40, 20), int=INT) as net:
         start_int(net)
         got = send_crafted(net, nbytes)
     assert set(got) == {4001, 4002, 4003, 4004}, sorted(got)
-    frame = len(got[4001]) + 0       # the frame as sent (captured whole: snaplen 200+)
+    frame = len(got[4001])           # the whole frame (BMv2's packet_length)
     ser_ns = sum(frame * 8e9 / (bw * 1e6) for bw in (40, 20))
     for sport in (4001, 4002):
         p = got[sport]
@@ -260,18 +271,22 @@ def test_option_on_the_wire():
 
 @needs_bmv2
 def test_option_on_the_wire_l2():
-    """Bridges leave the TTL: the eBPF switch's HopID rule (64 - rank) applies."""
-    with running_network(l2_pair("bmv2")) as net:
+    """h1 → h3 across s1 and s2: bridges leave the TTL, so the eBPF switch's HopID rule
+    (64 - rank among the bridges) applies; the first idle bridge stamps."""
+    with running_network(l2_pair("bmv2"), int=INT) as net:
         start_int(net)
-        got = send_crafted(net)
-    f = v04(int_option(got[4001]))
-    assert checksum_ok(got[4001]) and got[4001][IP].ttl == 64
-    assert f["hopid"] == 63 and f["intval"] == 0x7f
+        got = send_crafted(net, "h3")
+    assert set(got) == {4001, 4002, 4003, 4004}, sorted(got)
+    for sport in (4001, 4002):
+        f = v04(int_option(got[sport]))
+        assert checksum_ok(got[sport]) and got[sport][IP].ttl == 64
+        assert f["hopid"] == 63 and f["intval"] == 0x7f, f
+    assert int_option(got[4004]) is None and checksum_ok(got[4004])
 
 
 def congested_run(backend: str, seconds: float = 2.0, queue: int = 40) -> dict:
     """h1 - r1 - r2 - h2, bottleneck r2 → h2 at 10 Mb/s with a FIFO of `queue` packets."""
-    with running_network(chain(backend, 50, 50, 10, queue=queue)) as net:
+    with running_network(chain(backend, 50, 50, 10, queue=queue), int=INT) as net:
         for h in ("h1", "h2"):
             net.run(h, "ethtool -K " + net.graph.nodes[h].intfs[0].name +
                     " tso off gso off gro off tx off")
@@ -312,7 +327,7 @@ def test_parity_with_kernel_under_congestion():
 def test_hoplat_accumulates_like_kernel():
     """One segment seen after r1 and at h2: HopLat grows at each hop, on both backends."""
     for backend in ("kernel", "bmv2"):
-        with running_network(chain(backend, 50, 50, 50)) as net:
+        with running_network(chain(backend, 50, 50, 50), int=INT) as net:
             for h in ("h1", "h2"):
                 net.run(h, "ethtool -K " + net.graph.nodes[h].intfs[0].name +
                         " tso off gso off gro off tx off")

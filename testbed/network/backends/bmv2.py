@@ -103,7 +103,10 @@ def bmv2_available() -> tuple[bool, str]:
         import p4runtime_sh  # noqa: F401
     except ImportError as e:
         return False, f"p4runtime-shell not importable ({e}): pip install p4runtime-shell"
-    return True, _tool("simple_switch_grpc") or ""
+    has_p4c, p4c = p4c_available()
+    return True, (f"{_tool('simple_switch_grpc')}; "
+                  + (f"p4c: {p4c}" if has_p4c else p4c.split(':')[0] + " (only needed to "
+                     "rebuild p4/build: p4c 1.2.4.8, see docs/bmv2.md)"))
 
 
 # --------------------------------------------------------------------------- the plan
@@ -371,7 +374,7 @@ class Bmv2Backend(SwitchBackend):
         out = open(logpath, "wb")
         try:
             p = node.popen(cmd, stdin=subprocess.DEVNULL, stdout=out,
-                           stderr=subprocess.STDOUT, start_new_session=True)
+                           stderr=subprocess.STDOUT)
         finally:
             out.close()
         self.procs[g.name] = p
