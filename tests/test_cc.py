@@ -20,23 +20,35 @@ from testbed.bpf import cc as ccmod
 from testbed.bpf.cc import CongestionControls
 from testbed.errors import ConfigError
 from testbed.network.tracker import RunTracker
-
-sys.path.insert(0, str(Path(__file__).parent))
-from cc_netns import NsPair  # noqa: E402
+from testbed.testing import running_network
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
+HOSTS = {"offloads": False, "quickack": True}  # per-packet queues, no delayed ACKs
+
+
+def pair(bottleneck_mbps: float | None = None):
+    """h1 → s1 → h0, optionally with an HTB bottleneck on s1 → h0."""
+    topo = {"builtin": "incast", "senders": 1, "ipv6": False}
+    if bottleneck_mbps:
+        topo.update(bottleneck_bw=bottleneck_mbps, bottleneck_queue=100)
+    return running_network(topo, hosts=HOSTS)
 
 
 def available() -> list[str]:
     return ccmod.KERNEL_AVAILABLE.read_text().split()
 
 
-def iperf(pair: NsPair, kname: str, seconds: float = 2, port: int = 5201,
-          during=None) -> dict:
-    srv = pair.iperf3_server(port)
-    cl = pair.popen(pair.a, ["iperf3", "-c", pair.ip_b, "-p", str(port), "-t", str(seconds),
-                             "-C", kname, "-J"], stdout=subprocess.PIPE, text=True)
+def iperf(net, kname: str, seconds: float = 2, port: int = 5201, during=None) -> dict:
+    """One real iperf3 flow h1 → h0 with TCP_CONGESTION = kname (iperf3 -C)."""
+    srv = net["h0"].popen(["iperf3", "-s", "-1", "-p", str(port)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 5
+    while f":{port} " not in net["h0"].cmd("ss -ltnH"):
+        assert time.monotonic() < deadline, "iperf3 server did not listen"
+        time.sleep(0.05)
+    cl = net["h1"].popen(["iperf3", "-c", net.ip("h0"), "-p", str(port), "-t", str(seconds),
+                          "-C", kname, "-J"], stdout=subprocess.PIPE, text=True)
     seen = during() if during else None
     out, _ = cl.communicate(timeout=seconds + 20)
     srv.wait(timeout=10)
@@ -81,7 +93,8 @@ def test_kernel_cc_passes_through_and_takes_no_params():
 
 @pytest.mark.parametrize("name", ["theta_powertcp", "powertcp"])
 def test_cc_registers_carries_flow_and_is_gone_after_teardown(name):
-    with RunTracker() as t:
+    with pair() as net:
+        t = net.tracker
         # powertcp without TCP-INT here: no telemetry, it holds its initial window; this
         # test is about registration (the INT-fed law is tested with TCP-INT below).
         ccs = CongestionControls(t, {name: {"base_rtt_us": 200}}, require_int=False)
@@ -89,13 +102,12 @@ def test_cc_registers_carries_flow_and_is_gone_after_teardown(name):
         assert k.startswith(t.short) and len(k) <= 15
         assert k in available()
         assert ccs.kernel_name(name) == k  # loaded once per run
-        pair = NsPair(t)
         rec = ccs.record()
 
         def ss():
             time.sleep(1.0)
-            return pair.run(pair.a, f"ss -tin dst {pair.ip_b}")
-        res = iperf(pair, k, 2, during=ss)
+            return net["h1"].cmd(f"ss -tin dst {net.ip('h0')}")
+        res = iperf(net, k, 2, during=ss)
         evs = rec.stop()
         sent = res["end"]["sum_sent"]
         assert sent["bytes"] > 10_000_000, sent  # a real flow, > 10 MB in 2 s
@@ -130,22 +142,48 @@ def _gamma_estimates(evs, port):
 def test_gamma_reaches_the_program():
     """Two parameter sets in one run: two kernel CCs; the trace shows each one's γ."""
     base = {"base_rtt_us": 300, "host_bw_mbps": 20000}
-    with RunTracker() as t:
-        ccs = CongestionControls(t)
+    with pair(bottleneck_mbps=200) as net:
+        ccs = CongestionControls(net.tracker)
         k9 = ccs.kernel_name("theta_powertcp", {**base, "gamma": 0.9})
         k3 = ccs.kernel_name("theta_powertcp", {**base, "gamma": 0.3})
         assert k9 != k3 and {k9, k3} <= set(available())
-        pair = NsPair(t, rate_mbit=200)
         found = {}
         for k, port, g in ((k9, 5201, 0.9), (k3, 5202, 0.3)):
             rec = ccs.record()
-            res = iperf(pair, k, 2, port=port)
+            res = iperf(net, k, 2, port=port)
             est = _gamma_estimates(rec.stop(), res["start"]["connected"][0]["local_port"])
             assert len(est) > 20, f"{k}: only {len(est)} unclamped updates"
             found[g] = statistics.median(est)
         print("gamma estimated from the trace:", found)
         assert found[0.9] == pytest.approx(0.9, abs=0.05), found
         assert found[0.3] == pytest.approx(0.3, abs=0.05), found
+
+
+def test_powertcp_reads_tcp_int_telemetry():
+    """With TCP-INT on the path, powertcp's updates carry the bottleneck's queue and the
+    hop's sent bytes from the echoed telemetry, and its window follows Γ."""
+    from testbed.network.tcpint import IntOptions, TcpInt
+
+    with pair(bottleneck_mbps=100) as net:
+        TcpInt(IntOptions(enabled=True, scale="fine"), net).start()
+        ccs = CongestionControls(net.tracker, {"powertcp": {
+            "base_rtt_us": 200, "host_bw_mbps": 100, "hop_bw_mbps": 100}})
+        k = ccs.kernel_name("powertcp")
+        rec = ccs.record()
+        res = iperf(net, k, 2)
+        port = res["start"]["connected"][0]["local_port"]
+        evs = [e for e in rec.stop() if e.sport == port]
+    assert res["end"]["sum_received"]["bits_per_second"] > 50e6  # of 100 Mb/s
+    assert len(evs) > 100, "no telemetry-driven updates"
+    assert all(e.base_rtt_us == 200 for e in evs)
+    assert sum(e.tx_bytes for e in evs) > 1_000_000        # the hop's bytes, from INT
+    assert max(e.qlen for e in evs) >= 2048                # a queue seen (2 KiB steps)
+    assert len({e.p_norm for e in evs}) > 10               # Γ moves with the telemetry
+    # the law: a queue well above the BDP (2.5 KB) means Γ_norm > 1 (typically; a queue
+    # draining fast lowers λ, so the median, not every update)
+    queued = [e.p_norm for e in evs if e.qlen >= 8192]
+    if queued:
+        assert statistics.median(queued) > 1 << ccmod.POWER_SHIFT
 
 
 HOLDER = textwrap.dedent("""
@@ -165,7 +203,7 @@ HOLDER = textwrap.dedent("""
 @pytest.mark.parametrize("name", ["theta_powertcp", "powertcp"])
 def test_cc_gone_when_holder_dies(name, sig):
     p = subprocess.Popen([PY, "-c", HOLDER.format(repo=str(REPO), name=name)],
-                         stdout=subprocess.PIPE, text=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         k = p.stdout.readline().strip()
         assert k and k in available()
