@@ -139,12 +139,27 @@ static __always_inline void apply_cwnd(struct sock *sk)
 	tcp_sk(sk)->snd_cwnd = segs < POWERTCP_MIN_CWND ? POWERTCP_MIN_CWND : segs;
 }
 
+/* The window cap host_bw·τ, in segments × 2^10 (never below the law's floor). */
+static __always_inline __u64 cwnd_cap_fp(const struct sock *sk, __u32 tau)
+{
+	__u64 mss = tcp_sk(sk)->mss_cache ? tcp_sk(sk)->mss_cache : 1;
+	__u64 max_fp = (bdp_bytes(host_bw_mbps, tau) << POWERTCP_CWND_SHIFT) / mss;
+
+	return max_fp < POWERTCP_MIN_LAW_CWND_FP ? POWERTCP_MIN_LAW_CWND_FP : max_fp;
+}
+
 static __always_inline void powertcp_reset(struct sock *sk)
 {
 	struct tcp_sock *tp = tcp_sk(sk);
 	struct powertcp_ca *ca = ca_of(sk);
+	__u64 cap = cwnd_cap_fp(sk, tau_us(sk));
 
+	/* Start at line rate: the initial window, but no more than host_bw·τ (a 10:1 incast
+	 * of 10-segment initial windows would otherwise fill a small buffer at once). */
 	ca->cwnd_fp = (__u64)tp->snd_cwnd << POWERTCP_CWND_SHIFT;
+	if (ca->cwnd_fp > cap)
+		ca->cwnd_fp = cap;
+	apply_cwnd(sk);
 	ca->old_cwnd_fp = ca->cwnd_fp;
 	ca->epoch_end_seq = tp->snd_nxt;
 	ca->p_smooth = 0;
@@ -234,9 +249,7 @@ static __always_inline __u64 update_window(struct sock *sk, __u64 p_norm, __u64 
 	if (!ca->p_smooth) /* for the verifier's sake of the division below, and rounding */
 		ca->p_smooth = POWERTCP_MIN_POWER;
 
-	max_fp = (bdp_bytes(host_bw_mbps, tau) << POWERTCP_CWND_SHIFT) / mss;
-	if (max_fp < POWERTCP_MIN_LAW_CWND_FP)
-		max_fp = POWERTCP_MIN_LAW_CWND_FP;
+	max_fp = cwnd_cap_fp(sk, tau);
 	beta = beta_fp;
 	if (!beta)
 		beta = (bdp_bytes(host_bw_mbps, tau) << POWERTCP_CWND_SHIFT) /
