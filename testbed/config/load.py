@@ -253,11 +253,12 @@ def _validate_sections(exp: Experiment, src: Source) -> None:
     from ..instruments.base import load_all
 
     registry = load_all()
+    given = src.data.get("instruments")
     for name, opts in list(exp.instruments.items()):
-        exp.instruments[name] = validate(registry[name].Options, src, ("instruments", name)) \
-            if ("instruments" in src.data and name in src.data["instruments"]
-                and isinstance(src.data["instruments"], dict)) \
-            else registry[name].Options.model_validate(opts or {})
+        if isinstance(given, dict) and isinstance(given.get(name), dict):
+            exp.instruments[name] = validate(registry[name].Options, src, ("instruments", name))
+        else:  # list form or empty value: the defaults
+            exp.instruments[name] = registry[name].Options.model_validate(opts or {})
     try:
         from ..network.tcpint import IntOptions
     except ImportError:
@@ -271,7 +272,7 @@ def _validate_sections(exp: Experiment, src: Source) -> None:
         from ..bpf import cc as ccmod
     except ImportError:
         ccmod = None
-    params = getattr(ccmod, "PARAMS", {}) if ccmod else {}
+    params = {n: e.params for n, e in getattr(ccmod, "EBPF_CCS", {}).items()} if ccmod else {}
     for name in list(exp.congestion_control):
         if name not in params:
             close = difflib.get_close_matches(name, list(params), n=1)
@@ -291,7 +292,7 @@ def _known_ccs() -> set[str]:
         pass
     try:
         from ..bpf import cc as ccmod
-        kernel |= set(getattr(ccmod, "PARAMS", {}))
+        kernel |= set(getattr(ccmod, "EBPF_CCS", {}))
     except ImportError:
         pass
     return kernel

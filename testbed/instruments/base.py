@@ -46,6 +46,8 @@ class InstrumentContext:
     outdir: Path
     tracker: "RunTracker"
     t0_ns: int = 0
+    experiment: Any = None   # the point's validated Experiment
+    flows: list = field(default_factory=list)   # the point's resolved iperf3 flows
     # Shared across the points of one run (e.g. a compiled BPF object), keyed by instrument.
     run_cache: dict[str, Any] = field(default_factory=dict)
 

@@ -229,6 +229,13 @@ class Network:
                 errors.append(f"{node.name}: {e}")
             TbHost.inToNode.pop(getattr(node, "master", None), None)
             TbHost.outToNode.pop(getattr(node, "master", None), None)
+        for cg in cgs:
+            try:
+                cg.rmdir()
+            except FileNotFoundError:
+                pass
+            except OSError as e:
+                errors.append(f"{cg}: {e}")
         self.mn = None
         self.started = False
         if errors:

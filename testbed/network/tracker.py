@@ -11,15 +11,17 @@ Names: everything of ours carries the prefix `testbed-<id>` (cgroups, pins, stat
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
 import shutil
 import signal
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 STATE_DIR = Path(os.environ.get("TESTBED_STATE_DIR", "/run/testbed"))
 CGROUP_ROOT = Path(os.environ.get("TESTBED_CGROUP_ROOT", "/sys/fs/cgroup/unified"))
@@ -165,18 +167,34 @@ class RunTracker:
         """Register an undo action; close() runs them newest first."""
         self._undo.append((what, undo))
 
+    @contextlib.contextmanager
+    def scope(self) -> Iterator[None]:
+        """Undo on exit only what was registered inside (e.g. one sweep point's network)."""
+        mark = len(self._undo)
+        try:
+            yield
+        finally:
+            errors = self.unwind(mark)
+            if errors and sys.exc_info()[0] is None:
+                raise RuntimeError("teardown: " + "; ".join(errors))
+
+    def unwind(self, mark: int = 0) -> list[str]:
+        errors: list[str] = []
+        while len(self._undo) > mark:
+            what, undo = self._undo.pop()
+            try:
+                undo()
+            except Exception as e:  # keep going: the rest must still be removed
+                errors.append(f"{what}: {e}")
+        return errors
+
     def close(self) -> list[str]:
         """Undo everything, newest first. Returns the failures (each already handled)."""
         errors: list[str] = []
         # Ctrl-C during teardown must not leave half the state behind.
         old = signal.signal(signal.SIGINT, signal.SIG_IGN) if _main_thread() else None
         try:
-            while self._undo:
-                what, undo = self._undo.pop()
-                try:
-                    undo()
-                except Exception as e:  # keep going: the rest must still be removed
-                    errors.append(f"{what}: {e}")
+            errors += self.unwind(0)
             for what, fn in (("cgroup", lambda: kill_cgroup(self.cgroup)),
                              ("bpf pins", lambda: _remove_pins(self.bpffs)),
                              ("workdir", lambda: shutil.rmtree(self.workdir, True))):

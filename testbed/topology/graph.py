@@ -270,5 +270,16 @@ class Graph:
                 return str(a.ip)
         raise KeyError(f"{node} has no {'IPv6' if v6 else 'IPv4'} address")
 
+    def neighbor_addr(self, node: str, neighbor: str, v6: bool = False) -> tuple[str, str]:
+        """(address of `neighbor` on a segment shared with `node`, `node`'s interface there)."""
+        for mine in self.nodes[node].intfs:
+            if mine.segment is None:
+                continue
+            for other in mine.segment.members:
+                if other.node == neighbor:
+                    a = other.ip6 if v6 else other.ip4
+                    return str(a.ip), mine.name
+        raise KeyError(f"{neighbor} is not a neighbour of {node}")
+
     def resolve(self, name_or_addr: str) -> str:
         return self.ip(name_or_addr) if name_or_addr in self.nodes else name_or_addr

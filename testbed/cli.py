@@ -1,0 +1,204 @@
+"""python -m testbed: argument parsing and exit codes; the work is done elsewhere.
+
+Commands: run, validate, clean, doctor, plot, list, and the tools in testbed/tools/
+(probe, flows, check), each a module exposing add_parser(subparsers).
+Exit codes (testbed.errors): 0 ok, 1 run failure, 2 bad input / missing feature, 130 Ctrl-C.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from pathlib import Path
+
+from . import errors
+
+TOOLS = ("testbed.tools.probe", "testbed.tools.flows", "testbed.tools.check")
+
+EPILOG = """examples:
+  python -m testbed run experiments/powertcp_incast.yaml
+  python -m testbed run experiments/powertcp_incast.yaml --set duration=3 --set repetitions=2
+  python -m testbed validate experiments/*.yaml topologies/*.yaml
+  python -m testbed doctor
+  python -m testbed clean
+"""
+
+
+def _run(a) -> int:
+    from .config.load import load_experiment
+    from .runner import Runner
+
+    plan = load_experiment(a.file, a.set)
+    runner = Runner(plan, Path(a.out) if a.out else None, a.resume, a.cli,
+                    progress=sys.stderr.isatty() and not a.quiet, sets=a.set)
+    code = runner.run()
+    print(f"results: {runner.run_dir}")
+    for name, st in runner.statuses.items():
+        if st["status"] != "ok":
+            print(f"  {name}: {st['status']}: {st.get('error', '')}", file=sys.stderr)
+    return code
+
+
+def _validate(a) -> int:
+    from .config.load import load_experiment, load_topology
+    from .config.yamlsrc import load_source
+
+    for f in a.files:
+        src = load_source(f)
+        if isinstance(src.data, dict) and "topology" not in src.data and \
+                ("hosts" in src.data or "links" in src.data):
+            spec = load_topology(src)
+            from .topology.graph import Graph, TopologyError
+            try:
+                Graph(spec)
+            except TopologyError as e:
+                raise errors.ConfigError(str(e), f) from None
+            print(f"{f}: ok (topology: {len(spec.hosts)} hosts, {len(spec.links)} links)")
+        else:
+            plan = load_experiment(f, a.set)
+            print(f"{f}: ok ({len(plan.points)} point(s))")
+    return 0
+
+
+def _clean(a) -> int:
+    from .network.tracker import clean_leftovers, find_leftovers
+
+    found = find_leftovers(include_live=a.all)
+    if a.dry_run:
+        for lo in found:
+            print(f"would remove run {lo.run_id}: {lo.cgroup or ''} {lo.bpffs or ''} "
+                  f"{lo.state_file or ''}")
+        return 0
+    gone = clean_leftovers(include_live=a.all)
+    print(f"removed {len(gone)} leftover run(s)" +
+          (": " + ", ".join(lo.run_id for lo in gone) if gone else ""))
+    return 0
+
+
+def _doctor(a) -> int:
+    from .network import features
+    from .network.backends import available_backends
+
+    rows = features.checks()
+    extra = []
+    try:
+        from .network.tcpint import TcpInt
+        TcpInt.check()
+        extra.append(features.Check("TCP-INT (sockops, sk_storage, kfuncs)", True, "ok"))
+    except ImportError:
+        pass
+    except errors.MissingFeature as e:
+        extra.append(features.Check("TCP-INT", False, e.what, e.fix, required=False))
+    try:
+        from .bpf import cc
+        cc.check(list(cc.EBPF_CCS))
+        extra.append(features.Check("eBPF CCs (struct_ops)", True, "ok"))
+    except ImportError:
+        pass
+    except errors.MissingFeature as e:
+        extra.append(features.Check("eBPF CCs (struct_ops)", False, e.what, e.fix, required=False))
+    for name, (ok, why) in available_backends().items():
+        extra.append(features.Check(f"backend {name}", ok, why or "ok", why, required=False))
+    bad = 0
+    for c in rows + extra:
+        mark = "ok  " if c.ok else ("FAIL" if c.required else "no  ")
+        bad += (not c.ok and c.required)
+        fix = f"  → {c.fix}" if (not c.ok and c.fix) else ""
+        print(f"{mark} {c.name:34} {c.detail}{fix}")
+    return errors.BAD_INPUT if bad else 0
+
+
+def _plot(a) -> int:
+    from .plots import point_plots, run_summary
+
+    d = Path(a.results)
+    if not d.exists():
+        raise errors.ConfigError("no such results directory", str(d))
+    points = [d] if (d / "meta.json").exists() else \
+        sorted(p for p in d.iterdir() if (p / "meta.json").exists())
+    if not points:
+        raise errors.ConfigError("no points (meta.json) found here", str(d))
+    for p in points:
+        for f in point_plots(p):
+            print(f)
+    if not (d / "meta.json").exists():
+        for f in run_summary(d):
+            print(f)
+    return 0
+
+
+def _list(a) -> int:
+    from .instruments.base import load_all
+    from .topology.builtins import BUILTINS
+
+    repo = Path(__file__).resolve().parents[1]
+    print("experiments:")
+    for f in sorted((repo / "experiments").glob("*.yaml")):
+        print(f"  {f.relative_to(repo)}")
+    print("topologies:")
+    for f in sorted((repo / "topologies").glob("*.yaml")):
+        print(f"  {f.relative_to(repo)}")
+    print("built-in topologies: " + ", ".join(BUILTINS))
+    print("instruments: " + ", ".join(sorted(load_all())))
+    try:
+        from .bpf import cc
+        print("eBPF congestion controls: " + ", ".join(cc.EBPF_CCS))
+    except ImportError:
+        pass
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m testbed", epilog=EPILOG,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 description="Network-emulation testbed for INT and eBPF CC.")
+    sub = ap.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser("run", help="run an experiment (every sweep point)")
+    p.add_argument("file")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a key (dotted path), e.g. --set duration=3")
+    p.add_argument("--out", help="results directory (default results/<exp>/<run-id>)")
+    p.add_argument("--resume", action="store_true", help="skip points finished earlier")
+    p.add_argument("--cli", action="store_true", help="Mininet CLI after bring-up")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(fn=_run)
+    p = sub.add_parser("validate", help="check experiment/topology files, start nothing")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.set_defaults(fn=_validate)
+    p = sub.add_parser("clean", help="remove what crashed runs left (ours only)")
+    p.add_argument("--all", action="store_true", help="also runs whose process still lives")
+    p.add_argument("-n", "--dry-run", action="store_true")
+    p.set_defaults(fn=_clean)
+    p = sub.add_parser("doctor", help="kernel features and tools, each with its fix")
+    p.set_defaults(fn=_doctor)
+    p = sub.add_parser("plot", help="(re)draw the plots of a results directory")
+    p.add_argument("results")
+    p.set_defaults(fn=_plot)
+    p = sub.add_parser("list", help="experiments, topologies, built-ins, instruments")
+    p.set_defaults(fn=_list)
+    for mod in TOOLS:
+        try:
+            importlib.import_module(mod).add_parser(sub)
+        except ImportError:
+            pass  # a tool not built into this checkout
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
+    a = ap.parse_args(argv)
+    try:
+        return a.fn(a)
+    except errors.TestbedError as e:
+        print(f"testbed: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("testbed: interrupted; everything the run created was removed", file=sys.stderr)
+        return errors.INTERRUPTED
+    except BaseException as e:
+        if type(e).__name__ == "Interrupted":
+            print("testbed: terminated; everything the run created was removed", file=sys.stderr)
+            return errors.INTERRUPTED
+        raise

@@ -1,0 +1,79 @@
+"""Instrument `queue`: ground truth of the switches' egress queues.
+
+One qsample process per forwarding node, inside its namespace, samples the root qdisc
+(HTB over the FIFO) of every shaped port. Output `queue.csv`:
+time,node,iface,backlog_bytes,qlen_pkts,drops,sent_bytes (time: s since the point's t0).
+"""
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+from pydantic import Field
+
+from ..config.models import Duration
+from .base import Instrument, InstrumentOptions, register
+
+
+class QueueOptions(InstrumentOptions):
+    interval: Duration = Field(0.0005, ge=0.0001, le=1.0)   # 500 µs
+    nodes: list[str] = []      # default: every switch/router with a shaped port
+    ports: list[str] = []      # default: every shaped port of those nodes
+
+
+@register
+class QueueSampler(Instrument):
+    name = "queue"
+    Options = QueueOptions
+    options: QueueOptions
+
+    def start(self) -> None:
+        net, o = self.ctx.net, self.options
+        by_node: dict[str, list[str]] = {}
+        for node, iface in net.queue_ports():
+            if (o.nodes and node not in o.nodes) or (o.ports and iface not in o.ports):
+                continue
+            by_node.setdefault(node, []).append(iface)
+        self.raw: dict[str, Path] = {}
+        self.procs: list[subprocess.Popen] = []
+        for node, ifaces in by_node.items():
+            out = self.ctx.tracker.workdir / f"qsample-{node}.raw"
+            self.raw[node] = out
+            self.procs.append(net[node].popen(
+                [sys.executable, "-m", "testbed.instruments.qsample", "-i", ",".join(ifaces),
+                 "--interval-us", str(int(o.interval * 1e6)), "-o", str(out)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+        self.ctx.tracker.defer("queue samplers", self.stop)
+
+    def stop(self) -> None:
+        for p in getattr(self, "procs", []):
+            if p.poll() is None:
+                p.terminate()
+        for p in getattr(self, "procs", []):
+            try:
+                p.wait(timeout=3)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+            if p.stderr:
+                p.stderr.close()
+        self.procs = []
+
+    def write(self) -> list[Path]:
+        out = self.ctx.outdir / "queue.csv"
+        t0 = self.ctx.t0_ns
+        with open(out, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["time", "node", "iface", "backlog_bytes", "qlen_pkts", "drops",
+                        "sent_bytes"])
+            for node, raw in sorted(self.raw.items()):
+                if not raw.exists():
+                    continue
+                with open(raw) as r:
+                    for line in r:
+                        ns, iface, backlog, qlen, drops, sent = line.rstrip().split(",")
+                        w.writerow([f"{(int(ns) - t0) / 1e9:.6f}", node, iface, backlog,
+                                    qlen, drops, sent])
+        return [out]

@@ -1,0 +1,62 @@
+"""Across a run's points: mean throughput per flow and the bottleneck queue's spread."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..results import read_csv
+
+
+def sweep_summary(run_dir: Path) -> list[Path]:
+    import matplotlib.pyplot as plt
+
+    points = sorted(p for p in run_dir.iterdir() if (p / "meta.json").exists())
+    rows = []
+    for p in points:
+        meta = json.loads((p / "meta.json").read_text())
+        flows = read_csv(p / "flows.csv")
+        q = [int(r["backlog_bytes"]) for r in read_csv(p / "queue.csv")]
+        bn = meta.get("bottleneck", {})
+        rows.append({
+            "point": p.name, "status": meta.get("status"),
+            "flows": len(flows),
+            "total_mbps": round(sum(float(f["mean_bps"] or 0) for f in flows
+                                    if not f["flow"].split("-")[0] == "incast") / 1e6, 2),
+            "queue_p50_kb": round(float(np.percentile(q, 50)) / 1024, 1) if q else "",
+            "queue_p99_kb": round(float(np.percentile(q, 99)) / 1024, 1) if q else "",
+            "queue_max_kb": round(max(q) / 1024, 1) if q else "",
+            "bottleneck": bn.get("verdict", ""), "cpu_busy_pct": bn.get("cpu_busy_pct", "")})
+    if not rows:
+        return []
+    out = run_dir / "summary.csv"
+    with open(out, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    ok = [r for r in rows if r["status"] == "ok" and r["queue_p50_kb"] != ""]
+    paths = [out]
+    if ok:
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 4))
+        names = [r["point"] for r in ok]
+        a1.bar(names, [r["total_mbps"] for r in ok], color="tab:blue")
+        a1.set_ylabel("mean throughput of long flows (Mb/s)")
+        x = np.arange(len(ok))
+        a2.bar(x - 0.25, [r["queue_p50_kb"] for r in ok], 0.25, label="p50")
+        a2.bar(x, [r["queue_p99_kb"] for r in ok], 0.25, label="p99")
+        a2.bar(x + 0.25, [r["queue_max_kb"] for r in ok], 0.25, label="max")
+        a2.set_xticks(x, names)
+        a2.set_ylabel("bottleneck queue (KB)")
+        a2.legend()
+        for a in (a1, a2):
+            a.tick_params(axis="x", rotation=30, labelsize=8)
+            a.grid(alpha=0.3, axis="y")
+        fig.suptitle(run_dir.parent.name, fontsize=10)
+        fig.tight_layout()
+        png = run_dir / "summary.png"
+        fig.savefig(png, dpi=110)
+        plt.close(fig)
+        paths.append(png)
+    return paths

@@ -1,0 +1,95 @@
+"""Throughput and queue over time for one point (the PowerTCP incast figure's style)."""
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from ..results import read_csv
+
+
+def bottleneck_series(pdir: Path, bin_s: float = 0.001):
+    """(port, t, egress_mbps, queue_kb) of the port with the largest backlog; None if none."""
+    rows = read_csv(pdir / "queue.csv")
+    if not rows:
+        return None
+    by_port: dict[str, list] = defaultdict(list)
+    for r in rows:
+        by_port[f"{r['node']}:{r['iface']}"].append(
+            (float(r["time"]), int(r["backlog_bytes"]), int(r["sent_bytes"])))
+    port = max(by_port, key=lambda k: (max(x[1] for x in by_port[k]),
+                                       by_port[k][-1][2] - by_port[k][0][2]))
+    a = np.array(by_port[port], dtype=float)
+    t, backlog, sent = a[:, 0], a[:, 1], a[:, 2]
+    # egress rate over bins of bin_s: a single 500 µs sample is too noisy to read
+    edges = np.arange(t[0], t[-1] + bin_s, bin_s)
+    idx = np.searchsorted(t, edges)
+    idx = np.clip(idx, 0, len(t) - 1)
+    dt = np.diff(t[idx])
+    db = np.diff(sent[idx])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mbps = np.where(dt > 0, db * 8 / dt / 1e6, 0.0)
+    return port, t, backlog / 1024.0, edges[1:], mbps
+
+
+def throughput_queue(pdir: Path) -> list[Path]:
+    import matplotlib.pyplot as plt
+
+    meta = _meta(pdir)
+    flows = read_csv(pdir / "throughput.csv")
+    series = bottleneck_series(pdir, bin_s=0.005)
+    if not flows and series is None:
+        return []
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    per_flow: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for r in flows:
+        per_flow[r["flow"]].append((float(r["time"]), float(r["bps"]) / 1e6))
+    groups = _group_incast(per_flow)
+    for name, pts in groups.items():
+        pts.sort()
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], lw=1.2, label=name,
+                drawstyle="steps-pre")
+    ax2 = None
+    if series is not None:
+        port, t, qkb, te, mbps = series
+        ax.plot(te, mbps, color="0.35", lw=0.6, alpha=0.7, label=f"egress {port} (5 ms)")
+        ax2 = ax.twinx()
+        ax2.fill_between(t, qkb, step="post", color="tab:red", alpha=0.25, lw=0)
+        ax2.plot(t, qkb, color="tab:red", lw=0.8, drawstyle="steps-post")
+        ax2.set_ylabel(f"queue at {port} (KB)", color="tab:red")
+        ax2.set_ylim(bottom=0)
+    ax.set_xlabel("time (s)")
+    ax.set_ylabel("throughput (Mb/s)")
+    ax.set_ylim(bottom=0)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=7, ncol=2)
+    title = f"{meta.get('experiment', '')} — {meta.get('point', pdir.name)}"
+    if meta.get("scale"):
+        title += f"\n{meta['scale']}"
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    out = pdir / "plots"
+    out.mkdir(exist_ok=True)
+    path = out / "throughput_queue.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return [path]
+
+
+def _group_incast(per_flow: dict[str, list]) -> dict[str, list]:
+    """Incast senders (`<burst>-hN`) summed into one line: ten lines are unreadable."""
+    out: dict[str, dict[float, float]] = defaultdict(lambda: defaultdict(float))
+    for name, pts in per_flow.items():
+        key = name.split("-")[0] + " (sum)" if "-" in name else name
+        for t, v in pts:
+            out[key][round(t, 1)] += v
+    return {k: sorted(v.items()) for k, v in out.items()}
+
+
+def _meta(pdir: Path) -> dict:
+    try:
+        return json.loads((pdir / "meta.json").read_text())
+    except (OSError, ValueError):
+        return {}

@@ -1,0 +1,310 @@
+"""The runner: a plan's sweep points × repetitions → results bundles.
+
+Per point: bring up the network → TCP-INT (if enabled) → instruments → workload
+(servers, pre-spawned clients and commands, then the clock: releases and events on time)
+→ settle → stop instruments → write CSVs → tear down → meta.json and plots.
+A failed point is recorded (status, error, log) and the sweep goes on; Ctrl-C stops the
+sweep, and every exit path tears down what exists (RunTracker).
+
+Classes:
+- Runner: runs a Plan, with resume and a rich progress display.
+"""
+from __future__ import annotations
+
+import signal
+import sys
+import time
+import traceback
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Callable, Iterator
+
+import yaml
+
+from . import results
+from .config.load import Plan, Point
+from .errors import RunError, TestbedError
+from .instruments.base import REGISTRY, InstrumentContext, load_all
+from .network import features
+from .network.net import Network
+from .network.tracker import RunTracker
+from .topology.graph import Graph
+from .workload.commands import Commands, Events
+from .workload.iperf import IperfWorkload, resolve_flows
+
+DEFAULT_INSTRUMENTS = ("queue", "iperf")
+
+
+class Interrupted(BaseException):
+    """SIGTERM, handled like Ctrl-C: stop, tear down, exit 130."""
+
+
+def preflight(plan: Plan) -> None:
+    """Everything that can be missing, found before any state exists."""
+    features.require_base()
+    registry = load_all()
+    ccs_used: set[str] = set()
+    int_used = False
+    for p in plan.points:
+        e = p.experiment
+        for name, opts in e.instruments.items():
+            registry[name].check(opts)
+        ccs_used |= {e.cc} | {f.cc for f in e.workload.flows if f.cc} | \
+            {b.cc for b in e.workload.incast if b.cc}
+        int_used |= bool(getattr(e.tcp_int, "enabled", False))
+    try:
+        from .bpf import cc as ccmod
+    except ImportError:
+        ccmod = None
+    if ccmod is not None:
+        ebpf = sorted(n for n in ccs_used if ccmod.is_ebpf(n))
+        if ebpf:
+            ccmod.check(ebpf)
+    if int_used:
+        from .network.tcpint import TcpInt
+        TcpInt.check()
+
+
+class Runner:
+    def __init__(self, plan: Plan, out: Path | None = None, resume: bool = False,
+                 cli: bool = False, progress: bool = True, argv: list[str] | None = None,
+                 sets: list[str] | None = None):
+        self.plan, self.cli, self.progress = plan, cli, progress
+        exp = plan.experiment
+        if resume and out is None:
+            out = results.latest_run_dir(exp.name)
+            if out is None:
+                raise RunError(f"--resume: no earlier run of {exp.name} under {results.RESULTS}")
+        self.resume = resume
+        self.run_dir = results.new_run_dir(exp.name, out)
+        self.argv, self.sets = argv or sys.argv, sets or []
+        self.statuses: dict[str, dict] = {}
+
+    # -- the sweep -------------------------------------------------------------------
+    def run(self) -> int:
+        preflight(self.plan)
+        src = Path(self.plan.file)
+        if src.exists():
+            (self.run_dir / "experiment.yaml").write_text(src.read_text())
+        old_term = signal.signal(signal.SIGTERM, _raise_interrupted)
+        try:
+            with RunTracker() as tracker, self._display() as show:
+                ccs = self._congestion_controls(tracker)
+                for i, point in enumerate(self.plan.points):
+                    pdir = self.run_dir / point.name
+                    if self.resume and results.point_done(pdir):
+                        self.statuses[point.name] = {"status": "ok", "resumed": True}
+                        show(i, point, "done earlier (resume)")
+                        continue
+                    pdir.mkdir(parents=True, exist_ok=True)
+                    self.statuses[point.name] = self._run_point(point, pdir, tracker, ccs,
+                                                                lambda ph: show(i, point, ph))
+                    self._write_run_json()
+        finally:
+            signal.signal(signal.SIGTERM, old_term)
+            self._write_run_json()
+        self._summary()
+        return 0 if all(s["status"] == "ok" for s in self.statuses.values()) else 1
+
+    def _congestion_controls(self, tracker: RunTracker):
+        try:
+            from .bpf.cc import CongestionControls
+        except ImportError:
+            return None
+        return CongestionControls(tracker, {}, where=self.plan.file)
+
+    @contextmanager
+    def _display(self) -> Iterator[Callable[[int, Point, str], None]]:
+        n = len(self.plan.points)
+        if not self.progress:
+            def show(i: int, point: Point, phase: str) -> None:
+                print(f"[{i + 1}/{n}] {point.name}: {phase}", file=sys.stderr, flush=True)
+            yield show
+            return
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeElapsedColumn)
+        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("{task.fields[phase]}"), TimeElapsedColumn(),
+                      transient=False) as prog:
+            task = prog.add_task(self.plan.experiment.name, total=n, phase="")
+            last = {"i": -1}
+
+            def show(i: int, point: Point, phase: str) -> None:
+                prog.update(task, completed=i, phase=f"{point.name}: {phase}")
+                last["i"] = i
+            yield show
+            prog.update(task, completed=n, phase="done")
+
+    # -- one point -------------------------------------------------------------------
+    def _run_point(self, point: Point, pdir: Path, tracker: RunTracker, ccs,
+                   phase: Callable[[str], None]) -> dict:
+        exp = point.experiment
+        (pdir / "config.yaml").write_text(yaml.safe_dump(point.raw, sort_keys=False))
+        (pdir / "topology.yaml").write_text(yaml.safe_dump(
+            point.topology.model_dump(mode="json", exclude_defaults=True), sort_keys=False))
+        (pdir / "logs").mkdir(exist_ok=True)
+        meta = {"experiment": exp.name, "point": point.name, "values": point.values,
+                "scale": exp.scale, "run_id": tracker.run_id, "status": "running",
+                "started": time.time(), "versions": results.versions(),
+                "backends": sorted({s.backend for s in {**point.topology.switches,
+                                                        **point.topology.routers}.values()}),
+                "hosts": exp.hosts.model_dump(), "argv": self.argv, "sets": self.sets}
+        results.write_json(pdir / "meta.json", meta)
+        try:
+            with tracker.scope():
+                self._execute(point, pdir, tracker, ccs, phase, meta)
+            meta["status"] = "ok"
+        except (KeyboardInterrupt, Interrupted):
+            meta.update(status="interrupted", ended=time.time())
+            results.write_json(pdir / "meta.json", meta)
+            raise
+        except Exception as e:
+            meta.update(status="failed", error=str(e).splitlines()[0] if str(e) else repr(e))
+            (pdir / "logs" / "error.log").write_text(traceback.format_exc())
+        meta["ended"] = time.time()
+        results.write_json(pdir / "meta.json", meta)
+        if meta["status"] == "ok":
+            phase("plots")
+            try:
+                from .plots import point_plots
+                meta["plots"] = [str(p.relative_to(pdir)) for p in point_plots(pdir)]
+            except Exception as e:  # a plot failing does not void the data
+                meta["plot_error"] = str(e)
+            results.write_json(pdir / "meta.json", meta)
+        return {"status": meta["status"], **({"error": meta["error"]} if "error" in meta else {})}
+
+    def _execute(self, point: Point, pdir: Path, tracker: RunTracker, ccs,
+                 phase: Callable[[str], None], meta: dict) -> None:
+        exp = point.experiment
+        phase("bring-up")
+        net = Network(Graph(point.topology), tracker, exp.hosts)
+        net.start()
+        meta["addresses"] = {n: net.ip(n) for n in net.graph.nodes if net.graph.nodes[n].is_l3}
+        if any(g.kind == "router" for g in net.graph.switches):
+            from .network.backends.kernel import ROUTER_SYSCTLS
+            meta["router_sysctls"] = ROUTER_SYSCTLS
+        if getattr(exp.tcp_int, "enabled", False):
+            phase("TCP-INT")
+            from .network.tcpint import TcpInt
+            tint = TcpInt(exp.tcp_int, net)
+            tracker.defer("tcp-int", tint.stop)
+            tint.start()
+            net.tcp_int = tint
+            meta["tcp_int"] = exp.tcp_int.model_dump()
+
+        def cc_name(name: str) -> str:
+            if ccs is None:
+                return name
+            return ccs.kernel_name(name, exp.congestion_control.get(name))
+        flows = resolve_flows(exp)
+        for f in {f.cc for f in flows if f.protocol == "tcp"}:
+            cc_name(f)  # build and register eBPF CCs before the clock starts
+        meta["cc_names"] = {f.cc: cc_name(f.cc) for f in flows if f.protocol == "tcp"}
+        names = list(exp.instruments) or list(DEFAULT_INSTRUMENTS)
+        ctx = InstrumentContext(net=net, outdir=pdir, tracker=tracker, experiment=exp,
+                                flows=flows)
+        instruments = []
+        phase("instruments")
+        for name in names:
+            opts = exp.instruments.get(name) or REGISTRY[name].Options()
+            if not opts.enabled:
+                continue
+            inst = REGISTRY[name](opts, ctx)
+            inst.start()
+            instruments.append(inst)
+        phase("workload: preparing")
+        end = exp.duration
+        iperf = IperfWorkload(net, flows, pdir, cc_name, end)
+        cmds = Commands(net, exp.workload.commands, pdir)
+        tracker.defer("commands", cmds.finish)
+        iperf.prepare()
+        cmds.prepare()
+        if self.cli:
+            from mininet.cli import CLI
+            print(f"\nMininet CLI on {point.name}; `exit` starts the workload.", file=sys.stderr)
+            CLI(net.mn)
+        schedule = sorted(iperf.events() + cmds.events() + Events(net, exp.workload.events).events(),
+                          key=lambda e: e[0])
+        busy0 = results.cpu_times()
+        t0 = time.monotonic_ns()
+        ctx.t0_ns = t0
+        meta["t0_monotonic_ns"] = t0
+        fired = []
+        for at, label, action in schedule:
+            _sleep_until(t0 + int(at * 1e9), lambda left: phase(f"t={exp.duration - left:.1f}/{exp.duration:g}s"))
+            action()
+            fired.append({"at": at, "late_ms": round((time.monotonic_ns() - t0) / 1e6 - at * 1e3, 3),
+                          "what": label})
+        _sleep_until(t0 + int(end * 1e9), lambda left: phase(f"t={exp.duration - left:.1f}/{exp.duration:g}s"))
+        phase("settle")
+        errors = iperf.finish(grace=exp.settle + 2.0)
+        busy1 = results.cpu_times()
+        meta["schedule"] = fired
+        meta["cpu_busy_pct"] = round(100.0 * (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]), 1)
+        cmds.finish()
+        phase("collect")
+        for inst in instruments:
+            inst.stop()
+        outputs = []
+        for inst in instruments:
+            outputs += [str(p.relative_to(pdir)) for p in inst.write()]
+        meta["outputs"] = outputs
+        meta["bottleneck"] = bottleneck_check(pdir, net, meta["cpu_busy_pct"], exp.duration)
+        if errors:
+            raise RunError("workload: " + "; ".join(errors))
+
+    # -- bundle ----------------------------------------------------------------------
+    def _write_run_json(self) -> None:
+        results.write_json(self.run_dir / "run.json", {
+            "experiment": self.plan.experiment.name, "file": self.plan.file,
+            "argv": self.argv, "sets": self.sets,
+            "points": {p.name: self.statuses.get(p.name, {"status": "pending"})
+                       for p in self.plan.points}})
+
+    def _summary(self) -> None:
+        try:
+            from .plots import run_summary
+            run_summary(self.run_dir)
+        except Exception as e:
+            print(f"summary plot failed: {e}", file=sys.stderr)
+
+
+def bottleneck_check(pdir: Path, net: Network, cpu_busy: float, duration: float) -> dict:
+    """Was the link the bottleneck, or the CPU? Utilization of each sampled port."""
+    rows = [r for r in results.read_csv(pdir / "queue.csv")
+            if 0.0 <= float(r["time"]) <= duration]  # the workload's window only
+    ports: dict[str, dict] = {}
+    for r in rows:
+        key = f"{r['node']}:{r['iface']}"
+        p = ports.setdefault(key, {"t0": float(r["time"]), "b0": int(r["sent_bytes"]),
+                                   "max_backlog": 0, "drops0": int(r["drops"])})
+        p["t1"], p["b1"] = float(r["time"]), int(r["sent_bytes"])
+        p["max_backlog"] = max(p["max_backlog"], int(r["backlog_bytes"]))
+        p["drops1"] = int(r["drops"])
+    out = {}
+    for key, p in ports.items():
+        node, iface = key.split(":")
+        intf = next(i for i in net.graph.nodes[node].intfs if i.name == iface)
+        rate = intf.link.params.bw
+        span = max(1e-9, p["t1"] - p["t0"])
+        mbps = (p["b1"] - p["b0"]) * 8 / span / 1e6
+        out[key] = {"rate_mbps": rate, "mean_mbps": round(mbps, 2),
+                    "util_pct": round(100 * mbps / rate, 1) if rate else None,
+                    "max_backlog_bytes": p["max_backlog"], "drops": p["drops1"] - p["drops0"]}
+    busiest = max((v["util_pct"] or 0 for v in out.values()), default=0)
+    verdict = "link" if busiest >= 90 else ("cpu" if cpu_busy >= 90 else "neither")
+    return {"ports": out, "cpu_busy_pct": cpu_busy, "verdict": verdict,
+            "note": "utilization over the workload's window; cpu = whole machine"}
+
+
+def _sleep_until(deadline_ns: int, tick: Callable[[float], None]) -> None:
+    while True:
+        left = (deadline_ns - time.monotonic_ns()) / 1e9
+        if left <= 0:
+            return
+        tick(left)
+        time.sleep(min(left, 0.1))
+
+
+def _raise_interrupted(*_):
+    raise Interrupted()

@@ -1,0 +1,204 @@
+"""Flows of a point: iperf3 for long flows, `burst` for sized incast transfers.
+
+Classes:
+- Flow: one resolved flow (a FlowSpec, or one sender of an IncastSpec).
+- IperfWorkload: starts the servers (a one-off iperf3 server per iperf3 flow, one burst
+  sink per receiver of bursts) before the point's clock starts, pre-spawns every client
+  blocked on its stdin, and releases each at its start time — so the ten senders of an
+  incast start within microseconds of each other instead of one fork apart.
+  Reports land in <outdir>/iperf/: <flow>.client.json and <flow>.server.txt (iperf3;
+  the server's text intervals stamped with CLOCK_MONOTONIC by workload.stamp),
+  <flow>.burst.json and <host>.sink.json (burst).
+"""
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from ..config.models import Experiment
+from ..errors import RunError
+
+BASE_PORT = 5201
+SINK_PORT = 6000
+REPORT_INTERVAL = 0.1  # iperf3's smallest interval
+
+
+@dataclass
+class Flow:
+    name: str
+    src: str
+    dst: str
+    start: float
+    duration: float | None
+    bytes: int | None
+    cc: str
+    parallel: int = 1
+    protocol: str = "tcp"
+    rate: float | None = None
+    port: int = 0
+    group: str = ""          # "incast" name for burst members
+    released_ns: int = 0     # CLOCK_MONOTONIC when the client was let go
+
+    @property
+    def tool(self) -> str:
+        """Sized incast transfers use `burst`: iperf3 cannot time a 64 KB transfer."""
+        return "burst" if self.group and self.bytes is not None else "iperf3"
+
+
+def resolve_flows(exp: Experiment) -> list[Flow]:
+    flows: list[Flow] = []
+    for i, f in enumerate(exp.workload.flows):
+        dur = f.duration if f.duration is not None or f.bytes is not None \
+            else exp.duration - f.start
+        flows.append(Flow(f.name or f"f{i + 1}", f.src, f.dst, f.start, dur, f.bytes,
+                          f.cc or exp.cc, f.parallel, f.protocol, f.rate))
+    for b in exp.workload.incast:
+        for s in b.senders:
+            flows.append(Flow(f"{b.name}-{s}", s, b.dst, b.start, b.duration, b.bytes,
+                              b.cc or exp.cc, group=b.name))
+    ports: dict[str, int] = {}
+    for fl in flows:
+        if fl.tool == "burst":
+            fl.port = SINK_PORT
+            continue
+        fl.port = BASE_PORT + ports.get(fl.dst, 0)
+        ports[fl.dst] = ports.get(fl.dst, 0) + 1
+    return flows
+
+
+class IperfWorkload:
+    def __init__(self, net, flows: list[Flow], outdir: Path, cc_name: Callable[[str], str],
+                 end_time: float):
+        self.net, self.flows, self.outdir = net, flows, outdir / "iperf"
+        self.cc_name, self.end_time = cc_name, end_time
+        self.clients: dict[str, subprocess.Popen] = {}
+        self.servers: dict[str, subprocess.Popen] = {}
+
+    def prepare(self) -> None:
+        """Servers listening and clients spawned (blocked), before the clock starts."""
+        self.outdir.mkdir(parents=True, exist_ok=True)
+        sinks: dict[str, int] = {}
+        for f in self.flows:
+            if f.tool == "burst":
+                sinks[f.dst] = sinks.get(f.dst, 0) + 1
+        for dst, n in sinks.items():
+            self.servers[f"sink-{dst}"] = self.net[dst].popen(
+                [sys.executable, "-m", "testbed.workload.burst", "sink", "--port",
+                 str(SINK_PORT), "--expect", str(n), "-o", str(self.outdir / f"{dst}.sink.json")],
+                stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        for f in self.flows:
+            if f.tool == "burst":
+                continue
+            log = self.outdir / f"{f.name}.server.txt"
+            server = shlex.join(["iperf3", "-s", "-1", "-p", str(f.port), "-i",
+                                 str(REPORT_INTERVAL), "--forceflush", "-f", "k"])
+            stamp = shlex.join([sys.executable, "-m", "testbed.workload.stamp", "-o", str(log)])
+            self.servers[f.name] = self.net[f.dst].popen(
+                ["sh", "-c", f"{server} | {stamp}"], stdout=subprocess.DEVNULL,
+                stderr=subprocess.STDOUT)
+        self._wait_listening()
+        for f in self.flows:
+            if f.tool == "burst":
+                # Python starts before the release and waits on stdin: no start-up delay.
+                self.clients[f.name] = self.net[f.src].popen(
+                    [sys.executable, "-m", "testbed.workload.burst", "send", "--dst",
+                     self.net.ip(f.dst), "--port", str(f.port), "--bytes", str(f.bytes),
+                     "--cc", self.cc_name(f.cc), "-o", str(self.outdir / f"{f.name}.burst.json")],
+                    stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                continue
+            cmd = ["iperf3", "-c", self.net.ip(f.dst), "-p", str(f.port), "-J",
+                   "-i", str(REPORT_INTERVAL), "--logfile", str(self.outdir / f"{f.name}.client.json"),
+                   "--connect-timeout", "3000"]
+            if f.bytes is not None:
+                cmd += ["-n", str(f.bytes)]
+            else:
+                cmd += ["-t", f"{max(f.duration, 0.1):.3f}"]
+            if f.protocol == "udp":
+                cmd += ["-u", "-b", f"{(f.rate or 1.0) * 1e6:.0f}"]
+            else:
+                cmd += ["-C", self.cc_name(f.cc)]
+                if f.rate:
+                    cmd += ["-b", f"{f.rate * 1e6:.0f}"]
+            if f.parallel > 1:
+                cmd += ["-P", str(f.parallel)]
+            # Blocked on stdin until released: starts exactly when we write a newline.
+            wrapped = ["sh", "-c", "read go && exec " + shlex.join(cmd)]
+            self.clients[f.name] = self.net[f.src].popen(
+                wrapped, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE)
+
+    def _wait_listening(self, timeout: float = 5.0) -> None:
+        want: dict[str, set[int]] = {}
+        for f in self.flows:
+            want.setdefault(f.dst, set()).add(f.port)
+        deadline = time.monotonic() + timeout
+        while want:
+            for dst in list(want):
+                out = self.net[dst].cmd("ss -Hltnu")
+                have = {int(l.split()[4].rsplit(":", 1)[1]) for l in out.splitlines()
+                        if len(l.split()) > 4 and l.split()[4].rsplit(":", 1)[1].isdigit()}
+                want[dst] -= have
+                if not want[dst]:
+                    del want[dst]
+            if want and time.monotonic() > deadline:
+                raise RunError(f"iperf3 servers not listening after {timeout}s: {want}")
+            if want:
+                time.sleep(0.02)
+
+    def events(self) -> list[tuple[float, str, Callable[[], None]]]:
+        """(time, label, action) for the scheduler: one per start time (flows grouped)."""
+        by_start: dict[float, list[Flow]] = {}
+        for f in self.flows:
+            by_start.setdefault(f.start, []).append(f)
+        return [(t, f"start {len(fl)} flow(s)", lambda fl=fl: self._release(fl))
+                for t, fl in sorted(by_start.items())]
+
+    def _release(self, flows: list[Flow]) -> None:
+        for f in flows:
+            p = self.clients[f.name]
+            f.released_ns = time.monotonic_ns()
+            p.stdin.write(b"go\n")
+            p.stdin.flush()
+            p.stdin.close()
+
+    def finish(self, grace: float = 3.0) -> list[str]:
+        """Wait for clients (bounded), then servers; returns the failures."""
+        errors = []
+        deadline = time.monotonic() + grace
+        for name, p in self.clients.items():
+            try:
+                p.wait(timeout=max(0.05, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+                errors.append(f"{name}: client still running at the end; stopped")
+                continue
+            if p.returncode != 0:
+                err = p.stderr.read().decode(errors="replace").strip() if p.stderr else ""
+                rep = self.outdir / f"{name}.client.json"
+                msg = _json_error(rep) or _json_error(self.outdir / f"{name}.burst.json") \
+                    or err or f"exit {p.returncode}"
+                errors.append(f"{name}: {msg}")
+        for name, p in self.servers.items():
+            try:
+                p.wait(timeout=max(0.05, deadline + 1 - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        for p in list(self.clients.values()):
+            if p.stderr:
+                p.stderr.close()
+        return errors
+
+
+def _json_error(path: Path) -> str | None:
+    try:
+        return json.loads(path.read_text()).get("error")
+    except (OSError, ValueError):
+        return None
