@@ -5,7 +5,6 @@ Real kernel, real namespaces, real iperf3 traffic (a few seconds each).
 from __future__ import annotations
 
 import json
-import os
 import signal
 import statistics
 import subprocess
