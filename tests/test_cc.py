@@ -83,6 +83,30 @@ def test_broken_parameter_is_clear_error_before_load(params, match):
         assert not list(Path("/sys/fs/bpf").glob(f"{t.name}*/*"))
 
 
+BAD_YAML = """name: tbtest_badcc
+topology: {builtin: incast, senders: 1, ipv6: false}
+duration: 1
+cc: powertcp
+congestion_control:
+  powertcp: {base_rtt_us: 200, gamma: 1.7}
+workload:
+  flows: [{src: h1, dst: h0}]
+"""
+
+
+def test_broken_parameter_in_experiment_stops_the_run_before_anything(tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text(BAD_YAML)
+    before = available()
+    r = subprocess.run([PY, "-m", "testbed", "run", str(f), "--out", str(tmp_path / "out")],
+                       cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stderr
+    assert f"{f}:6: congestion_control.powertcp.gamma:" in r.stderr
+    assert "less than or equal to 1" in r.stderr
+    assert available() == before
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("meta.json"))
+
+
 def test_kernel_cc_passes_through_and_takes_no_params():
     with RunTracker() as t:
         ccs = CongestionControls(t)
