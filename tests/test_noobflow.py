@@ -292,7 +292,7 @@ def test_iperf3_tcp_counts_match_interface(pair, nf):
             srv.wait()
     nf.detach(pt)
     assert pair.xdp_prog() == 0
-    sent = json.loads(cli.stdout)["end"]["sum_sent"]["bytes"]
+    sent = json.loads(cli.stdout)["end"]["sum_received"]["bytes"]
     got = sink.totals()
     data = [v for k, v in got.items() if k[3] == 5299 and k[4] == 6]
     # the control connection and the data connection, both to port 5299
@@ -468,7 +468,7 @@ def test_instrument_on_host_and_router_port(tmp_path):
             assert not any(attached_prog_id(i) for i in h2_if)
         with netns(net["r1"].pid):
             assert attached_prog_id(r1_in) == 0
-    sent = json.loads(out)["end"]["sum_sent"]["bytes"]
+    sent = json.loads(out)["end"]["sum_received"]["bytes"]
     assert [p.name for p in paths] == ["flows_noobflow.csv", "throughput_noobflow.csv"]
     rows = list(csv.DictReader(open(tmp_path / "flows_noobflow.csv")))
     per: dict[tuple, list[int]] = defaultdict(lambda: [0, 0, 0])
@@ -484,7 +484,8 @@ def test_instrument_on_host_and_router_port(tmp_path):
         at_h2, at_r1 = per[(f"h2:{h2_if[0]}", sp)], per[(f"r1:{r1_in}", sp)]
         assert at_h2[:2] == at_r1[:2], f"sport {sp}: h2 {at_h2} vs r1 {at_r1}"
     data = max(sports, key=lambda sp: per[(f"h2:{h2_if[0]}", sp)][1])
-    assert per[(f"h2:{h2_if[0]}", data)][1] > sent
+    end = json.loads(out)["end"]
+    assert per[(f"h2:{h2_if[0]}", data)][1] > sent, (dict(per), end["sum_sent"], end["sum_received"])
     tp = [r for r in csv.DictReader(open(tmp_path / "throughput_noobflow.csv"))
           if r["flow"].endswith(f"->{net.ip('h2')}:5201") and f":{data}->" in r["flow"]]
     assert tp and {(r["src"], r["dst"]) for r in tp} == {("h1", "h2")}

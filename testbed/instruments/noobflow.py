@@ -455,6 +455,9 @@ class Noobflow:
             try:
                 self._BPF.attach_xdp(ifname, fn, flags)
             except Exception as e:
+                if "not supported" in str(e).lower():  # EOPNOTSUPP: driver has no XDP
+                    raise MissingFeature(f"interface {ifname} has no {mode} XDP support",
+                                         "use --mode skb (generic XDP)") from None
                 raise RunError(f"noobflow: attaching XDP to {ifname}: {e}") from None
             pid = attached_prog_id(ifname)
         pt = _Point(idx, ifname, ns, label or ifname, MODE_FLAGS[mode], pid)
@@ -613,6 +616,7 @@ class NoobflowInstrument(Instrument):
         self._flow_point: dict[str, str] = {}
         self._order: dict[str, int] = {}
         self._stopped = False
+        self.lost: dict[str, int] = {}  # per point: packets whose record did not fit
 
     @classmethod
     def check(cls, options: NoobflowOptions) -> None:
@@ -704,13 +708,15 @@ class NoobflowInstrument(Instrument):
         if self._stopped:
             return
         self._stopped = True
-        if self.collector is not None:
-            self.collector.stop()  # flushes the last interval
-        if self.nf is not None:
-            self.lost = {k: v["lost_pkts"] for k, v in self.nf.stats().items()}
-            self.nf.detach_all()
-        if self._csv is not None:
-            self._csv.close()
+        try:
+            if self.collector is not None:
+                self.collector.stop()  # flushes the last interval
+        finally:
+            if self.nf is not None:
+                self.lost = {k: v["lost_pkts"] for k, v in self.nf.stats().items()}
+                self.nf.detach_all()
+            if self._csv is not None:
+                self._csv.close()
 
     def write(self) -> list[Path]:
         self.stop()

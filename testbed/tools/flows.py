@@ -75,7 +75,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[1], epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     _build(p)
-    p.set_defaults(func=run)
+    p.set_defaults(fn=run, func=run)  # testbed.cli dispatches on `fn`
     return p
 
 
