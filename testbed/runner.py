@@ -71,6 +71,7 @@ class Runner:
                  sets: list[str] | None = None):
         self.plan, self.cli, self.progress = plan, cli, progress
         exp = plan.experiment
+        preflight(plan)  # before anything exists, even the results directory
         if resume and out is None:
             out = results.latest_run_dir(exp.name)
             if out is None:
@@ -82,7 +83,6 @@ class Runner:
 
     # -- the sweep -------------------------------------------------------------------
     def run(self) -> int:
-        preflight(self.plan)
         src = Path(self.plan.file)
         if src.exists():
             (self.run_dir / "experiment.yaml").write_text(src.read_text())

@@ -87,8 +87,12 @@ def _keypath(path: tuple) -> str:
 
 
 def config_error(e: ValidationError, src: Source, model: Any, prefix: tuple = ()) -> ConfigError:
-    """The first error of a validation, named by file, line and key."""
-    err = e.errors()[0]
+    """The first error of a validation, named by file, line and key.
+
+    An unknown key comes first: `duraton: 2` is better reported as a misspelling of
+    `duration` than as `duration` missing."""
+    errs = e.errors()
+    err = next((x for x in errs if x["type"] == "extra_forbidden"), errs[0])
     sub = src.data
     for p in prefix:
         sub = sub[p]
@@ -188,7 +192,6 @@ def _point_name(values: dict[str, Any]) -> str:
 
 def _check_point(exp: Experiment, topo: TopologySpec, src: Source) -> None:
     """Cross-checks that need both the experiment and its topology."""
-    from ..instruments.base import load_all
     from ..network import features
 
     hosts = set(topo.hosts)
@@ -233,13 +236,6 @@ def _check_point(exp: Experiment, topo: TopologySpec, src: Source) -> None:
                            f"link {link.ends[0]}-{link.ends[1]}: {', '.join(needs)} needs "
                            f"netem, which this kernel lacks (CONFIG_NET_SCH_NETEM); remove "
                            f"{'/'.join(needs)} or run on a kernel with netem")
-    registry = load_all()
-    for name in exp.instruments:
-        if name not in registry:
-            close = difflib.get_close_matches(name, list(registry), n=1)
-            raise error_at(src, ("instruments", name), f"unknown instrument {name!r}" +
-                           (f"; did you mean {close[0]!r}?" if close else
-                            f" (known: {', '.join(sorted(registry))})"))
 
 
 def _unknown_host(n: str, hosts: set[str]) -> str:
@@ -253,6 +249,12 @@ def _validate_sections(exp: Experiment, src: Source) -> None:
     from ..instruments.base import load_all
 
     registry = load_all()
+    for name in exp.instruments:
+        if name not in registry:
+            close = difflib.get_close_matches(name, list(registry), n=1)
+            raise error_at(src, ("instruments", name), f"unknown instrument {name!r}" +
+                           (f"; did you mean {close[0]!r}?" if close else
+                            f" (known: {', '.join(sorted(registry))})"))
     given = src.data.get("instruments")
     for name, opts in list(exp.instruments.items()):
         if isinstance(given, dict) and isinstance(given.get(name), dict):

@@ -112,8 +112,11 @@ class Network:
         if any(i.ip6 for i in g.intfs):
             # The interfaces exist already: DAD is skipped only where both `all` and the
             # interface say so; a tentative link-local address breaks neighbour discovery.
-            sysctls.append("net.ipv6.conf.all.accept_dad=0 " +
-                           " ".join(f"net.ipv6.conf.{i.name}.accept_dad=0" for i in g.intfs))
+            # keep_addr_on_down: IPv6 otherwise drops its addresses on a link_down event.
+            sysctls.append("net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.all.keep_addr_on_down=1 "
+                           + " ".join(f"net.ipv6.conf.{i.name}.accept_dad=0 "
+                                      f"net.ipv6.conf.{i.name}.keep_addr_on_down=1"
+                                      for i in g.intfs))
         for i in g.intfs:
             if i.ip4:
                 ip.append(f"addr add {i.ip4} dev {i.name}")
@@ -134,12 +137,7 @@ class Network:
         if quick:
             ip += [f"route replace {i.ip4.network} dev {i.name} proto kernel scope link "
                    f"src {i.ip4.ip}{quick}" for i in g.intfs if i.ip4]
-        for r in self.graph.routes.get(g.name, []):
-            if len(r.via) == 1:
-                ip.append(f"route add {r.dst} via {r.via[0]} dev {r.dev[0]}{quick}")
-            else:
-                hops = " ".join(f"nexthop via {v} dev {d}" for v, d in zip(r.via, r.dev))
-                ip.append(f"route add {r.dst}{quick} {hops}")
+        ip += self._route_lines(g, quick)
         lines = [f"sysctl -qw {' '.join(sysctls)}"] if sysctls else []
         lines += cmds
         base = self.tracker.workdir / g.name
@@ -149,6 +147,17 @@ class Network:
             Path(f"{base}.tc").write_text("\n".join(tc) + "\n")
             lines.append(f"tc -batch {base}.tc")
         return lines
+
+    def _route_lines(self, g: Node, quick: str = "") -> list[str]:
+        """`ip route replace` lines (batch syntax) for the graph's routes of a node."""
+        out = []
+        for r in self.graph.routes.get(g.name, []):
+            if len(r.via) == 1:
+                out.append(f"route replace {r.dst} via {r.via[0]} dev {r.dev[0]}{quick}")
+            else:
+                hops = " ".join(f"nexthop via {v} dev {d}" for v, d in zip(r.via, r.dev))
+                out.append(f"route replace {r.dst}{quick} {hops}")
+        return out
 
     def _offloads(self, g: Node) -> Offloads | None:
         spec = self.graph.host_spec(g.name).offloads
@@ -191,6 +200,14 @@ class Network:
         state = "up" if up else "down"
         for i in (l.a, l.b):
             self.run(i.node, f"ip link set {i.name} {state}")
+        if up:  # the kernel deleted the routes through the interface when it went down
+            for i in (l.a, l.b):
+                g = self.graph.nodes[i.node]
+                if g.is_l3:
+                    quick = " quickack 1" if g.kind == "host" and self.host_defaults.quickack else ""
+                    for line in self._route_lines(g, quick):
+                        if f"dev {i.name}" in line:
+                            self.run(i.node, f"ip {line}")
 
     # -- teardown ------------------------------------------------------------------
     def stop(self) -> None:

@@ -39,7 +39,7 @@ def throughput_queue(pdir: Path) -> list[Path]:
 
     meta = _meta(pdir)
     flows = read_csv(pdir / "throughput.csv")
-    series = bottleneck_series(pdir, bin_s=0.005)
+    series = bottleneck_series(pdir, bin_s=0.01)
     if not flows and series is None:
         return []
     fig, ax = plt.subplots(figsize=(9, 4.5))
@@ -54,12 +54,20 @@ def throughput_queue(pdir: Path) -> list[Path]:
     ax2 = None
     if series is not None:
         port, t, qkb, te, mbps = series
-        ax.plot(te, mbps, color="0.35", lw=0.6, alpha=0.7, label=f"egress {port} (5 ms)")
+        ax.plot(te, mbps, color="0.35", lw=0.6, alpha=0.7, label=f"egress {port} (10 ms bins)")
         ax2 = ax.twinx()
         ax2.fill_between(t, qkb, step="post", color="tab:red", alpha=0.25, lw=0)
         ax2.plot(t, qkb, color="tab:red", lw=0.8, drawstyle="steps-post")
         ax2.set_ylabel(f"queue at {port} (KB)", color="tab:red")
         ax2.set_ylim(bottom=0)
+    dur = _duration(pdir)
+    if dur:
+        ax.set_xlim(-0.05 * dur, dur * 1.05)
+    for ev in meta.get("schedule", []):
+        if ev["at"] > 0:
+            ax.axvline(ev["at"], color="k", ls=":", lw=0.8)
+            ax.annotate(ev["what"], (ev["at"], 1.0), xycoords=("data", "axes fraction"),
+                        fontsize=7, rotation=90, va="top", ha="right")
     ax.set_xlabel("time (s)")
     ax.set_ylabel("throughput (Mb/s)")
     ax.set_ylim(bottom=0)
@@ -86,6 +94,15 @@ def _group_incast(per_flow: dict[str, list]) -> dict[str, list]:
         for t, v in pts:
             out[key][round(t, 1)] += v
     return {k: sorted(v.items()) for k, v in out.items()}
+
+
+def _duration(pdir: Path) -> float:
+    import yaml
+    try:
+        from ..config.units import duration_s
+        return duration_s(yaml.safe_load((pdir / "config.yaml").read_text()).get("duration", 0))
+    except (OSError, ValueError, TypeError, AttributeError):
+        return 0.0
 
 
 def _meta(pdir: Path) -> dict:

@@ -1,0 +1,154 @@
+"""The network comes up as specified: real namespaces, links, addresses, routes, qdiscs."""
+from __future__ import annotations
+
+import re
+import statistics
+import time
+
+import pytest
+
+from testbed.instruments.qsample import QdiscReader  # noqa: F401 (importable stand-alone)
+from testbed.testing import running_network
+
+pytestmark = pytest.mark.needs_root
+
+
+def _pings(net, v6: bool = False) -> dict[tuple[str, str], bool]:
+    """Every host pings every other host once (all sources in parallel)."""
+    hosts = [h.name for h in net.hosts]
+    for h in hosts:
+        targets = " ".join(net.ip(o, v6) for o in hosts if o != h)
+        net[h].sendCmd(f"for a in {targets}; do ping {'-6 ' if v6 else ''}-c1 -W2 $a "
+                       f">/dev/null 2>&1 && echo OK $a || echo FAIL $a; done")
+    res = {}
+    for h in hosts:
+        out = net[h].waitOutput()
+        for st, addr in re.findall(r"(OK|FAIL) (\S+)", out):
+            res[(h, addr)] = st == "OK"
+    return res
+
+
+@pytest.mark.parametrize("spec", [
+    {"builtin": "dumbbell", "pairs": 2},
+    {"builtin": "incast", "senders": 4},
+    {"builtin": "chain", "routers": 4},
+    {"builtin": "leafspine", "leaves": 2, "spines": 2, "hosts_per_leaf": 2},
+], ids=lambda s: s["builtin"])
+def test_builtin_topology_all_pairs_ping_v4_v6(spec):
+    with running_network(spec) as net:
+        for v6 in (False, True):
+            res = _pings(net, v6)
+            n = len(net.hosts)
+            assert len(res) == n * (n - 1)
+            assert all(res.values()), [k for k, ok in res.items() if not ok]
+
+
+def test_root_namespace_gets_nothing_of_the_topology():
+    import subprocess
+    before = subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True).stdout
+    with running_network({"builtin": "chain", "routers": 2}) as net:
+        during = subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True).stdout
+        routes = subprocess.run(["ip", "route"], capture_output=True, text=True).stdout
+        assert net.ip("h1") not in during and "10.0.0." not in routes
+        links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+        assert "h1-eth0" not in links and "r1-eth0" not in links
+    assert subprocess.run(["ip", "-o", "addr"], capture_output=True, text=True).stdout == before
+
+
+def test_switches_and_routers_live_in_their_own_namespaces():
+    import os
+    with running_network({"builtin": "chain", "routers": 2}) as net:
+        root = os.readlink("/proc/self/ns/net")
+        spaces = {n.name: os.readlink(f"/proc/{n.pid}/ns/net") for n in net.nodes()}
+        assert root not in spaces.values()
+        assert len(set(spaces.values())) == len(spaces)
+
+
+def test_routers_decrement_ttl_and_answer_time_exceeded():
+    with running_network({"builtin": "chain", "routers": 3}) as net:
+        out = net["h1"].cmd(f"traceroute -n -q1 -w1 -m6 {net.ip('h2')}")
+        hops = re.findall(r"^\s*\d+\s+(\S+)", out, re.M)
+        first = [net.graph.neighbor_addr("h1", "r1")[0]]
+        assert hops[0] == first[0], out
+        assert hops[-1] == net.ip("h2") and len(hops) == 4, out
+        assert net["r2"].cmd("sysctl -n net.ipv4.icmp_ratelimit").strip() == "0"
+
+
+def test_leafspine_has_ecmp_routes_with_l4_hash():
+    with running_network({"builtin": "leafspine"}) as net:
+        r = net["l1"].cmd("ip route show 10.0.2.0/24")
+        assert r.count("nexthop") == 2, r
+        assert net["l1"].cmd("sysctl -n net.ipv4.fib_multipath_hash_policy").strip() == "1"
+
+
+def test_offloads_and_qdiscs_are_configured():
+    spec = {"topology": {"builtin": "dumbbell", "pairs": 1, "bw": 100, "bottleneck_bw": 20,
+                         "bottleneck_queue": 50},
+            "hosts": {"offloads": {"tso": False, "gso": False, "gro": False}}}
+    with running_network(spec) as net:
+        k = net["h1"].cmd("ethtool -k h1-eth0")
+        assert re.search(r"tcp-segmentation-offload: off", k)
+        assert re.search(r"generic-segmentation-offload: off", k)
+        q = net["s1"].cmd("tc qdisc show dev s1-eth1")
+        assert "htb 1: root" in q and "pfifo 10:" in q and "limit 50p" in q, q
+        c = net["s1"].cmd("tc class show dev s1-eth1")
+        assert "rate 20Mbit" in c, c
+
+
+def _iperf(net, src, dst, secs=3, extra=""):
+    import json
+    net[dst].cmd("iperf3 -s -1 -D -p 5301")
+    for _ in range(50):
+        if ":5301" in net[dst].cmd("ss -Hltn"):
+            break
+        time.sleep(0.02)
+    out = net[src].cmd(f"iperf3 -c {net.ip(dst)} -p 5301 -t {secs} -J {extra}")
+    return json.loads(out)
+
+
+def test_iperf3_through_bottleneck_gets_configured_rate_within_10pct():
+    spec = {"topology": {"builtin": "dumbbell", "pairs": 1, "bw": 1000, "bottleneck_bw": 50,
+                         "bottleneck_queue": 100}, "hosts": {"offloads": False}}
+    with running_network(spec) as net:
+        rep = _iperf(net, "h1", "h2")
+        mbps = rep["end"]["sum_received"]["bits_per_second"] / 1e6
+        assert abs(mbps - 50) <= 5, mbps
+
+
+def test_queue_sampler_sees_standing_queue_near_fifo_limit(tmp_path):
+    import subprocess
+    import sys
+    limit = 50
+    spec = {"topology": {"builtin": "dumbbell", "pairs": 2, "bw": 1000, "bottleneck_bw": 20,
+                         "bottleneck_queue": limit}, "hosts": {"offloads": False}}
+    with running_network(spec) as net:
+        raw = tmp_path / "q.raw"
+        samp = net["s1"].popen([sys.executable, "-m", "testbed.instruments.qsample", "-i",
+                                "s1-eth2", "--interval-us", "1000", "-o", str(raw)])
+        for port, (src, dst) in enumerate((("h1", "h3"), ("h2", "h4"))):
+            net[dst].cmd(f"iperf3 -s -1 -D -p {5401 + port}")
+        time.sleep(0.3)
+        cl = [net[src].popen(f"iperf3 -c {net.ip(dst)} -p {5401 + i} -t 3 -C cubic",
+                             stdout=subprocess.DEVNULL)
+              for i, (src, dst) in enumerate((("h1", "h3"), ("h2", "h4")))]
+        for p in cl:
+            p.wait(timeout=20)
+        samp.terminate()
+        samp.wait(timeout=5)
+    rows = [l.split(",") for l in raw.read_text().splitlines()]
+    qlen = [int(r[3]) for r in rows]
+    busy = sorted(qlen)[len(qlen) // 4:]  # skip the start and the tail
+    assert max(qlen) <= limit
+    assert statistics.median(busy) >= 0.7 * limit, statistics.median(busy)
+    assert int(rows[-1][4]) > 0  # the FIFO overflowed: drops counted
+
+
+def test_link_down_and_up_event():
+    with running_network({"builtin": "chain", "routers": 2}) as net:
+        dst = net.ip("h2")
+        assert "1 received" in net["h1"].cmd(f"ping -c1 -W1 {dst}")
+        net.set_link("r1", "r2", up=False)
+        assert "0 received" in net["h1"].cmd(f"ping -c1 -W1 {dst}")
+        net.set_link("r1", "r2", up=True)
+        ok = any("1 received" in net["h1"].cmd(f"ping -c1 -W1 {dst}") for _ in range(3))
+        assert ok
