@@ -236,6 +236,10 @@ static __always_inline int nf_collect(struct xdp_md *ctx, u32 point)
 	/* per-CPU value: only this CPU writes it, and XDP is not preempted mid-run */
 	struct nf_rec *r = bpf_map_lookup_elem(buf, &key);
 	if (r) {
+		/* the key may have been created by another CPU: this CPU's slot then starts
+		 * zeroed, and its first packet must set first_ns */
+		if (r->packets == 0)
+			r->first_ns = now;
 		r->packets++;
 		r->bytes += len;
 		r->last_ns = now;

@@ -255,6 +255,8 @@ def test_exact_counts_v4_v6_two_cpus_10ms_swaps(pair, nf):
         assert got[key][3] >= 5, f"{key}: only {got[key][3]} intervals; swaps did not " \
                                  f"happen during the traffic"
     assert sink.intervals >= 20
+    for r in sink.rows:  # every CPU's slot got its own first timestamp
+        assert 0 < r.first_ns <= r.last_ns, r
     # Everything received (test flows and anything else) equals the interface counters.
     rec_pk = sum(r.packets for r in sink.rows)
     rec_by = sum(r.bytes for r in sink.rows)
