@@ -130,7 +130,8 @@ def check_support() -> None:
     if not (Path(f"/lib/modules/{rel}/build").exists() or Path("/sys/kernel/btf/vmlinux").exists()):
         raise MissingFeature(f"no kernel headers for {rel} (bcc needs them)",
                              "scripts/setup.sh links Debian's headers")
-    if not Path("/sys/fs/bpf").exists() or not Path("/proc/sys/net/core/bpf_jit_enable").exists():
+    # a kernel.* sysctl: visible in every network namespace (net.core.bpf_* is not)
+    if not Path("/proc/sys/kernel/bpf_stats_enabled").exists():
         raise MissingFeature("this kernel has no BPF support", "a kernel with CONFIG_BPF_SYSCALL")
 
 
@@ -215,18 +216,18 @@ class Prober:
         self._BPF = BPF
         self.lock = threading.RLock()
         t = time.monotonic()
-        self.b = BPF(src_file=str(SRC), cflags=[f"-I{BPF_DIR}", *(cflags or [])])
+        self.b = BPF(src_file=str(SRC).encode(), cflags=[f"-I{BPF_DIR}", *(cflags or [])])
         self.compile_s = time.monotonic() - t
-        self.tc_entry = self.b.load_func("np_tc_entry", BPF.SCHED_CLS)
-        self.xdp_entry = self.b.load_func("np_xdp_entry", BPF.XDP)
-        tc_arr, xdp_arr = self.b["np_tc_progs"], self.b["np_xdp_progs"]
+        self.tc_entry = self.b.load_func(b"np_tc_entry", BPF.SCHED_CLS)
+        self.xdp_entry = self.b.load_func(b"np_xdp_entry", BPF.XDP)
+        tc_arr, xdp_arr = self.b[b"np_tc_progs"], self.b[b"np_xdp_progs"]
         for name, slot in self.TC_PROGS.items():
-            tc_arr[ctypes.c_int(H[slot])] = ctypes.c_int(self.b.load_func(name, BPF.SCHED_CLS).fd)
+            tc_arr[ctypes.c_int(H[slot])] = ctypes.c_int(self.b.load_func(name.encode(), BPF.SCHED_CLS).fd)
         for name, slot in self.XDP_PROGS.items():
-            xdp_arr[ctypes.c_int(H[slot])] = ctypes.c_int(self.b.load_func(name, BPF.XDP).fd)
+            xdp_arr[ctypes.c_int(H[slot])] = ctypes.c_int(self.b.load_func(name.encode(), BPF.XDP).fd)
         self.hosts: dict[int, _Host] = {}
         self._free_ids = list(range(H["NP_MAX_DESTS"]))
-        self._last_head: list[int] = [0] * len(self.b["np_head"][ctypes.c_int(0)])
+        self._last_head: list[int] = [0] * len(self.b[b"np_head"][ctypes.c_int(0)])
         self.lost = 0
         self.samples_seen = 0
 
@@ -278,7 +279,7 @@ class Prober:
         for mode in (XDP_FLAGS_DRV_MODE, XDP_FLAGS_SKB_MODE):
             flags = XDP_FLAGS_UPDATE_IF_NOEXIST | mode
             try:
-                self._BPF.attach_xdp(h.iface, self.xdp_entry, flags)
+                self._BPF.attach_xdp(h.iface.encode(), self.xdp_entry, flags)
                 h.xdp_flags = flags
                 return
             except Exception as e:
@@ -287,7 +288,7 @@ class Prober:
                        f"(another XDP program there?): {err}")
 
     def _set_host(self, h: _Host, active: bool) -> None:
-        tab = self.b["np_hosts"]
+        tab = self.b[b"np_hosts"]
         v = tab.Leaf()
         s = h.settings
         v.global_interval_ns = int(1e9 / s.rate) if s.rate > 0 else 0
@@ -303,17 +304,17 @@ class Prober:
         did = self._free_ids.pop(0)
         fam, sb = _addr_bytes(src)
         _, db = _addr_bytes(dst)
-        k = self.b["np_dests"].Key()
+        k = self.b[b"np_dests"].Key()
         k.src[:] = list(sb)
         k.dst[:] = list(db)
         k.family = fam
-        st = self.b["np_dstate"].Leaf()
+        st = self.b[b"np_dstate"].Leaf()
         st.host = h.hid
         if h.settings.hops:
             st.hops = h.settings.hops
             st.fixed_hops = 1
-        self.b["np_dstate"][ctypes.c_int(did)] = st
-        self.b["np_dests"][k] = ctypes.c_uint32(did)
+        self.b[b"np_dstate"][ctypes.c_int(did)] = st
+        self.b[b"np_dests"][k] = ctypes.c_uint32(did)
         h.dests[did] = (src, dst)
         h.keys.append(k)
 
@@ -349,12 +350,12 @@ class Prober:
                         if not h.netns or Path(h.netns).exists():
                             with in_netns(h.netns):
                                 if socket_ifindex(h.iface):
-                                    self._BPF.remove_xdp(h.iface, h.xdp_flags)
+                                    self._BPF.remove_xdp(h.iface.encode(), h.xdp_flags)
                     finally:
                         h.xdp_flags = 0
                 for k in h.keys:
                     try:
-                        del self.b["np_dests"][k]
+                        del self.b[b"np_dests"][k]
                     except KeyError:
                         pass
                 self._free_ids.extend(h.dests)
@@ -376,13 +377,13 @@ class Prober:
     def stats(self) -> dict[str, int]:
         names = {v: k[6:].lower() for k, v in H.items()
                  if k.startswith("NP_ST_") and k != "NP_ST_MAX"}
-        tab = self.b["np_stats"]
+        tab = self.b[b"np_stats"]
         return {names[i]: int(sum(tab[ctypes.c_int(i)])) for i in range(H["NP_ST_MAX"])}
 
     def dest_state(self, h: _Host) -> dict[str, dict]:
         out = {}
         for did, (s, d) in h.dests.items():
-            st = self.b["np_dstate"][ctypes.c_int(did)]
+            st = self.b[b"np_dstate"][ctypes.c_int(did)]
             out[d] = {"src": s, "hops": st.hops, "responded": st.responded,
                       "next_seq": st.next_seq, "round": st.round}
         return out
@@ -399,7 +400,7 @@ class Prober:
         out: list[Sample] = []
         slots = H["NP_RESULT_SLOTS"]
         with self.lock:
-            heads = [int(x) for x in self.b["np_head"][ctypes.c_int(0)]]
+            heads = [int(x) for x in self.b[b"np_head"][ctypes.c_int(0)]]
             want: dict[int, list[int]] = {}
             for cpu, head in enumerate(heads):
                 last = self._last_head[cpu]
@@ -409,7 +410,7 @@ class Prober:
                 for i in range(last, head):
                     want.setdefault(i % slots, []).append(cpu)
                 self._last_head[cpu] = head
-            res = self.b["np_results"]
+            res = self.b[b"np_results"]
             for slot, cpus in sorted(want.items()):
                 vals = res[ctypes.c_int(slot)]
                 for cpu in cpus:
@@ -424,7 +425,7 @@ class Prober:
                                       r.outipid, r.inipid))
             self.samples_seen += len(out)
             now = time.monotonic_ns()
-            tab = self.b["np_outstanding"]
+            tab = self.b[b"np_outstanding"]
             stale = []
             for k, v in tab.items():
                 own = self._owner(k.dest)
