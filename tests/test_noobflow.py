@@ -494,3 +494,44 @@ def test_instrument_on_host_and_router_port(tmp_path):
     assert max(float(r["bps"]) for r in tp) > 0
     times = [float(r["time"]) for r in tp]
     assert times == sorted(times) and len(times) == len(set(times))
+
+
+def test_filter_parse_and_header_limits(nf):
+    from testbed.instruments.noobflow import H
+    f = FlowFilter.parse(["proto=tcp,port=5201", "net=10.0.0.0/8 net=fd00::/64", "proto=17"])
+    assert f.protos == (6, 17) and f.ports == (5201,) and len(f.prefixes) == 2
+    assert f.flags == H["NF_F_PREFIX"] | H["NF_F_PORT"] | H["NF_F_PROTO"]
+    assert FlowFilter.parse("").flags == 0
+    for bad in ("port", "port=-1", "proto=bogus", "net=1.2.3", "x=1", "proto=256"):
+        with pytest.raises(ValueError):
+            FlowFilter.parse(bad)
+    # the loaded maps have the header's limits (one definition, read by both sides)
+    assert nf.bpf["nf_buf0"].max_entries == H["NF_MAX_FLOWS"]
+    assert nf.bpf["nf_prefixes"].max_entries == H["NF_MAX_PREFIXES"]
+    assert nf.bpf["nf_ports"].max_entries == H["NF_MAX_PORTS"]
+    assert nf.bpf["nf_stats"].max_entries == H["NF_MAX_POINTS"]
+
+
+def test_buffer_full_is_counted_not_silent(pair):
+    """More flows than a buffer holds: the overflow is counted in lost_pkts, exactly."""
+    from scapy.all import IP, UDP, Ether
+    small = Noobflow(points=1, max_flows=16)
+    try:
+        pt = small.attach(pair.ib, pair.b)
+        eth = Ether(src=pair.mac_a, dst=pair.mac_b)
+        frames = [bytes(eth / IP(src="10.77.0.1", dst="10.77.0.2") / UDP(sport=6000 + i, dport=1))
+                  for i in range(20) for _ in range(5)]
+        small.set_filter(FlowFilter.parse("port=1"))  # keep stray traffic out of the 16
+        send(pair, [frames], burst=0)
+        time.sleep(0.05)
+        rows = Rows()
+        Collector(small, 1, rows).collect()
+        st = small.stats()[pt.label]
+        small.detach(pt)
+        assert len(rows.rows) == 16 and all(r.packets == 5 for r in rows.rows)
+        assert st["lost_pkts"] == 4 * 5
+        assert st["seen_pkts"] == st["recorded_pkts"] + st["lost_pkts"] + \
+            st["filtered_pkts"] + st["nonip_pkts"]
+    finally:
+        small.close()
+    assert pair.xdp_prog() == 0
