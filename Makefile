@@ -17,7 +17,8 @@ test-fast: setup
 	$(PY) -m pytest -q -rs -m "not slow"
 
 regress: setup
-	$(PY) -m testbed check --regress
+	$(PY) -m testbed run experiments/powertcp_incast.yaml
+	$(PY) -m testbed run experiments/powertcp_fairness.yaml
 
 bench: setup
 	$(PY) bench/bringup.py

@@ -34,6 +34,8 @@ def _run(a) -> int:
                     progress=sys.stderr.isatty() and not a.quiet, sets=a.set)
     code = runner.run()
     print(f"results: {runner.run_dir}")
+    for v in runner.verdicts:
+        print(f"  claim {v.status:4} {v.claim} [{v.cc}]: {v.reason}")
     for name, st in runner.statuses.items():
         if st["status"] != "ok":
             print(f"  {name}: {st['status']}: {st.get('error', '')}", file=sys.stderr)
@@ -190,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
     a = ap.parse_args(argv)
     try:
-        return a.fn(a)
+        return (getattr(a, "fn", None) or a.func)(a)
     except errors.TestbedError as e:
         print(f"testbed: {e}", file=sys.stderr)
         return e.exit_code

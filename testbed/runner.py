@@ -80,6 +80,7 @@ class Runner:
         self.run_dir = results.new_run_dir(exp.name, out)
         self.argv, self.sets = argv or sys.argv, sets or []
         self.statuses: dict[str, dict] = {}
+        self.verdicts: list = []
 
     # -- the sweep -------------------------------------------------------------------
     def run(self) -> int:
@@ -104,7 +105,23 @@ class Runner:
             signal.signal(signal.SIGTERM, old_term)
             self._write_run_json()
         self._summary()
-        return 0 if all(s["status"] == "ok" for s in self.statuses.values()) else 1
+        self._claims()
+        ok = all(s["status"] == "ok" for s in self.statuses.values())
+        return 0 if ok and not any(v.status == "FAIL" for v in self.verdicts) else 1
+
+    def _claims(self) -> None:
+        """The experiment's `expect:` (or the paper's default claims), judged on the data."""
+        try:
+            from .claims import check, write_verdicts
+        except ImportError:
+            return
+        try:
+            self.verdicts = check(self.run_dir)
+        except TestbedError as e:
+            print(f"claims: {e}", file=sys.stderr)
+            return
+        if self.verdicts:
+            write_verdicts(self.run_dir, self.verdicts)
 
     def _congestion_controls(self, tracker: RunTracker):
         try:

@@ -285,6 +285,18 @@ def _validate_sections(exp: Experiment, src: Source) -> None:
         exp.congestion_control[name] = validate(params[name], src, ("congestion_control", name))
 
 
+def _check_expect(exp: Experiment, src: Source) -> None:
+    """Claims (`expect:`) are validated here, so a bad one names its line."""
+    if not exp.expect:
+        return
+    from ..claims import parse_expect
+    for i, item in enumerate(exp.expect):
+        try:
+            parse_expect([item])
+        except ConfigError as e:
+            raise error_at(src, ("expect", i), e.message) from None
+
+
 def _known_ccs() -> set[str]:
     kernel = set()
     try:
@@ -337,6 +349,7 @@ def load_experiment(path: str | Path, sets: list[str] | None = None,
         topo = _resolve_topology(exp, psrc)
         _validate_sections(exp, psrc)
         _check_ccs(exp, psrc)
+        _check_expect(exp, psrc)
         _check_point(exp, topo, psrc)
         for rep in range(exp.repetitions):
             name = _point_name(values) + (f",rep={rep}" if exp.repetitions > 1 else "")

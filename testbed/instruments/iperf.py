@@ -94,6 +94,7 @@ class IperfReports(Instrument):
 _IV = re.compile(r"^\[\s*(SUM|\d+)\]\s+([\d.]+)-\s*([\d.]+)\s+sec\s+[\d.]+\s+\w?Bytes"
                  r"\s+([\d.]+)\s+(\w?)bits/sec")
 _SCALE = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9}
+REPORT_MIN = 0.05  # s: shorter intervals (the test's tail) are dropped
 
 
 def server_intervals(path: Path, parallel: int = 1) -> list[tuple[int, float]]:
@@ -112,7 +113,10 @@ def server_intervals(path: Path, parallel: int = 1) -> list[tuple[int, float]]:
         m = _IV.match(text)
         if not m or (want and m.group(1) != want) or (not want and m.group(1) == "SUM"):
             continue
-        found.append((int(ns), float(m.group(3)), float(m.group(4)) * _SCALE[m.group(5)]))
+        start, end = float(m.group(2)), float(m.group(3))
+        if end - start < REPORT_MIN:
+            continue  # the last, partial interval: its rate is noise
+        found.append((int(ns), end, float(m.group(4)) * _SCALE[m.group(5)]))
     if not found:
         return out
     # A starved server prints late, never early: the test started at the earliest
