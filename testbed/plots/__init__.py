@@ -3,6 +3,8 @@
 - timeseries.throughput_queue: per point, throughput per flow and the bottleneck's egress
   rate (left axis) with its queue length (right axis) over time: the PowerTCP incast
   figure's style.
+- timeseries.panels: every point of a run side by side on one queue scale (the paper's
+  per-CC panels).
 - summary.sweep_summary: across the points of a run.
 Other figure types (INT trace, per-hop latency, …) register with @plotter and are drawn
 for every point whose CSVs they find.
@@ -43,4 +45,5 @@ def point_plots(pdir: Path) -> list[Path]:
 
 def run_summary(run_dir: Path) -> list[Path]:
     from .summary import sweep_summary
-    return sweep_summary(run_dir)
+    from .timeseries import panels
+    return sweep_summary(run_dir) + panels(run_dir)

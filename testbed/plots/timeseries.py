@@ -30,28 +30,24 @@ def bottleneck_series(pdir: Path, bin_s: float = 0.001):
     dt = np.diff(t[idx])
     db = np.diff(sent[idx])
     with np.errstate(divide="ignore", invalid="ignore"):
-        mbps = np.where(dt > 0, db * 8 / dt / 1e6, 0.0)
+        mbps = np.where(dt > 0, db * 8 / dt / 1e6, np.nan)  # no sample in a bin: a gap
     return port, t, backlog / 1024.0, edges[1:], mbps
 
 
-def throughput_queue(pdir: Path) -> list[Path]:
-    import matplotlib.pyplot as plt
-
+def draw_point(ax, pdir: Path, qmax_kb: float | None = None, legend: bool = True) -> bool:
+    """One panel: throughput per flow and bottleneck egress (left), queue (right)."""
     meta = _meta(pdir)
     flows = read_csv(pdir / "throughput.csv")
     series = bottleneck_series(pdir, bin_s=0.01)
     if not flows and series is None:
-        return []
-    fig, ax = plt.subplots(figsize=(9, 4.5))
+        return False
     per_flow: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for r in flows:
         per_flow[r["flow"]].append((float(r["time"]), float(r["bps"]) / 1e6))
-    groups = _group_incast(per_flow)
-    for name, pts in groups.items():
+    for name, pts in _group_incast(per_flow).items():
         pts.sort()
         ax.plot([p[0] for p in pts], [p[1] for p in pts], lw=1.2, label=name,
                 drawstyle="steps-pre")
-    ax2 = None
     if series is not None:
         port, t, qkb, te, mbps = series
         ax.plot(te, mbps, color="0.35", lw=0.6, alpha=0.7, label=f"egress {port} (10 ms bins)")
@@ -59,7 +55,7 @@ def throughput_queue(pdir: Path) -> list[Path]:
         ax2.fill_between(t, qkb, step="post", color="tab:red", alpha=0.25, lw=0)
         ax2.plot(t, qkb, color="tab:red", lw=0.8, drawstyle="steps-post")
         ax2.set_ylabel(f"queue at {port} (KB)", color="tab:red")
-        ax2.set_ylim(bottom=0)
+        ax2.set_ylim(0, qmax_kb if qmax_kb else None)
     dur = _duration(pdir)
     if dur:
         ax.set_xlim(-0.05 * dur, dur * 1.05)
@@ -72,16 +68,65 @@ def throughput_queue(pdir: Path) -> list[Path]:
     ax.set_ylabel("throughput (Mb/s)")
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", fontsize=7, ncol=2)
-    title = f"{meta.get('experiment', '')} — {meta.get('point', pdir.name)}"
-    if meta.get("scale"):
-        title += f"\n{meta['scale']}"
-    ax.set_title(title, fontsize=9)
+    if legend:
+        ax.legend(loc="lower left", fontsize=7, ncol=2)
+    verdict = (meta.get("bottleneck") or {}).get("verdict")
+    ax.set_title(f"{meta.get('point', pdir.name)}" + (f"  [bottleneck: {verdict}]" if verdict else ""),
+                 fontsize=9)
+    return True
+
+
+def throughput_queue(pdir: Path) -> list[Path]:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    if not draw_point(ax, pdir):
+        plt.close(fig)
+        return []
+    meta = _meta(pdir)
+    fig.suptitle(f"{meta.get('experiment', '')}" + (f" — {meta['scale']}" if meta.get("scale") else ""),
+                 fontsize=8)
     fig.tight_layout()
     out = pdir / "plots"
     out.mkdir(exist_ok=True)
     path = out / "throughput_queue.png"
     fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return [path]
+
+
+def panels(run_dir: Path) -> list[Path]:
+    """Every point of a run side by side, one queue scale: the paper's per-CC panels."""
+    import math
+
+    import matplotlib.pyplot as plt
+
+    try:  # the sweep's order, as the experiment lists it
+        order = list(json.loads((run_dir / "run.json").read_text())["points"])
+    except (OSError, ValueError, KeyError):
+        order = sorted(p.name for p in run_dir.iterdir())
+    points = [run_dir / n for n in order
+              if (run_dir / n / "meta.json").exists() and _meta(run_dir / n).get("status") == "ok"]
+    if len(points) < 2:
+        return []
+    qmax = 0.0
+    for p in points:
+        s = bottleneck_series(p)
+        if s is not None:
+            qmax = max(qmax, float(s[2].max()))
+    cols = 2 if len(points) > 1 else 1
+    rows = math.ceil(len(points) / cols)
+    fig, axs = plt.subplots(rows, cols, figsize=(7 * cols, 3.2 * rows), squeeze=False)
+    for i, (ax, p) in enumerate(zip(axs.flat, points)):
+        draw_point(ax, p, qmax * 1.05 if qmax else None, legend=(i == 0))
+    for ax in list(axs.flat)[len(points):]:
+        ax.axis("off")
+    meta = _meta(points[0])
+    fig.suptitle(f"{meta.get('experiment', '')}" + (f"\n{meta['scale']}" if meta.get("scale") else ""),
+                 fontsize=9)
+    fig.tight_layout()
+    path = run_dir / "panels.png"
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return [path]
 
