@@ -68,9 +68,10 @@ def checks() -> list[Check]:
                      "apt-get install tshark", required=False))
     out.append(Check("cgroup v2", (CGROUP_ROOT / "cgroup.procs").exists(), str(CGROUP_ROOT),
                      "mount -t cgroup2 none /sys/fs/cgroup/unified (or set TESTBED_CGROUP_ROOT)"))
-    out.append(Check("cgroup.kill", (CGROUP_ROOT / "cgroup.kill").exists() or
-                     not (CGROUP_ROOT / "cgroup.procs").exists(), "kernel >= 5.14",
-                     "processes are then ended by PID", required=False))
+    rel = tuple(int(x) for x in os.uname().release.split("-")[0].split(".")[:2])
+    out.append(Check("cgroup.kill", rel >= (5, 14), f"kernel {os.uname().release}",
+                     "older kernels: processes are ended by PID from cgroup.procs",
+                     required=False))
     out.append(Check("BTF", _btf(), "/sys/kernel/btf/vmlinux", "kernel with CONFIG_DEBUG_INFO_BTF"))
     out.append(Check("bpffs", Path("/sys/fs/bpf").is_dir() and os.path.ismount("/sys/fs/bpf"),
                      "/sys/fs/bpf", "mount -t bpf bpf /sys/fs/bpf"))
