@@ -1,0 +1,227 @@
+"""Benchmark noobprobe against its baselines, all measured in the same run.
+
+1. Overhead: TCP throughput h1→h2 over the 4-router chain with and without probing
+   (interleaved, `--reps` each, at 20 and 5 probes/s per hop); prints the ratios
+   (goal ≥ 0.99).
+2. Emission delay: how long after the app packet its probe leaves (timestamps of the
+   same capture on h1-eth0), noobprobe vs a userspace prober (AF_PACKET: sees the app's
+   outgoing packet, sends a TTL-limited copy).
+3. RTT jitter: per-hop RTT standard deviation of noobprobe (kernel timestamps) vs the
+   userspace prober (timestamps around sendto/recvfrom of a raw ICMP socket), same path,
+   same app (ping at 200/s); prints the ratio (goal ≥ 10).
+
+USAGE: python bench/noobprobe.py [--reps N] [--seconds S]
+(the userspace prober runs as `python bench/noobprobe.py --userspace IFACE DST S OUT`
+inside h1's namespace.)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+ROUTERS = 4
+
+
+# ---- the userspace prober (runs inside h1's namespace) -------------------------------
+
+def _csum(b: bytes) -> int:
+    if len(b) % 2:
+        b += b"\0"
+    s = sum(struct.unpack(f"!{len(b) // 2}H", b))
+    s = (s >> 16) + (s & 0xffff)
+    s += s >> 16
+    return ~s & 0xffff
+
+
+def userspace_prober(iface: str, dst: str, seconds: float, out: str) -> None:
+    """Clone each outgoing echo request to `dst` (as seen on AF_PACKET) into a probe with
+    TTL 1..ROUTERS round robin; match time-exceeded on a raw ICMP socket."""
+    ETH_P_ALL = 3
+    sniff = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    sniff.bind((iface, 0))
+    sniff.settimeout(0.01)
+    icmp = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    icmp.setblocking(False)
+    dst_b = socket.inet_aton(dst)
+    sent: dict[int, tuple[int, int, int]] = {}     # echo seq → (send ns, ttl, app cap ns)
+    rtts: list[tuple[int, float]] = []
+    hop, seq = 1, 0x8000
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            frame, addr = sniff.recvfrom(2048)
+        except socket.timeout:
+            frame, addr = None, None
+        if frame and addr[2] == socket.PACKET_OUTGOING and len(frame) >= 42 and \
+                frame[12:14] == b"\x08\x00" and frame[30:34] == dst_b and frame[23] == 1 \
+                and frame[34] == 8 and frame[22] == 64:
+            t_app = time.monotonic_ns()
+            ip = bytearray(frame[14:34])
+            ic = bytearray(frame[34:42])
+            ip[8] = hop
+            ip[2:4] = struct.pack("!H", 28)
+            ip[10:12] = b"\0\0"
+            ip[10:12] = struct.pack("!H", _csum(bytes(ip)))
+            ic[6:8] = struct.pack("!H", seq)
+            ic[2:4] = b"\0\0"
+            ic[2:4] = struct.pack("!H", _csum(bytes(ic)))
+            t = time.monotonic_ns()
+            sniff.send(frame[:14] + bytes(ip) + bytes(ic))
+            sent[seq] = (t, hop, t_app)
+            hop = hop % ROUTERS + 1
+            seq = 0x8000 + (seq + 1) % 0x7fff
+        while True:
+            try:
+                msg = icmp.recv(2048)
+            except BlockingIOError:
+                break
+            t = time.monotonic_ns()
+            ihl = (msg[0] & 0xf) * 4
+            if msg[ihl] != 11 or len(msg) < ihl + 8 + 28:
+                continue
+            inner = msg[ihl + 8:]
+            iq = (inner[0] & 0xf) * 4
+            s = struct.unpack("!H", inner[iq + 6:iq + 8])[0]
+            if s in sent:
+                t0, h, _ = sent.pop(s)
+                rtts.append((h, (t - t0) / 1e6))
+    Path(out).write_text(json.dumps({"rtts": rtts}))
+
+
+# ---- the benchmark -----------------------------------------------------------------
+
+def iperf_mbps(h1, h2, dst: str, seconds: float) -> float:
+    srv = h2.popen(["iperf3", "-s", "-1", "-J"], stdout=subprocess.DEVNULL)
+    time.sleep(0.3)
+    out = h1.cmd(f"iperf3 -c {dst} -t {seconds} -J")
+    srv.wait(10)
+    return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e6
+
+
+def capture(node, iface: str, path: Path):
+    p = node.popen(["tcpdump", "-i", iface, "-w", str(path), "-U", "-s", "96", "-Q", "out",
+                    "--time-stamp-precision=nano", "icmp"], stderr=subprocess.PIPE, text=True)
+    p.stderr.readline()
+    time.sleep(0.1)
+    return p
+
+
+def emission_delays(pcap: Path) -> list[float]:
+    """µs from each app echo request (TTL 64) to the probe (TTL ≤ ROUTERS) following it."""
+    from scapy.all import ICMP, IP, PcapReader
+    out, last_app = [], None
+    with PcapReader(str(pcap)) as r:
+        for p in r:
+            if IP not in p or ICMP not in p or p[ICMP].type != 8:
+                continue
+            if p[IP].ttl == 64:
+                last_app = p.time
+            elif p[IP].ttl <= ROUTERS and last_app is not None:
+                out.append(float(p.time - last_app) * 1e6)
+                last_app = None
+    return out
+
+
+def jitter(rtts: list[tuple[int, float]]) -> dict[int, float]:
+    return {h: statistics.pstdev([r for hh, r in rtts if hh == h])
+            for h in range(1, ROUTERS + 1) if sum(1 for hh, _ in rtts if hh == h) > 2}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=3.0)
+    a = ap.parse_args()
+    from testbed.instruments.noobprobe import HostSettings, Prober
+    from testbed.testing import running_network
+    prober = Prober()
+    with running_network({"builtin": "chain", "routers": ROUTERS}) as net:
+        h1, h2 = net["h1"], net["h2"]
+        dst = net.ip("h2")
+        # 1. overhead, at the default per-hop rate and at a quarter of it. Each probe of a
+        # TSO/GSO super-packet costs a linearised copy of it (bpf_skb_change_tail makes
+        # the whole skb writable before trimming), so the cost scales with probes/s.
+        without: list[float] = []
+        with_: dict[float, list[float]] = {20.0: [], 5.0: []}
+        nprobes: dict[float, int] = {}
+        for _ in range(a.reps):
+            without.append(iperf_mbps(h1, h2, dst, a.seconds))
+            for hr in with_:
+                h = prober.add_host("h1", "h1-eth0", [dst], HostSettings(hop_rate=hr), h1.netns)
+                try:
+                    with_[hr].append(iperf_mbps(h1, h2, dst, a.seconds))
+                    nprobes[hr] = len(prober.poll(give_up_all=True))
+                finally:
+                    prober.remove_host(h)
+        base = statistics.mean(without)
+        print(f"throughput without probing       {base:8.1f} Mb/s {[round(x) for x in without]}")
+        for hr, v in with_.items():
+            print(f"throughput, hop rate {hr:4.0f}/s     {statistics.mean(v):8.1f} Mb/s "
+                  f"{[round(x) for x in v]} ({nprobes[hr] / a.seconds:.0f} probes/s)")
+            print(f"  ratio with/without            {statistics.mean(v) / base:8.4f}   "
+                  f"(goal >= 0.99)")
+
+        # 2+3. noobprobe on a ping at 200/s
+        tmp = Path(net.tracker.workdir)
+        h = prober.add_host("h1", "h1-eth0", [dst], HostSettings(hop_rate=50), h1.netns)
+        try:
+            cap = capture(h1, "h1-eth0", tmp / "np.pcap")
+            h1.cmd(f"ping -q -c {int(a.seconds * 200)} -i 0.005 {dst}")
+            time.sleep(0.3)
+            cap.terminate()
+            cap.wait(5)
+            np_rtts = [(s.outttl, s.latency_ms) for s in prober.poll() if s.recv_ns > 0]
+        finally:
+            prober.remove_host(h)
+        np_delay = emission_delays(tmp / "np.pcap")
+        # the userspace prober, same path, same app, probing every 4th app packet or so
+        out = tmp / "us.json"
+        cap = capture(h1, "h1-eth0", tmp / "us.pcap")
+        us = h1.popen([sys.executable, __file__, "--userspace", "h1-eth0", dst,
+                       str(a.seconds + 1), str(out)])
+        time.sleep(0.5)
+        h1.cmd(f"ping -q -c {int(a.seconds * 200)} -i 0.005 {dst}")
+        us.wait(30)
+        cap.terminate()
+        cap.wait(5)
+        us_rtts = [tuple(x) for x in json.loads(out.read_text())["rtts"]]
+        us_delay = emission_delays(tmp / "us.pcap")
+    prober.close()
+
+    def q(v, p):
+        v = sorted(v)
+        return v[min(len(v) - 1, int(p * len(v)))] if v else float("nan")
+    print(f"emission delay noobprobe  median {q(np_delay, .5):8.1f} us  p99 {q(np_delay, .99):8.1f} us"
+          f"  (n={len(np_delay)})")
+    print(f"emission delay userspace  median {q(us_delay, .5):8.1f} us  p99 {q(us_delay, .99):8.1f} us"
+          f"  (n={len(us_delay)})")
+    print(f"emission delay ratio (userspace/noobprobe, median) "
+          f"{q(us_delay, .5) / max(q(np_delay, .5), 1e-3):8.1f}")
+    jn, ju = jitter(np_rtts), jitter(us_rtts)
+    for hop in range(1, ROUTERS + 1):
+        if hop in jn and hop in ju:
+            print(f"hop {hop}: RTT stdev noobprobe {jn[hop] * 1e3:7.1f} us, userspace "
+                  f"{ju[hop] * 1e3:7.1f} us, ratio {ju[hop] / max(jn[hop], 1e-9):6.1f}")
+    common = [h for h in jn if h in ju]
+    if common:
+        ratio = statistics.mean(ju[h] for h in common) / statistics.mean(jn[h] for h in common)
+        print(f"RTT jitter ratio (userspace/noobprobe, mean over hops) {ratio:8.1f}   "
+              f"(goal >= 10)")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--userspace":
+        userspace_prober(sys.argv[2], sys.argv[3], float(sys.argv[4]), sys.argv[5])
+    else:
+        main()
