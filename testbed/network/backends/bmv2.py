@@ -181,8 +181,12 @@ class Bmv2Backend(SwitchBackend):
 
     # -- configure: the node's kernel stays out of the way --------------------------
     def configure(self, gnode, mnode) -> list[str]:
-        lines = ["sysctl -qw net.ipv4.ip_forward=0 net.ipv6.conf.all.disable_ipv6=1 "
-                 "net.ipv6.conf.default.disable_ipv6=1"]
+        # Routers keep their addresses (and the graph's kernel routes, unused) so the
+        # kernel answers ARP/ND for them; it must not forward a copy of what BMv2 does.
+        lines = ["sysctl -qw net.ipv4.ip_forward=0 net.ipv6.conf.all.forwarding=0"]
+        if gnode.kind == "switch":
+            lines.append("sysctl -qw net.ipv6.conf.all.disable_ipv6=1 "
+                         "net.ipv6.conf.default.disable_ipv6=1")
         # BMv2 reads and writes whole frames through packet sockets: no segmentation or
         # checksum offload may leave partial checksums or 64 KB frames on its ports.
         lines += [f"ethtool -K {i.name} tx off sg off tso off gso off gro off"
