@@ -48,6 +48,9 @@ def draw_point(ax, pdir: Path, qmax_kb: float | None = None, legend: bool = True
         pts.sort()
         ax.plot([p[0] for p in pts], [p[1] for p in pts], lw=1.2, label=name,
                 drawstyle="steps-pre")
+    for name, pts in _noobflow_series(pdir).items():
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], lw=0.9, ls="--",
+                label=f"{name} (noobflow)")
     if series is not None:
         port, t, qkb, te, mbps = series
         ax.plot(te, mbps, color="0.35", lw=0.6, alpha=0.7, label=f"egress {port} (10 ms bins)")
@@ -129,6 +132,24 @@ def panels(run_dir: Path) -> list[Path]:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return [path]
+
+
+def _noobflow_series(pdir: Path) -> dict[str, list[tuple[float, float]]]:
+    """noobflow's per-interval throughput (XDP at the receiver), named like the workload's
+    flows by their (src, dst) hosts; an option next to iperf3's 100 ms reports."""
+    rows = read_csv(pdir / "throughput_noobflow.csv")
+    if not rows:
+        return {}
+    names = {}
+    for f in read_csv(pdir / "flows.csv"):
+        names.setdefault((f["src"], f["dst"]), f["flow"].split("-")[0] if "-" in f["flow"]
+                         else f["flow"])
+    acc: dict[str, dict[float, float]] = defaultdict(lambda: defaultdict(float))
+    for r in rows:
+        name = names.get((r["src"], r["dst"]))
+        if name is not None:  # ACK directions and other traffic are not workload flows
+            acc[name][round(float(r["time"]), 4)] += float(r["bps"]) / 1e6
+    return {k: sorted(v.items()) for k, v in acc.items()}
 
 
 def _group_incast(per_flow: dict[str, list]) -> dict[str, list]:
