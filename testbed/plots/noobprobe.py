@@ -1,0 +1,192 @@
+"""noobprobe figures and the NOOBs claims, checked against a results bundle's CSVs.
+
+Figures (registered with @plotter, drawn for every point with a noobprobe.csv):
+- per_hop_latency: per-hop RTT over time, one panel per destination, one colour per hop
+  (unanswered probes as ticks at the bottom) — the paper's hop-by-hop latency figure.
+
+Claims (functions of a bundle directory, each returning a Verdict dict):
+- one_hop_queue (N1): the first hop behind the congested queue rises over the hop before
+  it and oscillates, the hops before it stay flat, the hops after it add little.
+- no_overhead (N4): app throughput with and without probing (points of a sweep over
+  `instruments.noobprobe.enabled`, repeated) shows no significant difference (Welch's
+  t-test and Mann-Whitney U, p > alpha), and the mean ratio is reported.
+
+`python -m testbed.plots.noobprobe RESULTS` evaluates the claims of the run's experiment
+(EXPECT below, by experiment name: the lead's `expect:` parser does not know these claim
+kinds yet), writes RESULTS/noobprobe_claims.json and exits 1 if any fails.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import yaml
+
+from . import plotter
+
+
+def read_samples(pdir: Path) -> list[dict]:
+    path = Path(pdir) / "noobprobe.csv"
+    if not path.exists():
+        return []
+    with path.open() as f:
+        return list(csv.DictReader(f))
+
+
+@plotter
+def per_hop_latency(pdir: Path) -> list[Path]:
+    rows = read_samples(pdir)
+    if not rows:
+        return []
+    import matplotlib.pyplot as plt
+    dests = sorted({r["dest"] for r in rows})
+    fig, axes = plt.subplots(len(dests), 1, figsize=(9, 3.2 * len(dests)), squeeze=False)
+    for ax, d in zip(axes[:, 0], dests):
+        mine = [r for r in rows if r["dest"] == d]
+        hops = sorted({int(r["outttl"]) for r in mine})
+        for h in hops:
+            ok = [r for r in mine if int(r["outttl"]) == h and float(r["latency"]) >= 0]
+            ax.plot([float(r["time"]) for r in ok], [float(r["latency"]) for r in ok],
+                    ".-", ms=3, lw=0.6, label=f"hop {h}")
+            lost = [float(r["time"]) for r in mine
+                    if int(r["outttl"]) == h and float(r["latency"]) < 0]
+            if lost:
+                ax.plot(lost, [0] * len(lost), "|", ms=8, color=ax.lines[-1].get_color())
+        ax.set_title(f"per-hop RTT to {d} (ticks at 0: unanswered)", fontsize=10)
+        ax.set_xlabel("time (s)")
+        ax.set_ylabel("RTT (ms)")
+        ax.legend(fontsize=8, ncol=min(len(hops), 8))
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out = Path(pdir) / "plots" / "noobprobe_latency.png"
+    out.parent.mkdir(exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return [out]
+
+
+# ---- claims --------------------------------------------------------------------------
+
+def _iqr(v: list[float]) -> float:
+    q = statistics.quantiles(v, n=4)
+    return q[2] - q[0]
+
+
+def one_hop_queue(bundle: Path, hop: int, min_rise_ms: float = 1.0,
+                  flat_iqr_ms: float = 0.5, osc_factor: float = 5.0,
+                  after_ms: float = 0.5, point: str | None = None) -> dict:
+    """N1: hop `hop` is the first behind the congested queue."""
+    pdirs = [p for p in sorted(Path(bundle).iterdir()) if (p / "noobprobe.csv").exists()]
+    if point:
+        pdirs = [p for p in pdirs if p.name == point]
+    out = {"claim": "one_hop_queue", "hop": hop, "points": {}}
+    ok_all = bool(pdirs)
+    for p in pdirs:
+        rows = read_samples(p)
+        lat: dict[int, list[float]] = {}
+        for r in rows:
+            if float(r["latency"]) >= 0:
+                lat.setdefault(int(r["outttl"]), []).append(float(r["latency"]))
+        hops = sorted(h for h, v in lat.items() if len(v) >= 10)
+        if hop not in hops or hop - 1 not in hops:
+            out["points"][p.name] = {"pass": False, "reason": f"too few samples at hops "
+                                     f"{hop - 1}/{hop}: {{h: len(v) for h, v in lat.items()}}"}
+            ok_all = False
+            continue
+        med = {h: statistics.median(lat[h]) for h in hops}
+        iqr = {h: _iqr(lat[h]) for h in hops}
+        rise = med[hop] - med[hop - 1]
+        checks = {
+            f"rise hop {hop} over hop {hop - 1} > {min_rise_ms} ms": rise > min_rise_ms,
+            f"hop {hop} oscillates: IQR > {osc_factor}x hop {hop - 1}'s and > {flat_iqr_ms} ms":
+                iqr[hop] > osc_factor * iqr[hop - 1] and iqr[hop] > flat_iqr_ms,
+            f"hops 1..{hop - 1} flat: IQR < {flat_iqr_ms} ms":
+                all(iqr[h] < flat_iqr_ms for h in hops if h < hop),
+            f"hops after {hop} add < {after_ms} ms":
+                all(abs(med[h] - med[hop]) < after_ms for h in hops if h > hop),
+        }
+        ok = all(checks.values())
+        ok_all &= ok
+        out["points"][p.name] = {
+            "pass": ok, "checks": checks,
+            "median_ms": {h: round(v, 3) for h, v in med.items()},
+            "iqr_ms": {h: round(v, 3) for h, v in iqr.items()},
+            "samples": {h: len(v) for h, v in lat.items()},
+            "unanswered": sum(1 for r in rows if float(r["latency"]) < 0)}
+    out["pass"] = ok_all
+    return out
+
+
+def _mean_bps(pdir: Path) -> float:
+    """The app's mean received rate over the point (throughput.csv, all flows summed per
+    sample time)."""
+    per_t: dict[str, float] = {}
+    with (pdir / "throughput.csv").open() as f:
+        for r in csv.DictReader(f):
+            per_t[r["time"]] = per_t.get(r["time"], 0.0) + float(r["bps"])
+    v = list(per_t.values())
+    return statistics.mean(v[1:-1] if len(v) > 3 else v)   # without start/end partials
+
+
+def no_overhead(bundle: Path, alpha: float = 0.05, min_ratio: float = 0.97) -> dict:
+    """N4: throughput of the points with noobprobe enabled vs disabled."""
+    from scipy import stats
+    groups: dict[bool, list[float]] = {True: [], False: []}
+    for p in sorted(Path(bundle).iterdir()):
+        cfg = p / "config.yaml"
+        if not cfg.exists() or not (p / "throughput.csv").exists():
+            continue
+        exp = yaml.safe_load(cfg.read_text())
+        np_opts = (exp.get("instruments") or {}).get("noobprobe") or {}
+        groups[bool(np_opts.get("enabled", True)) and "noobprobe" in
+               (exp.get("instruments") or {})].append(_mean_bps(p) / 1e6)
+    on, off = groups[True], groups[False]
+    if len(on) < 2 or len(off) < 2:
+        return {"claim": "no_overhead", "pass": False,
+                "reason": f"need >= 2 points each, have {len(on)} with / {len(off)} without"}
+    t = stats.ttest_ind(on, off, equal_var=False)
+    u = stats.mannwhitneyu(on, off, alternative="two-sided")
+    ratio = statistics.mean(on) / statistics.mean(off)
+    ok = t.pvalue > alpha and u.pvalue > alpha and ratio >= min_ratio
+    return {"claim": "no_overhead", "pass": bool(ok),
+            "with_mbps": [round(x, 2) for x in on], "without_mbps": [round(x, 2) for x in off],
+            "ratio": round(ratio, 4), "welch_p": round(float(t.pvalue), 4),
+            "mannwhitney_p": round(float(u.pvalue), 4), "alpha": alpha,
+            "min_ratio": min_ratio}
+
+
+CLAIMS = {"one_hop_queue": one_hop_queue, "no_overhead": no_overhead}
+EXPECT = {
+    "noob_n1": [{"claim": "one_hop_queue", "hop": 3}],      # r2→r3 congested: hop 3
+    "noob_n4": [{"claim": "no_overhead"}],
+}
+
+
+def check(bundle: Path) -> list[dict]:
+    exp = yaml.safe_load((Path(bundle) / "experiment.yaml").read_text())
+    out = []
+    for e in EXPECT.get(exp.get("name"), []):
+        e = dict(e)
+        out.append(CLAIMS[e.pop("claim")](Path(bundle), **e))
+    (Path(bundle) / "noobprobe_claims.json").write_text(json.dumps(out, indent=1))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1 or not (Path(argv[0]) / "experiment.yaml").exists():
+        print("usage: python -m testbed.plots.noobprobe RESULTS_DIR (a run's bundle)",
+              file=sys.stderr)
+        return 2
+    verdicts = check(Path(argv[0]))
+    for v in verdicts:
+        print(f"{v['claim']}: {'PASS' if v['pass'] else 'FAIL'}")
+        print("  " + json.dumps({k: x for k, x in v.items() if k not in ('claim', 'pass')}))
+    return 0 if verdicts and all(v["pass"] for v in verdicts) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
