@@ -7,6 +7,9 @@ Figures (registered with @plotter, drawn for every point with a noobprobe.csv):
 Claims (functions of a bundle directory, each returning a Verdict dict):
 - one_hop_queue (N1): the first hop behind the congested queue rises over the hop before
   it and oscillates, the hops before it stay flat, the hops after it add little.
+- route_change (N2): at the change the responder of the first differing hop changes, the
+  RTT of the last answering hop rises (the new path's queue), every hop answered before
+  and one hop of the new path stops answering; the probe rate around it is reported.
 - no_overhead (N4): app throughput with and without probing (points of a sweep over
   `instruments.noobprobe.enabled`, repeated) shows no significant difference (Welch's
   t-test and Mann-Whitney U, p > alpha), and the mean ratio is reported.
@@ -158,8 +161,56 @@ def no_overhead(bundle: Path, alpha: float = 0.05, min_ratio: float = 0.97) -> d
             "min_ratio": min_ratio}
 
 
-CLAIMS = {"one_hop_queue": one_hop_queue, "no_overhead": no_overhead}
+def route_change(bundle: Path, at: float, hop: int, settle: float = 0.5,
+                 min_rise_ms: float = 1.0, silent_max: float = 0.2,
+                 answered_min: float = 0.8, point: str = "default") -> dict:
+    """N2: the path changes at `at` s; hop `hop` is the first router that differs."""
+    rows = read_samples(Path(bundle) / point)
+    end = max(float(r["time"]) for r in rows)
+
+    def window(a: float, b: float) -> dict[int, list[dict]]:
+        out: dict[int, list[dict]] = {}
+        for r in rows:
+            if a <= float(r["time"]) < b:
+                out.setdefault(int(r["outttl"]), []).append(r)
+        return out
+
+    def answered(rs: list[dict]) -> list[dict]:
+        return [r for r in rs if float(r["latency"]) >= 0]
+
+    before, after = window(settle, at), window(at + settle, end + 1)
+    frac_b = {h: len(answered(v)) / len(v) for h, v in before.items() if len(v) >= 10}
+    frac_a = {h: len(answered(v)) / len(v) for h, v in after.items() if len(v) >= 10}
+    resp = {w: sorted({r["responder"] for r in answered(d.get(hop, []))})
+            for w, d in (("before", before), ("after", after))}
+
+    def last_med(d, frac) -> tuple[int, float]:
+        h = max(k for k, f in frac.items() if f >= 0.5)
+        return h, statistics.median(float(r["latency"]) for r in answered(d[h]))
+    (hb, mb), (ha, ma) = last_med(before, frac_b), last_med(after, frac_a)
+    per_s_before = sum(len(v) for v in before.values()) / max(at - settle, 1e-9)
+    during = sum(len(v) for v in window(at, at + 1.0).values())
+    checks = {
+        f"hop {hop}'s responder changes": len(resp["before"]) == 1 and len(resp["after"]) == 1
+        and resp["before"] != resp["after"],
+        f"last answering hop's RTT rises > {min_rise_ms} ms": ma > mb + min_rise_ms,
+        f"before: every hop answers >= {answered_min:.0%}":
+            bool(frac_b) and min(frac_b.values()) >= answered_min,
+        f"after: a hop answers < {silent_max:.0%}":
+            bool(frac_a) and min(frac_a.values()) < silent_max,
+    }
+    return {"claim": "route_change", "pass": all(checks.values()), "checks": checks,
+            "responders_at_hop": resp, "answered_before": {h: round(f, 2) for h, f in frac_b.items()},
+            "answered_after": {h: round(f, 2) for h, f in frac_a.items()},
+            "last_hop_median_ms": {"before": [hb, round(mb, 3)], "after": [ha, round(ma, 3)]},
+            "probes_per_s_before": round(per_s_before, 1),
+            "probes_in_1s_after_change": during}
+
+
+CLAIMS = {"one_hop_queue": one_hop_queue, "no_overhead": no_overhead,
+          "route_change": route_change}
 EXPECT = {
+    "noob_n2": [{"claim": "route_change", "at": 5.0, "hop": 2}],
     "noob_n1": [{"claim": "one_hop_queue", "hop": 3}],      # r2→r3 congested: hop 3
     "noob_n4": [{"claim": "no_overhead"}],
 }
