@@ -10,6 +10,9 @@ Claims (functions of a bundle directory, each returning a Verdict dict):
 - route_change (N2): at the change the responder of the first differing hop changes, the
   RTT of the last answering hop rises (the new path's queue), every hop answered before
   and one hop of the new path stops answering; the probe rate around it is reported.
+- ecmp_paths (N3): each flow's path is the hop-2 responder of its own probes (one per
+  flow), several paths are seen, and per-path throughput samples differ (KS 2-sample
+  test between the slowest and fastest path); writes the per-path throughput CDFs.
 - no_overhead (N4): app throughput with and without probing (points of a sweep over
   `instruments.noobprobe.enabled`, repeated) shows no significant difference (Welch's
   t-test and Mann-Whitney U, p > alpha), and the mean ratio is reported.
@@ -207,13 +210,94 @@ def route_change(bundle: Path, at: float, hop: int, settle: float = 0.5,
             "probes_in_1s_after_change": during}
 
 
+def flow_ports(pdir: Path) -> dict[str, list[int]]:
+    """Each iperf flow's client-side (ephemeral) ports, from its JSON report."""
+    out = {}
+    for f in sorted((Path(pdir) / "iperf").glob("*.client.json")):
+        try:
+            j = json.loads(f.read_text())
+            out[f.name[:-len(".client.json")]] = [c["local_port"] for c in j["start"]["connected"]]
+        except (ValueError, KeyError):
+            pass
+    return out
+
+
+def ecmp_paths(bundle: Path, hop: int = 2, alpha: float = 0.01, min_probes: int = 3,
+               point: str = "default") -> dict:
+    """N3: each flow's path is its hop-`hop` responder (the spine); per-path throughput
+    distributions differ (KS 2-sample between the fastest and slowest path)."""
+    from scipy import stats
+    pdir = Path(bundle) / point
+    rows = read_samples(pdir)
+    path_of: dict[str, str] = {}
+    multi: dict[str, list[str]] = {}
+    for flow, ports in flow_ports(pdir).items():
+        resp = [r["responder"] for r in rows if int(r["sport"]) in ports
+                and int(r["outttl"]) == hop and float(r["latency"]) >= 0]
+        if len(resp) < min_probes:
+            continue
+        if len(set(resp)) == 1:
+            path_of[flow] = resp[0]
+        else:
+            multi[flow] = sorted(set(resp))
+    samples: dict[str, list[float]] = {}
+    with (pdir / "throughput.csv").open() as f:
+        per_flow: dict[str, list[float]] = {}
+        for r in csv.DictReader(f):
+            per_flow.setdefault(r["flow"], []).append(float(r["bps"]) / 1e6)
+    for flow, v in per_flow.items():
+        if flow in path_of and len(v) > 2:
+            samples.setdefault(path_of[flow], []).extend(v[1:-1])   # no partial samples
+    paths = sorted(samples, key=lambda p: statistics.median(samples[p]))
+    verdict = {"claim": "ecmp_paths", "flows_per_path":
+               {p: sorted(f for f, q in path_of.items() if q == p) for p in paths},
+               "flows_with_several_paths": multi,
+               "median_mbps": {p: round(statistics.median(samples[p]), 2) for p in paths}}
+    if len(paths) < 2:
+        return {**verdict, "pass": False, "reason": f"{len(paths)} path(s) seen"}
+    ks = stats.ks_2samp(samples[paths[0]], samples[paths[-1]])
+    _cdf_plot(pdir, samples)
+    checks = {"one path per flow": not multi, ">= 2 paths seen": len(paths) >= 2,
+              f"KS slowest vs fastest path p < {alpha}": bool(ks.pvalue < alpha)}
+    return {**verdict, "pass": all(checks.values()), "checks": checks,
+            "ks": {"paths": [paths[0], paths[-1]], "statistic": round(float(ks.statistic), 4),
+                   "p": float(ks.pvalue)}}
+
+
+def _cdf_plot(pdir: Path, samples: dict[str, list[float]]) -> Path:
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for p, v in sorted(samples.items()):
+        v = sorted(v)
+        ax.step(v, [(i + 1) / len(v) for i in range(len(v))], where="post",
+                label=f"via {p} (n={len(v)})")
+    ax.set_xlabel("throughput (Mb/s, 0.1 s samples)")
+    ax.set_ylabel("CDF")
+    ax.set_title("per-path throughput (path = hop-2 responder of the flow's probes)",
+                 fontsize=9)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    out = pdir / "plots" / "noobprobe_paths_cdf.png"
+    out.parent.mkdir(exist_ok=True)
+    fig.savefig(out, dpi=120)
+    plt.close(fig)
+    return out
+
+
 CLAIMS = {"one_hop_queue": one_hop_queue, "no_overhead": no_overhead,
-          "route_change": route_change}
+          "route_change": route_change, "ecmp_paths": ecmp_paths}
 EXPECT = {
+    "noob_n3": [{"claim": "ecmp_paths", "hop": 2}],
     "noob_n2": [{"claim": "route_change", "at": 5.0, "hop": 2}],
     "noob_n1": [{"claim": "one_hop_queue", "hop": 3}],      # r2→r3 congested: hop 3
     "noob_n4": [{"claim": "no_overhead"}],
 }
+
+
+def _plain(o):
+    """numpy scalars (scipy's results) as plain JSON values."""
+    return o.item() if hasattr(o, "item") else str(o)
 
 
 def check(bundle: Path) -> list[dict]:
@@ -222,7 +306,7 @@ def check(bundle: Path) -> list[dict]:
     for e in EXPECT.get(exp.get("name"), []):
         e = dict(e)
         out.append(CLAIMS[e.pop("claim")](Path(bundle), **e))
-    (Path(bundle) / "noobprobe_claims.json").write_text(json.dumps(out, indent=1))
+    (Path(bundle) / "noobprobe_claims.json").write_text(json.dumps(out, indent=1, default=_plain))
     return out
 
 
@@ -235,7 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     verdicts = check(Path(argv[0]))
     for v in verdicts:
         print(f"{v['claim']}: {'PASS' if v['pass'] else 'FAIL'}")
-        print("  " + json.dumps({k: x for k, x in v.items() if k not in ('claim', 'pass')}))
+        print("  " + json.dumps({k: x for k, x in v.items() if k not in ('claim', 'pass')},
+                                default=_plain))
     return 0 if verdicts and all(v["pass"] for v in verdicts) else 1
 
 
