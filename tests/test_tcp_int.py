@@ -1,0 +1,489 @@
+"""TCP-INT end to end: real namespaces (testbed.testing.running_network), the real switch
+and host eBPF programs, real TCP traffic, packets checked on the wire with scapy.
+
+Each test brings up a small network (hosts h*, kernel switches s* / routers r*), starts
+TcpInt, sends a few seconds of traffic at most and captures with tcpdump.
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from scapy.all import IP, TCP, UDP, ICMP, rdpcap  # noqa: F401
+
+from testbed.network.tcpint import (IntOptions, TcpInt, D, decode_qdepth, layout,
+                                    qdepth_shift)
+from testbed.testing import running_network
+
+PY = sys.executable
+REPO = Path(__file__).resolve().parents[1]
+KIND, OLEN = D("OPT_KIND"), D("OPT_LEN")
+MTU_FRAME = 1514
+
+
+# ------------------------------------------------------------------ helpers
+def topo_line(*links, hosts=("h1", "h2"), switches=("s1",), routers=()):
+    return {"hosts": {h: None for h in hosts}, "switches": {s: None for s in switches},
+            "routers": {r: None for r in routers}, "links": list(links)}
+
+
+class Capture:
+    """tcpdump in a node's namespace into the run's work dir; stop() returns the packets."""
+
+    def __init__(self, net, node: str, iface: str, filt: str = "ip", count: int = 4000,
+                 direction: str | None = None):
+        self.path = net.tracker.workdir / f"cap-{node}-{iface}-{time.monotonic_ns()}.pcap"
+        cmd = ["tcpdump", "-i", iface, "-n", "-U", "-s", "1600", "-c", str(count),
+               "-w", str(self.path)]
+        if direction:
+            cmd[3:3] = ["-Q", direction]
+        self.p = net[node].popen(cmd + [filt], stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 5
+        line = ""
+        while "listening" not in line and time.monotonic() < deadline:
+            line = self.p.stderr.readline()
+        assert "listening" in line, f"tcpdump did not start: {line}"
+
+    def stop(self):
+        time.sleep(0.2)
+        if self.p.poll() is None:
+            self.p.terminate()
+        self.p.wait(timeout=5)
+        return list(rdpcap(str(self.path))) if self.path.exists() else []
+
+
+def int_option(pkt) -> tuple[int, bytes] | None:
+    """(offset in the TCP header, the 12 option bytes) of the TCP-INT option, or None."""
+    if TCP not in pkt:
+        return None
+    raw = bytes(pkt[TCP])
+    doff = (raw[12] >> 4) * 4
+    i = 20
+    while i < doff:
+        k = raw[i]
+        if k == 0:
+            break
+        if k == 1:
+            i += 1
+            continue
+        ln = raw[i + 1]
+        if ln < 2:
+            break
+        if k == KIND and ln == OLEN:
+            return i, raw[i:i + OLEN]
+        i += ln
+    return None
+
+
+def v04(opt: bytes) -> dict:
+    return {"tfk": opt[2] >> 4, "ls": opt[2] & 0xf, "intval": opt[3], "hopid": opt[4],
+            "hoplat": int.from_bytes(opt[5:8], "big"), "intvalecr": opt[8],
+            "idecr": opt[9] >> 4, "lsecr": opt[9] & 0xf,
+            "hoplatecr": int.from_bytes(opt[10:12], "little")}
+
+
+def _fold(s: int) -> int:
+    while s >> 16:
+        s = (s & 0xffff) + (s >> 16)
+    return s
+
+
+def _sum16(b: bytes) -> int:
+    if len(b) % 2:
+        b += b"\0"
+    return sum(struct.unpack(f"!{len(b) // 2}H", b))
+
+
+def tcp_checksum_state(pkt) -> str:
+    """'full' if the checksum is valid, 'partial' if it holds the pseudo-header sum the
+    kernel leaves for CHECKSUM_PARTIAL (offloads on), else 'bad'."""
+    ip = pkt[IP]
+    tcp_len = ip.len - ip.ihl * 4
+    seg = bytes(ip.payload)[:tcp_len]
+    pseudo = ip.src.split(".") + ip.dst.split(".")
+    ph = bytes(int(x) for x in pseudo) + struct.pack("!BBH", 0, 6, tcp_len)
+    check = struct.unpack("!H", seg[16:18])[0]
+    if len(seg) == tcp_len and _fold(_sum16(ph) + _sum16(seg)) == 0xffff:
+        return "full"
+    if check == _fold(_sum16(ph)):
+        return "partial"
+    return "bad"
+
+
+def iperf(net, src: str, dst: str, seconds: int = 1, extra: str = "", port: int = 5201,
+          wait: bool = True):
+    seconds = max(1, int(seconds))  # iperf3 reads -t as an integer: 0 would mean forever
+    srv = net[dst].popen(["iperf3", "-s", "-1", "-p", str(port)], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 5
+    while f":{port} " not in net[dst].cmd("ss -ltnH"):
+        assert time.monotonic() < deadline, "iperf3 server did not listen"
+        time.sleep(0.05)
+    cl = net[src].popen(f"iperf3 -c {net.ip(dst)} -p {port} -t {seconds} -J {extra}".split(),
+                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    if not wait:
+        return srv, cl
+    out, _ = cl.communicate(timeout=seconds + 20)
+    srv.wait(timeout=10)
+    return json.loads(out)
+
+
+def offloads(net, hosts, on: bool):
+    """TSO/GSO/GRO and TX checksumming of the hosts' interfaces (tx off: full checksums)."""
+    v = "on" if on else "off"
+    for h in hosts:
+        for i in net.graph.nodes[h].intfs:
+            net.run(h, f"ethtool -K {i.name} tso {v} gso {v} gro {v} tx {v}")
+
+
+# ------------------------------------------------------------------ tests
+def test_header_is_parsed_not_copied():
+    """Python reads tcp_int_defs.h / tcp_int.h: the values are the public wire format."""
+    assert (D("OPT_KIND"), D("OPT_LEN")) == (0x72, 12)
+    assert D("QDEPTH_SHIFT_PUBLIC") == 13 and D("HOPLAT_SHIFT") == 8
+    assert D("TFK_SWITCH_DEFAULT") == 0xf and D("LS_MBPS_7") == 400000
+    st = layout("tcp_int_state")
+    assert st.size == 64  # what the CC side maps, 8-byte aligned
+    assert layout("tcp_int_event").size % 8 == 0
+
+
+def test_check_passes_here():
+    TcpInt.check()
+
+
+@pytest.mark.parametrize("offl", ["on", "off"])
+def test_wellformed_option_valid_checksums(offl):
+    topo = topo_line({"ends": ["h1", "s1"]},
+                     {"ends": ["s1", "h2"], "bw": 50, "queue": {"packets": 100}})
+    with running_network(topo) as net:
+        offloads(net, ["h1", "h2"], offl == "on")
+        TcpInt(IntOptions(enabled=True), net).start()
+        cap = Capture(net, "h2", "h2-eth0", "tcp", direction="in")
+        res = iperf(net, "h1", "h2", 1.0)
+        pkts = cap.stop()
+    assert res["end"]["sum_received"]["bytes"] > 1_000_000
+    data = [p for p in pkts if p[IP].src.endswith(".1") and len(p[TCP].payload) > 0]
+    tagged = [(p, int_option(p)) for p in data if int_option(p)]
+    assert len(tagged) >= 0.9 * len(data) > 20  # tag_every=1: all data segments
+    syns = [p for p in pkts if p[TCP].flags & 0x02]
+    assert syns and not any(int_option(p) for p in syns)  # SYN/SYN-ACK carry none
+    states = {tcp_checksum_state(p) for p, _ in tagged}
+    assert "bad" not in states
+    assert states == ({"full"} if offl == "off" else {"partial"}), states
+    for p, (off, opt) in tagged:
+        f = v04(opt)
+        assert opt[0] == 0x72 and opt[1] == 12
+        assert f["tfk"] == 0xf  # switch default frequency requested by our host
+        assert f["hopid"] == 63  # the one bridge: 64 - 1
+        assert f["hoplat"] > 0  # serialization at 50 Mb/s at least
+        # scapy parses the whole option list: the option sits well-formed among the others
+        assert [o for o in p[TCP].options if o[0] == 114] == [(114, opt[2:])]
+
+
+def test_hopid_names_the_more_congested_router():
+    """chain h1 - r1 - r2 - r3 - h2: the bottleneck hop's TTL is the HopID."""
+    for bn, ttl in ((1, 63), (2, 62)):
+        with running_network({"builtin": "chain", "routers": 3, "bw": 200, "bottleneck": bn,
+                              "bottleneck_bw": 20, "bottleneck_queue": {"packets": 60},
+                              "ipv6": False}) as net:
+            offloads(net, ["h1", "h2"], False)
+            TcpInt(IntOptions(enabled=True, scale="fine"), net).start()
+            cap = Capture(net, "h2", "h2-eth0", "tcp", direction="in")
+            iperf(net, "h1", "h2", 1.5)
+            pkts = cap.stop()
+        opts = [v04(o[1]) for p in pkts if (o := int_option(p)) and len(p[TCP].payload)]
+        queued = [f for f in opts if f["intval"] >= 0x80 and (f["intval"] & 0x7f) >= 2]
+        assert len(queued) > 20, f"no standing queue seen (bottleneck {bn})"
+        hops = [f["hopid"] for f in queued]
+        assert statistics.mode(hops) == ttl
+        assert sum(h == ttl for h in hops) >= 0.9 * len(hops)
+
+
+def test_hopid_names_the_more_congested_bridge():
+    """h1 - s1 - s2 - h2 with bridges: HopID is 64 - n for the n-th bridge (TTL unchanged)."""
+    for fast_slow, want in (((20, 200), 63), ((200, 20), 62)):
+        a, b = fast_slow
+        topo = topo_line({"ends": ["h1", "s1"], "bw": 500},
+                         {"ends": ["s1", "s2"], "bw": a, "queue": {"packets": 60}},
+                         {"ends": ["s2", "h2"], "bw": b, "queue": {"packets": 60}},
+                         switches=("s1", "s2"))
+        with running_network(topo) as net:
+            offloads(net, ["h1", "h2"], False)
+            TcpInt(IntOptions(enabled=True, scale="fine"), net).start()
+            cap = Capture(net, "h2", "h2-eth0", "tcp", direction="in")
+            iperf(net, "h1", "h2", 1.5)
+            pkts = cap.stop()
+        opts = [v04(o[1]) for p in pkts if (o := int_option(p)) and len(p[TCP].payload)]
+        queued = [f["hopid"] for f in opts if f["intval"] >= 0x82]
+        assert len(queued) > 20
+        assert sum(h == want for h in queued) >= 0.9 * len(queued), (want, queued[:20])
+
+
+def test_hoplat_grows_with_each_hop():
+    """The same segment captured after router 1, 2 and 3 carries a strictly larger HopLat."""
+    with running_network({"builtin": "chain", "routers": 3, "bw": 100,
+                          "ipv6": False}) as net:
+        offloads(net, ["h1", "h2"], False)
+        TcpInt(IntOptions(enabled=True), net).start()
+        caps = [Capture(net, "r2", "r2-eth0", "tcp", direction="in"),
+                Capture(net, "r3", "r3-eth0", "tcp", direction="in"),
+                Capture(net, "h2", "h2-eth0", "tcp", direction="in")]
+        iperf(net, "h1", "h2", 1.0, extra="-b 5M")
+        per_hop = []
+        for c in caps:
+            seen = {}
+            for p in c.stop():
+                o = int_option(p)
+                if o and len(p[TCP].payload) and p[IP].src == net.ip("h1"):
+                    seen[p[TCP].seq] = v04(o[1])["hoplat"]
+            per_hop.append(seen)
+    common = set(per_hop[0]) & set(per_hop[1]) & set(per_hop[2])
+    assert len(common) > 20
+    for s in common:
+        a, b, c = per_hop[0][s], per_hop[1][s], per_hop[2][s]
+        assert 0 < a < b < c, (a, b, c)
+    # a 1500-byte segment at 100 Mb/s takes 120 us to serialize: ~470 units of 256 ns/hop
+    full = [per_hop[2][s] for s in common]
+    assert max(full) * 256 >= 3 * 100e-6 * 1e9 * 0.9
+
+
+ECHO_CLIENT = r"""
+import json, socket, sys, time
+from pathlib import Path
+sys.path.insert(0, {repo!r})
+from testbed.network.tcpint import sk_state
+s = socket.create_connection(({dst!r}, 5301))
+buf = b"x" * 65536
+t_end = time.monotonic() + 1.5
+while time.monotonic() < t_end:
+    s.sendall(buf)
+time.sleep(0.2)
+print(json.dumps(sk_state(s, Path({pins!r}))))
+s.close()
+"""
+
+ECHO_SERVER = r"""
+import socket
+l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind(("0.0.0.0", 5301)); l.listen(1); print("ready", flush=True)
+c, _ = l.accept()
+while c.recv(1 << 16):
+    pass
+"""
+
+
+@pytest.mark.parametrize("version", ["v04", "v02"])
+def test_echo_reaches_the_senders_sk_storage(version):
+    topo = topo_line({"ends": ["h1", "s1"]},
+                     {"ends": ["s1", "h2"], "bw": 20, "queue": {"packets": 80}})
+    with running_network(topo) as net:
+        offloads(net, ["h1", "h2"], False)
+        ti = TcpInt(IntOptions(enabled=True, version=version, scale="fine"), net).start()
+        srv = net["h2"].popen([PY, "-c", ECHO_SERVER], stdout=subprocess.PIPE, text=True)
+        assert srv.stdout.readline().startswith("ready")
+        code = ECHO_CLIENT.format(repo=str(REPO), dst=net.ip("h2"),
+                                  pins=str(net.tracker.pin_dir()))
+        # h1's network namespace and cgroup, but our mount namespace: nodes remount /sys,
+        # which hides bpffs (the pinned map)
+        cl = subprocess.Popen(["nsenter", f"--net={net['h1'].netns}", PY, "-c", code],
+                              stdout=subprocess.PIPE, text=True,
+                              preexec_fn=net.tracker.enter_fn(net.tracker.node_cgroup("h1")))
+        out, _ = cl.communicate(timeout=30)
+        srv.wait(timeout=10)
+        ports = {p["iface"]: p for p in ti.port_states()}
+    st = json.loads(out.strip().splitlines()[-1])
+    assert st is not None, "no tcp_int_state for the sender's socket"
+    assert st["n_tx"] > 100 and st["n_echo"] > 50 and st["seq"] == st["n_echo"]
+    assert st["hop_id"] == 1  # first (only) bridge
+    assert st["ts_ns"] > 0 and st["hoplat_ns"] > 0
+    # the 20 Mb/s FIFO fills: the echoed queue is non-zero, in whole fine quanta
+    assert st["qdepth_bytes"] > 0 and st["qdepth_bytes"] % (1 << qdepth_shift("fine")) == 0
+    assert st["util"] == D("UTIL_ONE")  # queueing means fully used
+    # v0.4 carries the hop's LinkSpeed (fine code for 20 Mb/s: the largest not above,
+    # 10 Mb/s); v0.2 has no such field
+    assert st["link_mbps"] == (10 if version == "v04" else 0)
+    assert ports["s1-eth1"]["n_stamped"] > 0
+
+
+def test_int_queue_depth_follows_real_backlog():
+    """INT's queue depth on each segment vs the backlog that segment really found: its
+    sojourn through the switch (tcpdump at the switch's ingress and at the receiver, one
+    clock) times the 20 Mb/s drain rate, minus its own size. Within one quantum."""
+    rate = 20e6
+    topo = topo_line({"ends": ["h1", "s1"]},
+                     {"ends": ["s1", "h2"], "bw": 20, "queue": {"bytes": 100000}})
+    for scale in ("fine", "public"):
+        with running_network(topo) as net:
+            offloads(net, ["h1", "h2"], False)
+            TcpInt(IntOptions(enabled=True, scale=scale), net).start()
+            cin = Capture(net, "s1", "s1-eth0", "tcp", direction="in")
+            cout = Capture(net, "h2", "h2-eth0", "tcp", direction="in")
+            iperf(net, "h1", "h2", 1.5)
+            pin, pout = cin.stop(), cout.stop()
+            src = net.ip("h1")
+        t_in = {(p[TCP].seq, p[IP].id): float(p.time) for p in pin
+                if p[IP].src == src and len(p[TCP].payload)}
+        q = 1 << qdepth_shift(scale)
+        pairs = []
+        for p in pout:
+            o = int_option(p)
+            k = (p[TCP].seq, p[IP].id)
+            if o and k in t_in and p[IP].src == src:
+                sojourn = float(p.time) - t_in[k]
+                truth = sojourn * rate / 8 - len(p)
+                pairs.append((decode_qdepth(v04(o[1])["intval"], scale), truth))
+        assert len(pairs) > 100
+        assert max(t for _, t in pairs) > 4 * q  # a real queue was there to report
+        # INT truncates to whole quanta: truth - q < INT <= truth; timing noise: one packet
+        ok = [i for i, t in pairs if t - q - MTU_FRAME <= i <= t + MTU_FRAME]
+        assert len(ok) >= 0.9 * len(pairs), (scale, [(i, round(t)) for i, t in pairs[:30]])
+
+
+def test_untagged_and_non_tcp_pass_byte_identical_and_outside_cgroup_untouched():
+    """h1 is in the experiment (host program), h3 not; a process in h1's namespace but not
+    in its cgroup is not either. Their TCP, and all UDP/ICMP, cross the switch unchanged."""
+    topo = topo_line({"ends": ["h1", "s1"]}, {"ends": ["h3", "s1"]},
+                     {"ends": ["s1", "h2"], "bw": 50, "queue": {"packets": 100}},
+                     hosts=("h1", "h2", "h3"))
+    with running_network(topo) as net:
+        offloads(net, ["h1", "h2", "h3"], False)
+        TcpInt(IntOptions(enabled=True, hosts=["h1"]), net).start()
+        ins = [Capture(net, "s1", "s1-eth0", "ip", direction="in"),
+               Capture(net, "s1", "s1-eth1", "ip", direction="in")]
+        out = Capture(net, "h2", "h2-eth0", "ip", direction="in")
+        iperf(net, "h1", "h2", 1, extra="-u -b 2M", port=5204)  # UDP from h1
+        net.run("h1", f"ping -c 5 -i 0.05 {net.ip('h2')}")    # ICMP
+        iperf(net, "h3", "h2", 1, extra="-b 5M", port=5203)   # h3: outside the experiment
+        # TCP from h1's namespace, but a process outside h1's cgroup (the test's own)
+        pid = net["h1"].pid
+        srv = net["h2"].popen(["iperf3", "-s", "-1", "-p", "5205"], stdout=subprocess.DEVNULL)
+        time.sleep(0.3)
+        subprocess.run(["nsenter", f"--net=/proc/{pid}/ns/net", "iperf3", "-c", net.ip("h2"),
+                        "-p", "5205", "-t", "1", "-b", "5M"], check=True, capture_output=True, timeout=20)
+        srv.wait(timeout=10)
+        iperf(net, "h1", "h2", 1, extra="-b 5M", port=5206)  # tagged control
+        before = [p for c in ins for p in c.stop()]
+        after = out.stop()
+        h2_ip = net.ip("h2")
+    from scapy.all import Ether
+
+    def key(p):
+        ip = p[IP]
+        return (ip.src, ip.dst, ip.id, ip.proto, bytes(ip.payload)[:8])
+    b = {key(p): bytes(p) for p in before}
+    a = {key(p): bytes(p) for p in after}
+    common = set(a) & set(b)
+    assert len(common) > 200
+    tagged = {k: bool(int_option(Ether(b[k]))) for k in common}
+    untagged = [k for k in common if not tagged[k]]
+    assert len(untagged) > 150
+    for k in untagged:
+        assert a[k] == b[k], k  # byte-identical across the switch
+    assert {1, 6, 17} <= {k[3] for k in untagged}
+
+    def tcp_to(port: int) -> list[bool]:
+        return [tagged[k] for k in common if k[3] == 6 and k[1] == ip_h2
+                and int.from_bytes(k[4][2:4], "big") == port]
+    ip_h2 = h2_ip
+    assert tcp_to(5203) and not any(tcp_to(5203))  # h3: not in the experiment
+    assert tcp_to(5205) and not any(tcp_to(5205))  # h1's netns, outside its cgroup
+    assert any(tcp_to(5206))                        # h1's own processes: tagged
+    assert not any(tagged[k] for k in common if k[3] != 6)
+
+
+def before_pkt(raw: bytes):
+    from scapy.all import Ether
+    return Ether(raw)
+
+
+def test_everything_detaches_on_stop_and_teardown():
+    topo = topo_line({"ends": ["h1", "s1"]},
+                     {"ends": ["s1", "h2"], "bw": 50, "queue": {"packets": 100}})
+    with running_network(topo) as net:
+        ti = TcpInt(IntOptions(enabled=True), net).start()
+        pins = net.tracker.pin_dir()
+        ids = {ti.switch_obj.prog_fd("tcp_int_switch"), ti.host_obj.prog_fd("tcp_int_host")}
+        assert ids
+        assert "tcp_int_switch" in net.run("s1", "tc filter show dev s1-eth1 egress") or \
+            subprocess.run(["nsenter", f"--net=/proc/{net['s1'].pid}/ns/net", "tc", "filter",
+                            "show", "dev", "s1-eth1", "egress"], capture_output=True,
+                           text=True).stdout
+        cg = net.tracker.node_cgroup("h1")
+        assert "sock_ops" in subprocess.run(["bpftool", "cgroup", "show", str(cg)],
+                                            capture_output=True, text=True).stdout
+        progs_before = subprocess.run(["bpftool", "prog", "show"], capture_output=True,
+                                      text=True).stdout
+        assert "tcp_int_switch" in progs_before and "tcp_int_host" in progs_before
+        ti.stop()
+        for s, intf in (("s1", "s1-eth0"), ("s1", "s1-eth1")):
+            show = subprocess.run(["nsenter", f"--net=/proc/{net[s].pid}/ns/net", "tc",
+                                   "qdisc", "show", "dev", intf], capture_output=True,
+                                  text=True).stdout
+            assert "clsact" not in show
+        assert "sock_ops" not in subprocess.run(["bpftool", "cgroup", "show", str(cg)],
+                                                capture_output=True, text=True).stdout
+        assert not any((pins / n).exists() for n in ("tcp_int_switch", "tcp_int_state",
+                                                     "tcp_int_ports", "tcp_int_events"))
+        # a new connection carries no option
+        cap = Capture(net, "h2", "h2-eth0", "tcp", direction="in")
+        iperf(net, "h1", "h2", 0.3)
+        assert not any(int_option(p) for p in cap.stop())
+    progs_after = subprocess.run(["bpftool", "prog", "show"], capture_output=True,
+                                 text=True).stdout
+    assert "tcp_int_switch" not in progs_after and "tcp_int_host" not in progs_after
+
+
+def test_teardown_through_tracker_without_stop():
+    """An exception inside the run: the tracker's undo detaches TCP-INT."""
+    topo = topo_line({"ends": ["h1", "s1"]}, {"ends": ["s1", "h2"], "bw": 50})
+    with pytest.raises(RuntimeError):
+        with running_network(topo) as net:
+            TcpInt(IntOptions(enabled=True), net).start()
+            pins = net.tracker.pin_dir()
+            raise RuntimeError("boom")
+    assert not pins.exists()
+    progs = subprocess.run(["bpftool", "prog", "show"], capture_output=True, text=True).stdout
+    assert "tcp_int_switch" not in progs and "tcp_int_host" not in progs
+
+
+def test_tag_every_n_tags_one_in_n_segments():
+    topo = topo_line({"ends": ["h1", "s1"]},
+                     {"ends": ["s1", "h2"], "bw": 50, "queue": {"packets": 100}})
+    with running_network(topo) as net:
+        offloads(net, ["h1", "h2"], False)
+        TcpInt(IntOptions(enabled=True, tag_every=16, echo=False), net).start()
+        cap = Capture(net, "h2", "h2-eth0", "tcp", direction="in")
+        iperf(net, "h1", "h2", 1.0)
+        pkts = cap.stop()
+    sender = net_ip(pkts)
+    data = [p for p in pkts if len(p[TCP].payload) > 100 and p[IP].src == sender]
+    tagged = sum(1 for p in data if int_option(p))
+    assert len(data) > 500
+    assert abs(tagged / len(data) - 1 / 16) < 0.02, (tagged, len(data))
+
+
+def net_ip(pkts) -> str:
+    """The sender of the most data bytes in a capture."""
+    by = {}
+    for p in pkts:
+        by[p[IP].src] = by.get(p[IP].src, 0) + len(p[TCP].payload)
+    return max(by, key=by.get)
+
+
+def test_bad_node_names_are_config_errors():
+    from testbed.errors import ConfigError
+    topo = topo_line({"ends": ["h1", "s1"]}, {"ends": ["s1", "h2"]})
+    with running_network(topo) as net:
+        with pytest.raises(ConfigError, match="int.hosts"):
+            TcpInt(IntOptions(enabled=True, hosts=["nope"]), net).start()
+        assert not (net.tracker.bpffs / "tcp_int_state").exists()
+    with pytest.raises(Exception, match="extra|forbid|not permitted"):
+        IntOptions(enabled=True, bogus=1)
