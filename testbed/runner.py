@@ -33,6 +33,7 @@ from .workload.commands import Commands, Events
 from .workload.iperf import IperfWorkload, resolve_flows
 
 DEFAULT_INSTRUMENTS = ("queue", "iperf")
+ARM_AHEAD = 0.3  # s between handing out start times and t0
 
 
 class Interrupted(BaseException):
@@ -240,23 +241,35 @@ class Runner:
             from mininet.cli import CLI
             print(f"\nMininet CLI on {point.name}; `exit` starts the workload.", file=sys.stderr)
             CLI(net.mn)
-        schedule = sorted(iperf.events() + cmds.events() + Events(net, exp.workload.events).events(),
-                          key=lambda e: e[0])
+        schedule = sorted(Events(net, exp.workload.events).events(), key=lambda e: e[0])
         busy0 = results.cpu_times()
-        t0 = time.monotonic_ns()
+        # t0 a little ahead, so every client has its start time before the clock starts
+        t0 = time.monotonic_ns() + int(ARM_AHEAD * 1e9)
         ctx.t0_ns = t0
         meta["t0_monotonic_ns"] = t0
+        iperf.arm(t0)
+        cmds.arm(t0)
+
+        def tick(left: float) -> None:
+            phase(f"t={exp.duration - left:.1f}/{exp.duration:g}s")
         fired = []
         for at, label, action in schedule:
-            _sleep_until(t0 + int(at * 1e9), lambda left: phase(f"t={exp.duration - left:.1f}/{exp.duration:g}s"))
+            _sleep_until(t0 + int(at * 1e9), tick)
             action()
             fired.append({"at": at, "late_ms": round((time.monotonic_ns() - t0) / 1e6 - at * 1e3, 3),
                           "what": label})
-        _sleep_until(t0 + int(end * 1e9), lambda left: phase(f"t={exp.duration - left:.1f}/{exp.duration:g}s"))
+        _sleep_until(t0 + int(end * 1e9), tick)
         phase("settle")
         errors = iperf.finish(grace=exp.settle + 2.0)
+        iperf.started()
         busy1 = results.cpu_times()
-        meta["schedule"] = fired
+        starts: dict[float, list[float]] = {}
+        for f in flows:
+            if f.released_ns:
+                starts.setdefault(f.start, []).append((f.released_ns - t0) / 1e6 - f.start * 1e3)
+        fired += [{"at": at, "late_ms": round(max(lates), 3), "spread_ms": round(max(lates) - min(lates), 3),
+                   "what": f"start {len(lates)} flow(s)"} for at, lates in starts.items()]
+        meta["schedule"] = sorted(fired, key=lambda e: e["at"])
         meta["cpu_busy_pct"] = round(100.0 * (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]), 1)
         cmds.finish()
         phase("collect")

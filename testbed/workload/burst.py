@@ -7,7 +7,8 @@ machine), and the sender the time it was released: FCT = last byte − release.
 
   python -m testbed.workload.burst sink --port 6000 --expect 10 -o sink.json
   python -m testbed.workload.burst send --dst 10.0.0.1 --port 6000 --bytes 65536 \
-      --cc cubic -o send.json      # waits for a line on stdin, then connects and sends
+      --cc cubic -o send.json   # reads its start time (CLOCK_MONOTONIC ns) on stdin,
+                                # waits for it, then connects and sends
 """
 from __future__ import annotations
 
@@ -72,9 +73,13 @@ def sink(a) -> int:
 
 
 def send(a) -> int:
+    from .at import sleep_until
+
     rep = {"dst": a.dst, "port": a.port, "bytes": a.bytes, "cc": a.cc}
-    sys.stdin.readline()  # released by the runner at the flow's start time
-    rep["start_ns"] = time.monotonic_ns()
+    line = sys.stdin.readline().strip()  # the start time (ns), sent ahead by the runner
+    if not line:
+        return 0
+    rep["start_ns"] = sleep_until(int(line))
     try:
         s = socket.socket(socket.AF_INET6 if ":" in a.dst else socket.AF_INET)
         if a.cc:

@@ -1,15 +1,16 @@
 """Host commands started at a time, and network events (link down/up, route change).
 
 Classes:
-- Commands: pre-spawns each command blocked on stdin, releases it on time; output to
-  <outdir>/logs/<host>-cmd<i>.log; still running at the end = stopped (not an error).
+- Commands: pre-spawns each command waiting for its start time (workload.at), arms them
+  when the clock is set; output to <outdir>/logs/<host>-cmd<i>.log; still running at the
+  end = stopped (not an error).
 - Events: the scheduled network events of the experiment, applied to a running Network.
 """
 from __future__ import annotations
 
 import ipaddress
-import shlex
 import subprocess
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -25,14 +26,17 @@ class Commands:
         self.logdir.mkdir(parents=True, exist_ok=True)
         for i, c in enumerate(self.specs):
             log = open(self.logdir / f"{c.host}-cmd{i + 1}.log", "wb")
-            p = self.net[c.host].popen(["sh", "-c", "read go && exec sh -c " + shlex.quote(c.cmd)],
-                                       stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT)
+            p = self.net[c.host].popen(
+                [sys.executable, "-m", "testbed.workload.at", "--stamp",
+                 str(self.logdir / f"{c.host}-cmd{i + 1}.start"), "--", "sh", "-c", c.cmd],
+                stdin=subprocess.PIPE, stdout=log, stderr=subprocess.STDOUT)
             log.close()
             self.procs.append(p)
 
-    def events(self) -> list[tuple[float, str, Callable[[], None]]]:
-        return [(c.at, f"{c.host}: {c.cmd[:30]}", lambda p=p: _release(p))
-                for c, p in zip(self.specs, self.procs)]
+    def arm(self, t0_ns: int) -> None:
+        for c, p in zip(self.specs, self.procs):
+            p.stdin.write(f"{t0_ns + int(c.at * 1e9)}\n".encode())
+            p.stdin.close()
 
     def finish(self) -> None:
         for p in self.procs:
@@ -46,11 +50,6 @@ class Commands:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
-
-
-def _release(p: subprocess.Popen) -> None:
-    p.stdin.write(b"go\n")
-    p.stdin.close()
 
 
 class Events:

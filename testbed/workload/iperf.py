@@ -127,8 +127,8 @@ class IperfWorkload:
                     cmd += ["-b", f"{f.rate * 1e6:.0f}"]
             if f.parallel > 1:
                 cmd += ["-P", str(f.parallel)]
-            # Blocked on stdin until released: starts exactly when we write a newline.
-            wrapped = ["sh", "-c", "read go && exec " + shlex.join(cmd)]
+            wrapped = [sys.executable, "-m", "testbed.workload.at", "--stamp",
+                       str(self.outdir / f"{f.name}.start"), "--", *cmd]
             self.clients[f.name] = self.net[f.src].popen(
                 wrapped, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE)
@@ -151,25 +151,31 @@ class IperfWorkload:
             if want:
                 time.sleep(0.02)
 
-    def events(self) -> list[tuple[float, str, Callable[[], None]]]:
-        """(time, label, action) for the scheduler: one per start time (flows grouped)."""
-        by_start: dict[float, list[Flow]] = {}
+    def arm(self, t0_ns: int) -> None:
+        """Give every client its absolute start time; they start on their own."""
         for f in self.flows:
-            by_start.setdefault(f.start, []).append(f)
-        return [(t, f"start {len(fl)} flow(s)", lambda fl=fl: self._release(fl))
-                for t, fl in sorted(by_start.items())]
-
-    def _release(self, flows: list[Flow]) -> None:
-        for f in flows:
             p = self.clients[f.name]
-            f.released_ns = time.monotonic_ns()
-            p.stdin.write(b"go\n")
-            p.stdin.flush()
+            p.stdin.write(f"{t0_ns + int(f.start * 1e9)}\n".encode())
             p.stdin.close()
+
+    def started(self) -> None:
+        """Read when each client actually started (stamped by the client itself)."""
+        for f in self.flows:
+            try:
+                if f.tool == "burst":
+                    rep = json.loads((self.outdir / f"{f.name}.burst.json").read_text())
+                    f.released_ns = int(rep["start_ns"])
+                else:
+                    f.released_ns = int((self.outdir / f"{f.name}.start").read_text())
+            except (OSError, ValueError, KeyError):
+                f.released_ns = 0
 
     def finish(self, grace: float = 3.0) -> list[str]:
         """Wait for clients (bounded), then servers; returns the failures."""
         errors = []
+        for p in self.clients.values():  # not armed (an error before the clock): cancel
+            if p.stdin and not p.stdin.closed:
+                p.stdin.close()
         deadline = time.monotonic() + grace
         for name, p in self.clients.items():
             try:
