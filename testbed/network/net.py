@@ -98,6 +98,11 @@ class Network:
             MnLink(self.mn[l.a.node], self.mn[l.b.node], intfName1=l.a.name,
                    intfName2=l.b.name, params1={"up": None}, params2={"up": None})
         self._run_scripts({g.name: self._script(g) for g in self.graph.nodes.values()})
+        for g in self.graph.nodes.values():  # so Mininet's CLI (`h1 ping h2`) knows them
+            for i in g.intfs:
+                if i.ip4:
+                    mi = self.mn[g.name].nameToIntf[i.name]
+                    mi.ip, mi.prefixLen = str(i.ip4.ip), i.ip4.network.prefixlen
         for b in self.backends.values():
             b.start()
         self.started = True
