@@ -1,13 +1,10 @@
 """Bad input: one line naming file, line, key and the fix; exit 2; nothing started."""
 from __future__ import annotations
 
-import textwrap
-
 import pytest
 
 from testbed.config.load import load_experiment, load_topology
 from testbed.errors import ConfigError
-from testbed.network.tracker import find_leftovers
 
 
 GOOD = """\

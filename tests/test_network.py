@@ -7,7 +7,6 @@ import time
 
 import pytest
 
-from testbed.instruments.qsample import QdiscReader  # noqa: F401 (importable stand-alone)
 from testbed.testing import running_network
 
 pytestmark = pytest.mark.needs_root

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -11,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed.network.tracker import BPFFS, CGROUP_ROOT, STATE_DIR, cgroup_pids
+from testbed.network.tracker import BPFFS, STATE_DIR, cgroup_pids
 
 pytestmark = pytest.mark.needs_root
 

@@ -16,9 +16,6 @@ import yaml
 
 from ..errors import ConfigError
 
-Path_ = tuple  # a key path: ("workload", "flows", 0, "src")
-
-
 @dataclass
 class Source:
     file: str
@@ -53,9 +50,6 @@ def _build(node: yaml.Node, path: tuple, lines: dict, file: str) -> Any:
     if isinstance(node, yaml.SequenceNode):
         return [_build(v, path + (i,), lines, file) for i, v in enumerate(node.value)]
     return _scalar(node)
-
-
-_resolver = yaml.SafeLoader
 
 
 def _scalar(node: yaml.ScalarNode) -> Any:

@@ -79,7 +79,7 @@ def checks() -> list[Check]:
     out.append(Check("kernel headers (bcc)", hdr.exists(), str(hdr),
                      "scripts/setup.sh links Debian's linux-headers-amd64 there"))
     try:
-        import bcc  # noqa: F401
+        import bcc  # noqa: F401  (presence check)
         out.append(Check("bcc (python3-bpfcc)", True, "importable"))
     except Exception as e:
         out.append(Check("bcc (python3-bpfcc)", False, str(e),

@@ -36,11 +36,6 @@ class TbNode:
         """Path of the node's network namespace (for setns/pyroute2/bcc helpers)."""
         return f"/proc/{self.pid}/ns/net"
 
-    def run(self, script: str) -> str:
-        """Run a shell script in the node; raise with its output if any line fails."""
-        out = self.cmd(script)
-        return out
-
 
 class TbHost(TbNode, Host):
     pass
