@@ -436,9 +436,20 @@ def test_everything_detaches_on_stop_and_teardown():
         cap = Capture(net, "h2", "h2-eth0", "tcp", direction="in")
         iperf(net, "h1", "h2", 0.3)
         assert not any(int_option(p) for p in cap.stop())
-    progs_after = subprocess.run(["bpftool", "prog", "show"], capture_output=True,
-                                 text=True).stdout
-    assert "tcp_int_switch" not in progs_after and "tcp_int_host" not in progs_after
+    assert programs_gone()
+
+
+def programs_gone(timeout: float = 3.0) -> bool:
+    """No tcp_int program left in the kernel (freed after an RCU grace period: poll)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        progs = subprocess.run(["bpftool", "prog", "show"], capture_output=True,
+                               text=True).stdout
+        if "tcp_int_switch" not in progs and "tcp_int_host" not in progs:
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
 
 
 def test_teardown_through_tracker_without_stop():
@@ -450,8 +461,7 @@ def test_teardown_through_tracker_without_stop():
             pins = net.tracker.pin_dir()
             raise RuntimeError("boom")
     assert not pins.exists()
-    progs = subprocess.run(["bpftool", "prog", "show"], capture_output=True, text=True).stdout
-    assert "tcp_int_switch" not in progs and "tcp_int_host" not in progs
+    assert programs_gone()
 
 
 def test_tag_every_n_tags_one_in_n_segments():
@@ -487,3 +497,46 @@ def test_bad_node_names_are_config_errors():
         assert not (net.tracker.bpffs / "tcp_int_state").exists()
     with pytest.raises(Exception, match="extra|forbid|not permitted"):
         IntOptions(enabled=True, bogus=1)
+
+
+def test_int_trace_instrument_writes_csv_and_plot(tmp_path):
+    import csv
+
+    from testbed.instruments.base import InstrumentContext, load_all
+    from testbed.instruments.int_trace import IntTrace
+
+    assert load_all()["int_trace"] is IntTrace
+    topo = topo_line({"ends": ["h1", "s1"]},
+                     {"ends": ["s1", "h2"], "bw": 20, "queue": {"packets": 80}})
+    with running_network(topo) as net:
+        offloads(net, ["h1", "h2"], False)
+        TcpInt(IntOptions(enabled=True, scale="fine"), net).start()
+        t0 = time.monotonic_ns()
+        ctx = InstrumentContext(net=net, outdir=tmp_path, tracker=net.tracker, t0_ns=t0)
+        inst = IntTrace(IntTrace.Options(), ctx)
+        inst.start()
+        srv, cl = iperf(net, "h1", "h2", 2, wait=False)
+        # a coarse ground truth in the queue sampler's format, for the plot
+        with open(tmp_path / "queue.csv", "w") as f:
+            f.write("time,node,iface,backlog_bytes,qlen_pkts,drops,sent_bytes\n")
+            while cl.poll() is None:
+                out = net.run("s1", "tc -s qdisc show dev s1-eth1")
+                b = out.split(" backlog ")[1].split()[0].rstrip("b")
+                f.write(f"{(time.monotonic_ns() - t0) / 1e9},s1,s1-eth1,{b},0,0,0\n")
+                time.sleep(0.05)
+        srv.wait(timeout=10)
+        inst.stop()
+        paths = inst.write()
+    rows = list(csv.DictReader(open(tmp_path / "int_trace.csv")))
+    assert list(rows[0]) == ["time", "flow", "queue_bytes", "util", "hop_id",
+                             "hop_latency_ns", "srtt_us", "cwnd", "intval", "link_mbps", "mss",
+                             "retrans", "bytes_acked"]
+    assert len(rows) > 100
+    assert {r["hop_id"] for r in rows} == {"1"}
+    assert max(int(r["queue_bytes"]) for r in rows) > 4 * 2048
+    assert all(int(r["srtt_us"]) > 0 and int(r["cwnd"]) > 0 for r in rows)
+    ts = [float(r["time"]) for r in rows]
+    assert 0 < ts[0] <= ts[-1] < 10
+    assert (tmp_path / "int_trace.png").stat().st_size > 10_000
+    assert json.loads((tmp_path / "int_trace.meta.json").read_text())["lost_in_ring"] == 0
+    assert len(paths) == 3

@@ -258,6 +258,9 @@ class TcpInt:
         if not (CGROUP_ROOT / "cgroup.procs").exists():
             raise MissingFeature(f"TCP-INT: cgroup v2 not mounted at {CGROUP_ROOT}",
                                  f"mount -t cgroup2 none {CGROUP_ROOT}")
+        if not os.path.ismount("/sys/fs/bpf"):
+            raise MissingFeature("TCP-INT: bpffs not mounted at /sys/fs/bpf (tc attaches the "
+                                 "switch program by its pin)", "mount -t bpf bpf /sys/fs/bpf")
         missing = set(_KSYMS) - _kallsyms(_KSYMS)
         what = {"__cgroup_bpf_run_filter_sock_ops": "cgroup sockops (CONFIG_CGROUP_BPF)",
                 "bpf_sock_ops_reserve_hdr_opt": "sockops header options (kernel >= 5.10)",
@@ -396,6 +399,11 @@ class TcpInt:
         if r.returncode != 0:
             raise RunError(f"{node}: tc -batch {batch} failed: {r.stderr.strip()}")
 
+    def _tc_show(self, node: str, what: str) -> str:
+        r = subprocess.run(["nsenter", f"--net=/proc/{self.net[node].pid}/ns/net", "tc",
+                            *what.split()], capture_output=True, text=True, timeout=30)
+        return r.stdout.strip()
+
     def _attach_hosts(self) -> None:
         sel = self.options.hosts
         for g in self.net.graph.hosts:
@@ -430,13 +438,19 @@ class TcpInt:
         by_node: dict[str, list[str]] = {}
         for node, intf, _, _ in self.ports:
             by_node.setdefault(node, []).append(f"filter del dev {intf} egress pref {TC_PREF}")
-        for node, intf in self._clsact_added:
-            by_node.setdefault(node, []).append(f"qdisc del dev {intf} clsact")
         if self.net.mn is not None:
             for node, lines in by_node.items():
                 try:
                     self._tc(node, lines, force=True)
                 except Exception as e:  # the namespace may be gone already: keep going
+                    errors.append(str(e))
+            # the clsact qdiscs we added go too, unless someone else's filters use them now
+            for node, intf in self._clsact_added:
+                try:
+                    if not (self._tc_show(node, f"filter show dev {intf} egress") or
+                            self._tc_show(node, f"filter show dev {intf} ingress")):
+                        self._tc(node, [f"qdisc del dev {intf} clsact"], force=True)
+                except Exception as e:
                     errors.append(str(e))
         self.ports.clear()
         self._clsact_added.clear()
