@@ -19,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter, defaultdict
+from collections import defaultdict
 from pathlib import Path
 
 import pytest
@@ -62,8 +62,7 @@ class Pair:
             self.sh(f"ip -n {ns} addr add {v6}/64 dev {i} nodad")
             self.sh(f"ip -n {ns} link set {i} up")
             self.sh(f"ip -n {ns} link set lo up")
-        self.mac_a = self.sh(f"cat /sys/class/net/{ia}/address" if False else
-                             f"ip netns exec {a} cat /sys/class/net/{ia}/address").strip()
+        self.mac_a = self.sh(f"ip netns exec {a} cat /sys/class/net/{ia}/address").strip()
         self.mac_b = self.sh(f"ip netns exec {b} cat /sys/class/net/{ib}/address").strip()
         # static neighbours: no ARP/ND in the middle of the counts
         self.sh(f"ip -n {a} neigh replace 10.77.0.2 lladdr {self.mac_b} dev {ia}")

@@ -30,7 +30,7 @@ import socket
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Literal
 
@@ -360,7 +360,7 @@ class Noobflow:
         self.active_map[C.c_int(0)] = C.c_int(self.buffers[which].map_fd)
         self.active = which
 
-    def swap_drain(self) -> list[tuple[_Point | None, bytes, bytes, int, int, int, int, int, int]]:
+    def swap_drain(self) -> list[tuple]:
         """Make the idle buffer active, then read, merge and clear the old one.
 
         Returns (point, src16, dst16, sport, dport, proto, packets, bytes, first, last,
