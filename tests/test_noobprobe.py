@@ -93,6 +93,8 @@ def run_app(node, cmd: str, timeout: float = 20) -> str:
 
 @pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
 def test_every_hop_discovered(prober, v6):
+    """TCP, UDP and ICMP echo probes find every router of the chain, each answering from
+    its address towards h1."""
     with chain() as net:
         h1, h2 = net["h1"], net["h2"]
         dst = net.ip("h2", v6)
@@ -103,12 +105,17 @@ def test_every_hop_discovered(prober, v6):
             run_app(h1, f"ping -c 40 -i 0.02 {dst}")
             run_app(h1, f"iperf3 -c {dst} -t 1 -b 20M")
             srv.wait(5)
+            srv = h2.popen(["iperf3", "-s", "-1"])
+            time.sleep(0.3)
+            run_app(h1, f"iperf3 -c {dst} -u -t 1 -b 5M")
+            srv.wait(5)
             time.sleep(0.2)
             samples = prober.poll()
         finally:
             prober.remove_host(h)
+        assert attached(h1, "h1-eth0") == ("", "")              # teardown detaches all
         want = expected_responders(net, v6)
-        for proto in (6, 58 if v6 else 1):
+        for proto in (6, 17, 58 if v6 else 1):
             got = {}
             for s in samples:
                 if s.protocol == proto and s.recv_ns > 0:
@@ -464,3 +471,50 @@ def test_cli_bad_input(case, tmp_path):
 
 
 
+
+
+# ---- teardown of the loaded object and the instrument in a real run ------------------
+
+def _prog_id(fd: int) -> int:
+    m = re.search(r"^prog_id:\s+(\d+)", Path(f"/proc/self/fdinfo/{fd}").read_text(), re.M)
+    return int(m.group(1))
+
+
+def test_close_unloads_programs():
+    with chain() as net:
+        p = Prober()
+        h = p.add_host("h1", "h1-eth0", dests(net), HostSettings(), net["h1"].netns)
+        ids = [_prog_id(p.tc_entry.fd), _prog_id(p.xdp_entry.fd)]
+        ids += [_prog_id(f.fd) for f in p.b.funcs.values()]
+        for i in ids:
+            assert subprocess.run(["bpftool", "prog", "show", "id", str(i)],
+                                  capture_output=True).returncode == 0
+        p.close()
+        assert h.hid not in p.hosts and attached(net["h1"], "h1-eth0") == ("", "")
+    for i in set(ids):
+        assert subprocess.run(["bpftool", "prog", "show", "id", str(i)],
+                              capture_output=True).returncode != 0, i
+
+
+def test_instrument_in_an_experiment(tmp_path):
+    """`noobprobe` as an instrument of a run (N1, shortened): CSV with every hop, meta with
+    the routers' ICMP sysctls, the latency plot, and the N1 claim checked (it also fails
+    when pointed at the wrong hop)."""
+    out = tmp_path / "run"
+    r = subprocess.run([PY, "-m", "testbed", "run", str(REPO / "experiments/noob_n1.yaml"),
+                        "--set", "duration=4", "--set", "workload.flows.0.duration=4",
+                        "-q", "--out", str(out)], cwd=str(REPO), capture_output=True,
+                       text=True, timeout=240)
+    assert r.returncode == 0, r.stderr[-2000:]
+    pdir = out / "default"
+    rows = list(csv.DictReader((pdir / "noobprobe.csv").open()))
+    assert {int(x["outttl"]) for x in rows if float(x["latency"]) > 0} == {1, 2, 3, 4}
+    assert all(float(x["time"]) > -1 for x in rows)
+    meta = json.loads((pdir / "noobprobe_meta.json").read_text())
+    assert meta["router_sysctls"]["r1"]["net.ipv4.icmp_ratelimit"] == "0"
+    assert (pdir / "plots" / "noobprobe_latency.png").exists()
+    from testbed.plots.noobprobe import one_hop_queue
+    v = one_hop_queue(out, hop=3)
+    assert v["pass"], v
+    v = one_hop_queue(out, hop=2)
+    assert not v["pass"], v
