@@ -609,9 +609,9 @@ class NoobflowInstrument(Instrument):
         super().__init__(options, ctx)
         self.nf: Noobflow | None = None
         self.collector: Collector | None = None
-        self._csv = None
-        self._writer = None
-        self._tp: list[tuple[float, str, str, str, str, float]] = []
+        # rows kept with absolute CLOCK_MONOTONIC times: the runner fixes t0 only after
+        # start(), so times relative to it are computed in write()
+        self._rows: list[tuple[FlowRow, float]] = []   # (row, interval length s)
         self._owner: dict[str, str] = {}
         self._flow_point: dict[str, str] = {}
         self._order: dict[str, int] = {}
@@ -683,26 +683,17 @@ class NoobflowInstrument(Instrument):
             self._order[label] = i
             self.ctx.tracker.defer(f"noobflow: detach {label}", lambda pt=pt: nf.detach(pt))
         self._owner = self._address_owners()
-        self.ctx.outdir.mkdir(parents=True, exist_ok=True)
-        self._csv = open(self.ctx.outdir / "flows_noobflow.csv", "w", newline="")
-        self._writer = csv.writer(self._csv)
-        self._writer.writerow(CSV_COLUMNS)
-        self.ctx.tracker.defer("noobflow: close flows.csv", self._csv.close)
-        self.collector = Collector(nf, self.options.interval, self._sink,
-                                   lambda: self.ctx.t0_ns)
+        self.collector = Collector(nf, self.options.interval, self._sink, 0)
         self.collector.start()
         self.ctx.tracker.defer("noobflow: stop collector", self.collector.stop)
 
     def _sink(self, rows: list[FlowRow], t_start: float, t_end: float) -> None:
         dt = max(t_end - t_start, 1e-9)
         for r in rows:
-            self._writer.writerow(r.csv())
             owner = self._flow_point.get(r.flow)
             if owner is None or self._order.get(r.point, 99) < self._order.get(owner, 99):
                 self._flow_point[r.flow] = r.point
-            self._tp.append((r.time, r.flow, r.point, self._owner.get(r.src, r.src),
-                             self._owner.get(r.dst, r.dst), r.bytes * 8 / dt))
-        self._csv.flush()
+            self._rows.append((r, dt))
 
     def stop(self) -> None:
         if self._stopped:
@@ -715,19 +706,25 @@ class NoobflowInstrument(Instrument):
             if self.nf is not None:
                 self.lost = {k: v["lost_pkts"] for k, v in self.nf.stats().items()}
                 self.nf.detach_all()
-            if self._csv is not None:
-                self._csv.close()
 
     def write(self) -> list[Path]:
         self.stop()
+        t0 = self.ctx.t0_ns / 1e9
+        self.ctx.outdir.mkdir(parents=True, exist_ok=True)
+        flows = self.ctx.outdir / "flows_noobflow.csv"
         out = self.ctx.outdir / "throughput_noobflow.csv"
-        with open(out, "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(THROUGHPUT_COLUMNS)
-            for t, flow, point, src, dst, bps in self._tp:
-                if self._flow_point.get(flow) == point:
-                    w.writerow([f"{t:.6f}", flow, src, dst, f"{bps:.0f}"])
-        return [self.ctx.outdir / "flows_noobflow.csv", out]
+        with open(flows, "w", newline="") as f1, open(out, "w", newline="") as f2:
+            w1, w2 = csv.writer(f1), csv.writer(f2)
+            w1.writerow(CSV_COLUMNS)
+            w2.writerow(THROUGHPUT_COLUMNS)
+            for r, dt in self._rows:
+                r.time -= t0
+                w1.writerow(r.csv())
+                if self._flow_point.get(r.flow) == r.point:
+                    w2.writerow([f"{r.time:.6f}", r.flow, self._owner.get(r.src, r.src),
+                                 self._owner.get(r.dst, r.dst), f"{r.bytes * 8 / dt:.0f}"])
+        self._rows = []  # write() once: times are now relative
+        return [flows, out]
 
     def _address_owners(self) -> dict[str, str]:
         """Address (as noobflow prints it) → topology node name."""
