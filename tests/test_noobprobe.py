@@ -279,11 +279,14 @@ def test_clone_never_recloned(prober, tmp_path):
     app = [p for p in req if p[IP].ttl == 64]
     probes = [p for p in req if p[IP].ttl <= ROUTERS]
     seqs = sorted(p[ICMP].seq for p in app)
-    assert seqs == list(range(1, 101)), seqs
-    assert len(probes) + 1 >= 99          # the first request precedes the hop estimate
+    # no app packet twice (a re-cloned copy would leave again); a loaded machine's
+    # capture may miss a few, so not all 100 are demanded on the wire
+    assert len(seqs) == len(set(seqs)) and len(seqs) >= 95, seqs
     assert len(app) + len(probes) == len(req)
-    assert s1["probes"] - s0["probes"] == len(probes)
-    assert s1["clone_seen"] - s0["clone_seen"] == len(probes)
+    probed = s1["probes"] - s0["probes"]
+    assert probed >= 98                   # the first request precedes the hop estimate
+    assert s1["clone_seen"] - s0["clone_seen"] == probed    # one re-injected copy each
+    assert probed - 5 <= len(probes) <= probed
 
 
 # ---- accuracy on a standing queue --------------------------------------------------
