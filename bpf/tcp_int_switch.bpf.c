@@ -27,6 +27,7 @@
 #define TCPOPT_NOP 1
 #define MAX_OPT_BYTES 40
 #define LINEAR_WANT 134 /* Ethernet + largest IPv4 header + largest TCP header */
+#define LINEAR_MIN 54   /* Ethernet + IPv4 + TCP without options */
 
 const volatile __u32 version = TCP_INT_VERSION_V04;
 const volatile __u32 scale = TCP_INT_SCALE_PUBLIC;
@@ -173,8 +174,11 @@ int tcp_int_switch(struct __sk_buff *skb)
 	data = (void *)(long)skb->data;
 	end = (void *)(long)skb->data_end;
 	seg_len = skb->len;
-	if (end - data < LINEAR_WANT && end - data < seg_len) {
-		/* headers split off the linear part: pull them in (rare; GSO keeps them linear) */
+	if (end - data < LINEAR_MIN && end - data < seg_len) {
+		/* base headers outside the linear part (never for the local stack's TCP, whose
+		 * whole header is linear): pull them in. Never pulled otherwise: a pull on a
+		 * cloned skb (every TCP segment) would copy its head. Options are read with
+		 * bpf_skb_load_bytes, which also reads non-linear data. */
 		bpf_skb_pull_data(skb, seg_len < LINEAR_WANT ? seg_len : LINEAR_WANT);
 		data = (void *)(long)skb->data;
 		end = (void *)(long)skb->data_end;

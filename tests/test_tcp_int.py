@@ -540,3 +540,43 @@ def test_int_trace_instrument_writes_csv_and_plot(tmp_path):
     assert (tmp_path / "int_trace.png").stat().st_size > 10_000
     assert json.loads((tmp_path / "int_trace.meta.json").read_text())["lost_in_ring"] == 0
     assert len(paths) == 3
+
+
+PUBLIC_TOOL = os.environ.get("TCP_INT_PUBLIC_TOOL")  # built outside the repo: docs/tcp-int.md
+
+
+@pytest.mark.skipif(not PUBLIC_TOOL, reason="set TCP_INT_PUBLIC_TOOL=<path to p4app-TCP-INT's "
+                    "tools/tcp_int> (built outside the repo, see docs/tcp-int.md)")
+def test_public_host_tool_reads_our_switch():
+    """p4lang/p4app-TCP-INT's host program instead of ours: its trace shows our switch's
+    queue depth (8 KiB quanta) and hop id (bridge 1)."""
+    topo = topo_line({"ends": ["h1", "s1"]},
+                     {"ends": ["s1", "h2"], "bw": 100, "queue": {"packets": 200}})
+    with running_network(topo) as net:
+        offloads(net, ["h1", "h2"], False)
+        TcpInt(IntOptions(enabled=True, hosts=[]), net).start()  # switch side only
+        r = subprocess.run([PUBLIC_TOOL, "load", "-c", str(net.tracker.cgroup)],
+                           capture_output=True, text=True, timeout=30)
+        assert r.returncode == 0, r.stderr
+        tr = subprocess.Popen([PUBLIC_TOOL, "trace"], stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+        try:
+            time.sleep(0.5)
+            iperf(net, "h1", "h2", 2)
+        finally:
+            tr.terminate()
+            out = tr.communicate(timeout=5)[0]
+            subprocess.run([PUBLIC_TOOL, "unload"], capture_output=True, timeout=30)
+            # its unload leaves its program pin and pin dir behind: ours to remove
+            pub = Path("/sys/fs/bpf/tcp-int")
+            for pin in pub.glob("*") if pub.exists() else []:
+                pin.unlink()
+            if pub.exists():
+                pub.rmdir()
+    rows = [[c.strip() for c in l.split(",")] for l in out.splitlines()
+            if l.strip() and l.strip()[0].isdigit() and net.ip("h1") in l.split(",")[1]]
+    assert len(rows) > 20
+    qdepth = [int(r[8]) for r in rows]
+    assert max(qdepth) >= 4 * 8192 and all(q % 8192 == 0 for q in qdepth)
+    assert {int(r[10]) for r in rows} == {1}          # HID: the first bridge
+    assert max(float(r[9]) for r in rows) > 100       # HLAT (us): a queue at 100 Mb/s

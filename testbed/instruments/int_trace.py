@@ -38,8 +38,9 @@ class IntTraceOptions(InstrumentOptions):
 
 
 def _addr(raw: bytes, family: int) -> str:
-    if family == 10:  # AF_INET6
-        return f"[{ipaddress.IPv6Address(raw)}]"
+    if family == 10:  # AF_INET6; a dual-stack socket's IPv4 peers are v4-mapped
+        a6 = ipaddress.IPv6Address(raw)
+        return str(a6.ipv4_mapped) if a6.ipv4_mapped else f"[{a6}]"
     return str(ipaddress.IPv4Address(raw[:4]))
 
 
