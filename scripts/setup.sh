@@ -20,21 +20,34 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# bcc compiles against /lib/modules/$(uname -r)/build. Kernels built outside Debian
-# ship no headers; Debian's generic headers work for tc/XDP programs.
+# bcc compiles against /lib/modules/$(uname -r)/{build,source}. Kernels built outside
+# Debian ship no headers; Debian's generic headers work for tc/XDP programs: `build` is
+# the arch tree (generated headers), `source` the -common tree (include/linux/kconfig.h).
+# Links we made earlier (into /usr/src/linux-headers-*) are refreshed; others are kept.
 mod=/lib/modules/$(uname -r)
-if [ ! -e "$mod/build" ]; then
+ours() { [ ! -e "$1" ] || { [ -L "$1" ] && readlink "$1" | grep -q '^/usr/src/linux-headers-'; }; }
+if ours "$mod/build" && ours "$mod/source"; then
   hdr=$(ls -d /usr/src/linux-headers-*-amd64 2>/dev/null | sort -V | tail -n1)
-  if [ -n "$hdr" ]; then
+  if [ -n "$hdr" ] && [ -d "${hdr%-amd64}-common" ]; then
     mkdir -p "$mod"
     ln -sfn "$hdr" "$mod/build"
-    ln -sfn "$hdr" "$mod/source"
+    ln -sfn "${hdr%-amd64}-common" "$mod/source"
   fi
 fi
 
 if [ ! -x "$venv/bin/python" ]; then
   /usr/bin/python3 -m venv --system-site-packages "$venv"
 fi
-"$venv/bin/pip" install -q --upgrade pip >/dev/null
-"$venv/bin/pip" install -q -e "$here[dev]"
+# pip only when the dependencies changed (make run / make test call this every time)
+stamp="$venv/.testbed-deps"
+want=$(sha256sum "$here/pyproject.toml" | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  log="$venv/pip-install.log"
+  if ! { "$venv/bin/pip" install --upgrade pip && "$venv/bin/pip" install -e "$here[dev]"; } >"$log" 2>&1; then
+    tail -n 30 "$log" >&2
+    echo "setup: pip install failed (full log: $log)" >&2
+    exit 1
+  fi
+  echo "$want" > "$stamp"
+fi
 echo "setup: ok ($venv)"
