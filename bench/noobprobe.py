@@ -117,6 +117,17 @@ def capture(node, iface: str, path: Path):
     return p
 
 
+def stop_capture(p, path: Path) -> None:
+    """tcpdump drops what it has not read yet when signalled: wait until it caught up."""
+    size, still, deadline = -1, 0, time.monotonic() + 10
+    while still < 3 and time.monotonic() < deadline:
+        time.sleep(0.2)
+        now = path.stat().st_size
+        still, size = (still + 1, size) if now == size else (0, now)
+    p.terminate()
+    p.wait(5)
+
+
 def emission_delays(pcap: Path) -> list[float]:
     """µs from each app echo request (TTL 64) to the probe (TTL ≤ ROUTERS) following it."""
     from scapy.all import ICMP, IP, PcapReader
@@ -178,9 +189,7 @@ def main() -> None:
         try:
             cap = capture(h1, "h1-eth0", tmp / "np.pcap")
             h1.cmd(f"ping -q -c {int(a.seconds * 200)} -i 0.005 {dst}")
-            time.sleep(0.3)
-            cap.terminate()
-            cap.wait(5)
+            stop_capture(cap, tmp / "np.pcap")
             np_rtts = [(s.outttl, s.latency_ms) for s in prober.poll() if s.recv_ns > 0]
         finally:
             prober.remove_host(h)
@@ -193,8 +202,7 @@ def main() -> None:
         time.sleep(0.5)
         h1.cmd(f"ping -q -c {int(a.seconds * 200)} -i 0.005 {dst}")
         us.wait(30)
-        cap.terminate()
-        cap.wait(5)
+        stop_capture(cap, tmp / "us.pcap")
         us_rtts = [tuple(x) for x in json.loads(out.read_text())["rtts"]]
         us_delay = emission_delays(tmp / "us.pcap")
     prober.close()

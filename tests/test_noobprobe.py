@@ -77,7 +77,12 @@ class Capture:
 
     def stop(self):
         from scapy.all import rdpcap
-        time.sleep(0.2)
+        # tcpdump drops what it has not read yet when signalled: wait until it caught up
+        size, still, deadline = -1, 0, time.monotonic() + 10
+        while still < 3 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            now = self.path.stat().st_size
+            still, size = (still + 1, size) if now == size else (0, now)
         self.p.send_signal(signal.SIGINT)
         self.p.wait(5)
         return rdpcap(str(self.path))
