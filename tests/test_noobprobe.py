@@ -217,7 +217,7 @@ def test_matched_icmp_reaches_stack_only_with_pass(prober, pass_icmp):
         te, matched = (s1[k] - s0[k] for k in ("icmp_te", "matched"))
         v4 = sum(1 for s in samples if s.recv_ns > 0 and s.protocol == 1)
         v6 = sum(1 for s in samples if s.recv_ns > 0 and s.protocol == 58)
-        assert v4 >= 20 and v6 >= 20 and matched == v4 + v6
+        assert v4 >= 10 and v6 >= 10 and matched == v4 + v6
         if pass_icmp:
             assert stack == te          # every time-exceeded reached the stack
         else:
