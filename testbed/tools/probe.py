@@ -197,8 +197,9 @@ def run(args: argparse.Namespace) -> int:
     except TestbedError as e:
         print(f"probe: {e}", file=sys.stderr)
         return e.exit_code
-    except OSError as e:
-        print(f"probe: {e}", file=sys.stderr)
+    except Exception as e:  # bcc compile/load, netlink: one line, then the cleanup below
+        print(f"probe: {type(e).__name__}: {str(e).strip().splitlines()[-1] if str(e) else ''}",
+              file=sys.stderr)
         return RUN_FAILURE
     finally:
         if proc is not None and proc.poll() is None:
@@ -225,11 +226,18 @@ def run(args: argparse.Namespace) -> int:
     return OK
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """Usage errors as one line (the bad-input rule), exit 2."""
+
+    def error(self, message: str):
+        self.exit(BAD_INPUT, f"{self.prog}: {message} (see --help)\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    p = _build(argparse.ArgumentParser(prog="probe", description=__doc__.split("\n\n")[1],
-                                       epilog=EXAMPLES,
-                                       formatter_class=argparse.RawDescriptionHelpFormatter))
+    p = _build(_OneLineParser(prog="probe", description=__doc__.split("\n\n")[1],
+                              epilog=EXAMPLES,
+                              formatter_class=argparse.RawDescriptionHelpFormatter))
     try:
         args = p.parse_args(argv)
     except SystemExit as e:     # argparse already printed its one line
