@@ -342,9 +342,14 @@ def test_int_queue_depth_follows_real_backlog():
                 pairs.append((decode_qdepth(v04(o[1])["intval"], scale), truth))
         assert len(pairs) > 100
         assert max(t for _, t in pairs) > 4 * q  # a real queue was there to report
-        # INT truncates to whole quanta: truth - q < INT <= truth; timing noise: one packet
-        ok = [i for i, t in pairs if t - q - MTU_FRAME <= i <= t + MTU_FRAME]
-        assert len(ok) >= 0.9 * len(pairs), (scale, [(i, round(t)) for i, t in pairs[:30]])
+        # INT truncates to whole quanta: truth - q < INT <= truth, so the typical error is
+        # -q/2. The truth itself is noisy: capture timestamps on a shared 2-core machine
+        # and HTB's burst (~4 KB at 20 Mb/s) move it by a packet or two.
+        errs = sorted(i - t for i, t in pairs)
+        med = statistics.median(errs)
+        assert -q - MTU_FRAME / 2 <= med <= MTU_FRAME / 2, (scale, med)
+        ok = [i for i, t in pairs if t - q - 2 * MTU_FRAME <= i <= t + MTU_FRAME]
+        assert len(ok) >= 0.9 * len(pairs), (scale, med, errs[:: max(1, len(errs) // 20)])
 
 
 def test_untagged_and_non_tcp_pass_byte_identical_and_outside_cgroup_untouched():
@@ -580,3 +585,31 @@ def test_public_host_tool_reads_our_switch():
     assert max(qdepth) >= 4 * 8192 and all(q % 8192 == 0 for q in qdepth)
     assert {int(r[10]) for r in rows} == {1}          # HID: the first bridge
     assert max(float(r[9]) for r in rows) > 100       # HLAT (us): a queue at 100 Mb/s
+
+
+def test_ipv6_segments_are_stamped_with_valid_checksums():
+    from scapy.all import IPv6
+
+    topo = {**topo_line({"ends": ["h1", "s1"]},
+                        {"ends": ["s1", "h2"], "bw": 50, "queue": {"packets": 100}}),
+            "ipv6": True}
+    with running_network(topo) as net:
+        offloads(net, ["h1", "h2"], False)
+        TcpInt(IntOptions(enabled=True, scale="fine"), net).start()
+        cap = Capture(net, "h2", "h2-eth0", "ip6 and tcp", direction="in")
+        dst = net.ip("h2", v6=True).split("/")[0]
+        srv = net["h2"].popen(["iperf3", "-s", "-1", "-p", "5207"], stdout=subprocess.DEVNULL)
+        time.sleep(0.3)
+        net.run("h1", f"iperf3 -6 -c {dst} -p 5207 -t 1")
+        srv.wait(timeout=10)
+        pkts = cap.stop()
+    data = [p for p in pkts if IPv6 in p and len(p[TCP].payload)]
+    tagged = [(p, int_option(p)) for p in data if int_option(p)]
+    assert len(tagged) > 50 and len(tagged) >= 0.9 * len(data)
+    assert {v04(o[1])["hopid"] for _, o in tagged} == {63}
+    assert any(v04(o[1])["intval"] > 0 for _, o in tagged)
+    for p, _ in tagged[:200]:
+        raw = bytes(p[IPv6])
+        seg = raw[40:40 + p[IPv6].plen]
+        ph = raw[8:40] + struct.pack("!IxxxB", len(seg), 6)
+        assert _fold(_sum16(ph) + _sum16(seg)) == 0xffff  # full checksum valid

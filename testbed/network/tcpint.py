@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..config.models import Duration, Rate
 from ..errors import MissingFeature, RunError
 
 if TYPE_CHECKING:
@@ -180,8 +181,8 @@ class IntOptions(BaseModel):
     uncongested_every: int = Field(16, ge=1, le=255)  # … UNCONGESTED
     applimited_every: int = Field(1, ge=1, le=255)   # … APPLIMITED
     echo: bool = True                             # receivers echo telemetry to senders
-    util_window: float = Field(0.001, gt=0, le=10)  # s: utilization averaging window
-    hop_mbps: float | None = Field(None, gt=0)    # CC decode: link speed if no code says
+    util_window: Duration = Field(0.001, gt=0, le=10)  # utilization averaging window
+    hop_mbps: Rate | None = Field(None, gt=0)     # CC decode: link speed if no code says
     hosts: list[str] | None = None                # hosts with the host program (None: all)
     switches: list[str] | None = None             # forwarding nodes that stamp (None: all)
     trace: bool = True                            # ring-buffer events for int_trace
