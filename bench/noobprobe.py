@@ -160,9 +160,9 @@ def main() -> None:
     with running_network({"builtin": "chain", "routers": ROUTERS}) as net:
         h1, h2 = net["h1"], net["h2"]
         dst = net.ip("h2")
-        # 1. overhead, at the default per-hop rate and at a quarter of it. Each probe of a
-        # TSO/GSO super-packet costs a linearised copy of it (bpf_skb_change_tail makes
-        # the whole skb writable before trimming), so the cost scales with probes/s.
+        # 1. overhead, at the default per-hop rate and at a quarter of it. The emulated
+        # path is CPU-bound per packet and GSO makes the app's packets few and large, so
+        # the cost scales with probes/s (docs/noobprobe.md).
         without: list[float] = []
         with_: dict[float, list[float]] = {20.0: [], 5.0: []}
         nprobes: dict[float, int] = {}
