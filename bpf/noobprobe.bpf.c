@@ -241,12 +241,12 @@ static __always_inline u32 np_ctz64(u64 v)
 	return n;
 }
 
-/* Hops to probe in `round`: those that answered, except in the first rounds and every
- * NP_RETRY_ROUNDS-th round, when silent hops are retried too. */
+/* Hops to probe in `round`: those that answered in this or the previous epoch, except
+ * in the first rounds and every NP_RETRY_ROUNDS-th round, when every hop is tried. */
 static __always_inline u64 np_mask(struct np_dest_state *st, u32 round, u64 all)
 {
 	if (round > NP_LEARN_ROUNDS && (round % NP_RETRY_ROUNDS) != 0)
-		return all & st->responded;
+		return all & (st->responded | st->responded_prev);
 	return all;
 }
 
@@ -289,6 +289,10 @@ static __always_inline int np_choose(u32 id, u32 *ttl, u32 *seq)
 		m = np_mask(st, round, all) & ~((1ULL << hop) - 1);
 	if (!m) {
 		round++;
+		if (round % NP_RETRY_ROUNDS == 0) {     /* a new epoch: age the answers */
+			st->responded_prev = st->responded;
+			st->responded = 0;      /* a reply racing this is counted next time */
+		}
 		m = np_mask(st, round, all);
 	}
 	if (!m) {                               /* no hop answers: wait for a retry round */

@@ -51,8 +51,8 @@
 #define NP_CB_SEQ  2
 #define NP_CB_L3   3            /* (family << 16) | l4 offset from the Ethernet header */
 
-/* A silent hop (never answered) is probed only in every NP_RETRY_ROUNDS-th round
- * after the first NP_LEARN_ROUNDS rounds. */
+/* A silent hop (no answer in this or the previous epoch of NP_RETRY_ROUNDS rounds) is
+ * probed only in every NP_RETRY_ROUNDS-th round, after the first NP_LEARN_ROUNDS rounds. */
 #ifndef NP_LEARN_ROUNDS
 #define NP_LEARN_ROUNDS 3
 #endif
@@ -96,7 +96,9 @@ struct np_dest_state {
 	__u64 last_probe_ns;            /* per-destination claim: one CPU probes at a time */
 	__u64 hops_update_ns;           /* when `hops` was last re-inferred */
 	__u64 hop_last_ns[NP_MAX_HOPS + 1]; /* per-hop budget: last probe to each TTL */
-	__u64 responded;                /* bit h: hop h answered at least once */
+	__u64 responded;                /* bit h: hop h answered in this retry epoch */
+	__u64 responded_prev;           /* ... in the previous one (a hop that stops
+	                                   answering is dropped after two epochs) */
 	__u32 next_seq;
 	__u32 host;                     /* host id (np_hosts index) */
 	__u32 round;                    /* completed rounds over the hops */

@@ -262,6 +262,32 @@ def test_rate_limits_hold(prober, kind):
         assert len(ts) >= 0.5 * rate * span
 
 
+# ---- silent hops ----------------------------------------------------------------------
+
+def test_silent_hop_probed_rarely(prober):
+    """r2 answers a few time-exceeded and then nothing (its ICMP rate limit, 1 per
+    1000 s per peer after a burst): hop 2 is then probed only in retry rounds (1 in
+    NP_RETRY_ROUNDS), the other hops all along."""
+    from testbed.instruments.noobprobe import H
+    with chain() as net:
+        h1 = net["h1"]
+        net["r2"].cmd("sysctl -qw net.ipv4.icmp_ratelimit=1000000")
+        h = prober.add_host("h1", "h1-eth0", [net.ip("h2")], HostSettings(hop_rate=200),
+                            h1.netns)
+        try:
+            run_app(h1, f"ping -c 1000 -i 0.002 -q {net.ip('h2')}")
+            samples = prober.poll(give_up_all=True)
+        finally:
+            prober.remove_host(h)
+    count = {k: sum(1 for s in samples if s.outttl == k) for k in range(1, ROUTERS + 1)}
+    answered2 = sum(1 for s in samples if s.outttl == 2 and s.recv_ns > 0)
+    print(f"\nprobes per hop {count}, hop 2 answered {answered2}")
+    others = statistics.median(count[k] for k in (1, 3, 4))
+    assert answered2 <= 10 and others >= 100, count
+    assert count[2] <= others / H["NP_RETRY_ROUNDS"] * 2.5 + 2 * H["NP_RETRY_ROUNDS"], count
+    assert count[2] >= 0.5 * others / H["NP_RETRY_ROUNDS"], count        # still retried
+
+
 # ---- a clone is never cloned again -------------------------------------------------
 
 def test_clone_never_recloned(prober, tmp_path):

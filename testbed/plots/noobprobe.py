@@ -183,14 +183,16 @@ def route_change(bundle: Path, at: float, hop: int, settle: float = 0.5,
 
     before, after = window(settle, at), window(at + settle, end + 1)
     frac_b = {h: len(answered(v)) / len(v) for h, v in before.items() if len(v) >= 10}
-    frac_a = {h: len(answered(v)) / len(v) for h, v in after.items() if len(v) >= 10}
+    # a silent hop is soon probed only in retry rounds: a few probes are enough there
+    frac_a = {h: len(answered(v)) / len(v) for h, v in after.items() if len(v) >= 3}
     resp = {w: sorted({r["responder"] for r in answered(d.get(hop, []))})
             for w, d in (("before", before), ("after", after))}
 
     def last_med(d, frac) -> tuple[int, float]:
         h = max(k for k, f in frac.items() if f >= 0.5)
         return h, statistics.median(float(r["latency"]) for r in answered(d[h]))
-    (hb, mb), (ha, ma) = last_med(before, frac_b), last_med(after, frac_a)
+    (hb, mb) = last_med(before, frac_b)
+    (ha, ma) = last_med(after, {h: f for h, f in frac_a.items() if len(after[h]) >= 10})
     per_s_before = sum(len(v) for v in before.values()) / max(at - settle, 1e-9)
     during = sum(len(v) for v in window(at, at + 1.0).values())
     checks = {
@@ -205,6 +207,7 @@ def route_change(bundle: Path, at: float, hop: int, settle: float = 0.5,
     return {"claim": "route_change", "pass": all(checks.values()), "checks": checks,
             "responders_at_hop": resp, "answered_before": {h: round(f, 2) for h, f in frac_b.items()},
             "answered_after": {h: round(f, 2) for h, f in frac_a.items()},
+            "probes_after": {h: len(v) for h, v in after.items()},
             "last_hop_median_ms": {"before": [hb, round(mb, 3)], "after": [ha, round(ma, 3)]},
             "probes_per_s_before": round(per_s_before, 1),
             "probes_in_1s_after_change": during}
