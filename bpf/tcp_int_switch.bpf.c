@@ -25,6 +25,9 @@
 #define TCQ_F_BUILTIN 1
 #define TCPOPT_EOL 0
 #define TCPOPT_NOP 1
+#define TCPOPT_TIMESTAMP 8
+#define TCPOLEN_TIMESTAMP 10
+#define TCPOLEN_TSTAMP_ALIGNED 12
 #define MAX_OPT_BYTES 40
 #define LINEAR_WANT 134 /* Ethernet + largest IPv4 header + largest TCP header */
 #define LINEAR_MIN 54   /* Ethernet + IPv4 + TCP without options */
@@ -203,7 +206,17 @@ int tcp_int_switch(struct __sk_buff *skb)
 	if (bpf_skb_load_bytes(skb, tcp_off + sizeof(*tcp), scan.opts, optlen) < 0)
 		goto out;
 	scan.len = optlen;
-	bpf_loop(MAX_OPT_BYTES, scan_step, &scan, 0);
+	/* fast paths for Linux's layout (NOP NOP TS first): TS alone = untagged; TS then
+	 * the option. Anything else: scan the list. */
+	if (scan.opts[0] == TCPOPT_NOP && scan.opts[1] == TCPOPT_NOP &&
+	    scan.opts[2] == TCPOPT_TIMESTAMP && scan.opts[3] == TCPOLEN_TIMESTAMP &&
+	    (optlen == TCPOLEN_TSTAMP_ALIGNED ||
+	     (scan.opts[TCPOLEN_TSTAMP_ALIGNED] == TCP_INT_OPT_KIND &&
+	      scan.opts[TCPOLEN_TSTAMP_ALIGNED + 1] == TCP_INT_OPT_LEN &&
+	      optlen >= TCPOLEN_TSTAMP_ALIGNED + TCP_INT_OPT_LEN)))
+		scan.found = optlen == TCPOLEN_TSTAMP_ALIGNED ? -1 : TCPOLEN_TSTAMP_ALIGNED;
+	else
+		bpf_loop(MAX_OPT_BYTES, scan_step, &scan, 0);
 	at = scan.found;
 	if (at < 0 || at > MAX_OPT_BYTES - TCP_INT_OPT_LEN) /* 2nd test: verifier bound */
 		goto out;

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from scapy.all import IP, TCP, UDP, ICMP, rdpcap  # noqa: F401
+from scapy.all import IP, TCP, rdpcap
 
 from testbed.network.tcpint import (IntOptions, TcpInt, D, decode_qdepth, layout,
                                     qdepth_shift)
@@ -156,7 +156,10 @@ def test_header_is_parsed_not_copied():
 
 
 def test_check_passes_here():
+    from testbed.network.tcpint import checks
     TcpInt.check()
+    rows = checks()
+    assert rows and all(c.ok for c in rows), [c.name for c in rows if not c.ok]
 
 
 @pytest.mark.parametrize("offl", ["on", "off"])
@@ -526,7 +529,8 @@ def test_int_trace_instrument_writes_csv_and_plot(tmp_path):
             f.write("time,node,iface,backlog_bytes,qlen_pkts,drops,sent_bytes\n")
             while cl.poll() is None:
                 out = net.run("s1", "tc -s qdisc show dev s1-eth1")
-                b = out.split(" backlog ")[1].split()[0].rstrip("b")
+                b = out.split(" backlog ")[1].split()[0].rstrip("b")  # tc: 512b, 60Kb, 1Mb
+                b = int(float(b.rstrip("KM")) * {"K": 1024, "M": 1 << 20}.get(b[-1], 1))
                 f.write(f"{(time.monotonic_ns() - t0) / 1e9},s1,s1-eth1,{b},0,0,0\n")
                 time.sleep(0.05)
         srv.wait(timeout=10)

@@ -11,7 +11,9 @@ Functions:
 - defs(): the #define constants of bpf/tcp_int_defs.h (the one definition of the option).
 - ls_code(rate_mbps, scale): the LinkSpeed code of a link.
 - encode_intval / decode_qdepth / decode_util: the encodings, for decoders and tests.
-- sk_state(sock, pin_dir): the tcp_int_state of one of the calling process's sockets.
+- sk_state(sock, pin_dir): the tcp_int_state of one of the calling process's sockets
+  (call it from the root mount namespace: Mininet nodes remount /sys, hiding bpffs).
+- checks(): TCP-INT's kernel features as doctor rows (TcpInt.check() raises instead).
 
 Pins (under RunTracker.pin_dir()): tcp_int_switch (program, attached by path with
 `tc … bpf da pinned`), tcp_int_ports, tcp_int_state (for the CC: reuse_map), tcp_int_events,
@@ -22,6 +24,7 @@ from __future__ import annotations
 import functools
 import os
 import re
+import shutil
 import socket
 import struct
 import subprocess
@@ -32,7 +35,7 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..config.models import Duration, Rate
-from ..errors import MissingFeature, RunError
+from ..errors import ConfigError, MissingFeature, RunError
 
 if TYPE_CHECKING:
     from ..bpf.libbpf import BpfObject, Map
@@ -231,6 +234,35 @@ def _kallsyms(names: tuple[str, ...]) -> set[str]:
     return found
 
 
+def checks() -> list:
+    """TCP-INT's kernel features one by one, as network.features.Check rows (for doctor)."""
+    from .features import Check
+    from .tracker import CGROUP_ROOT
+
+    have = _kallsyms(_KSYMS)
+    rows = [
+        Check("tcp-int: cgroup sockops", "__cgroup_bpf_run_filter_sock_ops" in have,
+              "CONFIG_CGROUP_BPF", "a kernel with cgroup BPF", required=False),
+        Check("tcp-int: sockops header options", {"bpf_sock_ops_reserve_hdr_opt",
+              "bpf_sock_ops_store_hdr_opt"} <= have, "kernel >= 5.10", "newer kernel",
+              required=False),
+        Check("tcp-int: SK_STORAGE", "bpf_sk_storage_get" in have, "per-socket maps",
+              "newer kernel", required=False),
+        Check("tcp-int: kfunc bpf_cast_to_kern_ctx", "bpf_cast_to_kern_ctx" in have,
+              "switch reads the egress qdisc", "kernel >= 6.2", required=False),
+        Check("tcp-int: bpf_loop", "bpf_loop" in have, "option scan", "kernel >= 5.17",
+              required=False),
+        Check("tcp-int: tc clsact + cls_bpf", {"cls_bpf_classify", "clsact_init"} <= have,
+              "switch attach point", "kernel with NET_SCH_INGRESS and NET_CLS_BPF",
+              required=False),
+        Check("tcp-int: cgroup v2", (CGROUP_ROOT / "cgroup.procs").exists(), str(CGROUP_ROOT),
+              f"mount -t cgroup2 none {CGROUP_ROOT}", required=False),
+        Check("tcp-int: bpffs", os.path.ismount("/sys/fs/bpf"), "/sys/fs/bpf",
+              "mount -t bpf bpf /sys/fs/bpf", required=False),
+    ]
+    return rows
+
+
 # -- the run's TCP-INT -------------------------------------------------------------------
 class TcpInt:
     """Compile and load both programs once per run; attach; pin; undo on stop()."""
@@ -275,8 +307,8 @@ class TcpInt:
             names = sorted({what[m] for m in missing})
             raise MissingFeature("TCP-INT needs " + ", ".join(names),
                                  "a kernel >= 6.2 with BPF, BTF, cgroup sockops and cls_bpf")
-        for t, pkg in (("tc", "iproute2"), ("clang", "clang"), ("bpftool", "bpftool")):
-            import shutil
+        for t, pkg in (("tc", "iproute2"), ("nsenter", "util-linux"), ("clang", "clang"),
+                       ("bpftool", "bpftool")):
             if not shutil.which(t):
                 raise MissingFeature(f"TCP-INT: {t} not found", f"apt-get install {pkg}")
 
@@ -286,7 +318,6 @@ class TcpInt:
                                   ("int.switches", self.options.switches, ("switch", "router"))):
             for n in names or []:
                 if n not in g.nodes or g.nodes[n].kind not in kinds:
-                    from ..errors import ConfigError
                     raise ConfigError(f"{n!r} is not a {' or '.join(kinds)} of the topology",
                                       key=key)
 
@@ -359,8 +390,6 @@ class TcpInt:
         return D("TTL_INIT") - n
 
     def _attach_switches(self, prog_pin: Path) -> None:
-        from .nodes import TbNode  # noqa: F401 - the nodes are TbSwitch instances
-
         ports_map = self.switch_obj.map("tcp_int_ports")
         key_l, port_l = layout("tcp_int_port_key"), layout("tcp_int_port")
         for g in self.stamping_nodes():
