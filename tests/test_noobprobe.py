@@ -552,3 +552,23 @@ def test_instrument_in_an_experiment(tmp_path):
     assert v["pass"], v
     v = one_hop_queue(out, hop=2)
     assert not v["pass"], v
+
+
+# ---- the NOOBs figures whose claims need a whole run ---------------------------------
+
+@pytest.mark.slow
+@pytest.mark.parametrize("exp,claim", [("noob_n2", "route_change"), ("noob_n3", "ecmp_paths")])
+def test_noob_experiment_claims(exp, claim, tmp_path):
+    """N2 (route change mid-flow: the runner's route events, a silent hop) and N3 (ECMP with
+    L4 hashing: per-flow paths from the flows' own probes, per-path throughput KS test)
+    run end to end and their claims, checked in code, hold."""
+    from testbed.plots.noobprobe import check
+    out = tmp_path / "run"
+    r = subprocess.run([PY, "-m", "testbed", "run", str(REPO / f"experiments/{exp}.yaml"),
+                        "-q", "--out", str(out)], cwd=str(REPO), capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    verdicts = check(out)
+    assert [v["claim"] for v in verdicts] == [claim]
+    assert verdicts[0]["pass"], verdicts[0]
+    assert (out / "noobprobe_claims.json").exists()
