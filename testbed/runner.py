@@ -82,6 +82,7 @@ class Runner:
         self.argv, self.sets = argv or sys.argv, sets or []
         self.statuses: dict[str, dict] = {}
         self.verdicts: list = []
+        self.run_cache: dict = {}  # instruments' compiled objects, shared by all points
 
     # -- the sweep -------------------------------------------------------------------
     def run(self) -> int:
@@ -123,6 +124,13 @@ class Runner:
             return
         if self.verdicts:
             write_verdicts(self.run_dir, self.verdicts)
+        from .plots import noobprobe  # the NOOBs figures' claims (noobprobe_claims.json)
+        if self.plan.experiment.name in noobprobe.EXPECT:
+            from .claims import Verdict
+            for v in noobprobe.check(self.run_dir):
+                detail = ", ".join(f"{k}={x}" for k, x in v.items() if k not in ("claim", "pass")
+                                   and isinstance(x, (int, float, str)))
+                self.verdicts.append(Verdict(v["claim"], None, bool(v["pass"]), detail[:300]))
 
     def _congestion_controls(self, tracker: RunTracker):
         try:
@@ -220,7 +228,7 @@ class Runner:
         meta["cc_names"] = {f.cc: cc_name(f.cc) for f in flows if f.protocol == "tcp"}
         names = list(exp.instruments) or list(DEFAULT_INSTRUMENTS)
         ctx = InstrumentContext(net=net, outdir=pdir, tracker=tracker, experiment=exp,
-                                flows=flows)
+                                flows=flows, run_cache=self.run_cache)
         instruments = []
         phase("instruments")
         for name in names:

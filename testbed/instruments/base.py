@@ -17,7 +17,9 @@ timestamp (the same clock as bpf_ktime_get_ns and time.monotonic_ns()).
 
 Registering: decorate the class with @register; its `name` is the YAML key under
 `instruments:`; its `Options` model validates that key's value (extra keys forbidden).
-Compile-heavy instruments compile once per run: cache on ctx.run_cache.
+Compile-heavy instruments compile once per run: keep the object in ctx.run_cache (shared
+by every point of the run) and register its cleanup with ctx.tracker.defer_run(...), which
+outlives the point (a plain defer would close it when the point ends).
 """
 from __future__ import annotations
 

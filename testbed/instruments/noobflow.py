@@ -665,7 +665,7 @@ class NoobflowInstrument(Instrument):
         if nf is None or nf.bpf is None:
             nf = Noobflow(points=H["NF_MAX_POINTS"], max_flows=self.options.max_flows)
             self.ctx.run_cache[key] = nf
-            self.ctx.tracker.defer("noobflow: close BPF object", nf.close)
+            self.ctx.tracker.defer_run("noobflow: close BPF object", nf.close)
         if npoints > nf.max_points:
             raise ConfigError(f"noobflow: {npoints} attach points, at most "
                               f"{nf.max_points}", key="instruments.noobflow")

@@ -522,7 +522,7 @@ class NoobprobeInstrument(Instrument):
         if prober is None:        # compile once per run, shared by every point and host
             prober = Prober()
             self.ctx.run_cache["noobprobe"] = prober
-            self.ctx.tracker.defer("noobprobe: unload", prober.close)
+            self.ctx.tracker.defer_run("noobprobe: unload", prober.close)
         self.prober: Prober = prober
         self.hosts: list[_Host] = []
         self.samples: list[Sample] = []

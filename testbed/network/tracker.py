@@ -104,6 +104,7 @@ class RunTracker:
 
     run_id: str = field(default_factory=lambda: secrets.token_hex(3))
     _undo: list[tuple[str, Callable[[], None]]] = field(default_factory=list, repr=False)
+    _run_undo: list[tuple[str, Callable[[], None]]] = field(default_factory=list, repr=False)
     _open: bool = False
 
     @property
@@ -167,6 +168,11 @@ class RunTracker:
         """Register an undo action; close() runs them newest first."""
         self._undo.append((what, undo))
 
+    def defer_run(self, what: str, undo: Callable[[], None]) -> None:
+        """Register an undo that outlives every scope (e.g. a BPF object compiled once per
+        run and reused by every sweep point); close() runs it last."""
+        self._run_undo.append((what, undo))
+
     @contextlib.contextmanager
     def scope(self) -> Iterator[None]:
         """Undo on exit only what was registered inside (e.g. one sweep point's network)."""
@@ -194,6 +200,8 @@ class RunTracker:
         # Ctrl-C during teardown must not leave half the state behind.
         old = signal.signal(signal.SIGINT, signal.SIG_IGN) if _main_thread() else None
         try:
+            errors += self.unwind(0)
+            self._undo, self._run_undo = self._run_undo, []
             errors += self.unwind(0)
             for what, fn in (("cgroup", lambda: kill_cgroup(self.cgroup)),
                              ("bpf pins", lambda: _remove_pins(self.bpffs)),
