@@ -24,6 +24,7 @@ import threading
 import time
 
 from ..errors import BAD_INPUT, OK, RUN_FAILURE, ConfigError, MissingFeature, TestbedError
+from . import positive
 
 EXAMPLES = """examples:
   python -m testbed flows -i eth0                      # every flow, 1 s intervals
@@ -39,14 +40,6 @@ TABLE_HDR = TABLE_FMT.format("TIME(s)", "INTVL", "SRC", "SPORT", "DST", "DPORT",
                              "PACKETS", "BYTES", "FLGS")
 
 
-def _positive(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be > 0 seconds")
-    return v
 
 
 def _build(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -54,14 +47,14 @@ def _build(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="interface to attach XDP to (its received frames are counted)")
     p.add_argument("--netns", metavar="NS", default=None,
                    help="network namespace of IFACE: a name from `ip netns list` or a PID")
-    p.add_argument("--interval", type=_positive, default=1.0, metavar="S",
+    p.add_argument("--interval", type=positive, default=1.0, metavar="S",
                    help="seconds between buffer swaps, one output block each (default 1)")
     p.add_argument("--filter", action="append", default=[], metavar="F",
                    help="capture only matching flows: net=PREFIX, port=N, proto=NAME|N, "
                         "comma-separated or repeated; kinds ANDed, values ORed")
     p.add_argument("--csv", metavar="FILE", default=None,
                    help="write CSV rows to FILE ('-' = stdout) instead of the table")
-    p.add_argument("--duration", type=_positive, default=None, metavar="S",
+    p.add_argument("--duration", type=positive, default=None, metavar="S",
                    help="stop after S seconds (default: until Ctrl-C)")
     p.add_argument("--mode", choices=("native", "skb"), default="native",
                    help="XDP mode: native (driver, default) or skb (generic)")

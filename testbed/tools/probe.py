@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 from ..errors import BAD_INPUT, OK, RUN_FAILURE, ConfigError, MissingFeature, TestbedError
+from . import positive
 
 EXAMPLES = """examples:
   python -m testbed probe -i eth0 -d example.org -- curl -so /dev/null https://example.org/
@@ -46,14 +47,6 @@ TABLE_HDR = TABLE_FMT.format("TIME(s)", "HOP", "SEQ", "LAT(ms)", "DEST", "TTL", 
                              "SPORT", "DPORT", "PROTO")
 
 
-def _positive(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if v <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be > 0")
-    return v
 
 
 def _build(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -64,19 +57,19 @@ def _build(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--netns", metavar="NS", default=None,
                    help="network namespace of IFACE (and of APP): a name from "
                         "`ip netns list`, a PID or a path")
-    p.add_argument("--rate", type=_positive, default=1000.0, metavar="R",
+    p.add_argument("--rate", type=positive, default=1000.0, metavar="R",
                    help="global maximum probes/s (default 1000)")
-    p.add_argument("--hop-rate", type=_positive, default=20.0, metavar="R",
+    p.add_argument("--hop-rate", type=positive, default=20.0, metavar="R",
                    help="maximum probes/s to each hop of each destination (default 20)")
     p.add_argument("--pass-icmp", action="store_true",
                    help="let matched time-exceeded messages reach the host stack")
     p.add_argument("--hops", type=int, default=None, metavar="N",
                    help="distance to the destinations (default: inferred from their TTLs)")
-    p.add_argument("--timeout", type=_positive, default=2.0, metavar="S",
+    p.add_argument("--timeout", type=positive, default=2.0, metavar="S",
                    help="a probe unanswered this long is reported with latency -1 (default 2)")
-    p.add_argument("--interval", type=_positive, default=0.5, metavar="S",
+    p.add_argument("--interval", type=positive, default=0.5, metavar="S",
                    help="seconds between reads of the results (default 0.5)")
-    p.add_argument("--duration", type=_positive, default=None, metavar="S",
+    p.add_argument("--duration", type=positive, default=None, metavar="S",
                    help="stop after S seconds (default: when APP exits, or Ctrl-C)")
     p.add_argument("--csv", metavar="FILE", default=None,
                    help="append rows to FILE (CSV) instead of printing a table")
