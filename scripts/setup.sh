@@ -35,6 +35,11 @@ if ours "$mod/build" && ours "$mod/source"; then
   fi
 fi
 
+# Pinned BPF objects (TCP-INT's programs and maps) live in bpffs.
+if ! mountpoint -q /sys/fs/bpf; then
+  mount -t bpf bpf /sys/fs/bpf
+fi
+
 if [ ! -x "$venv/bin/python" ]; then
   /usr/bin/python3 -m venv --system-site-packages "$venv"
 fi

@@ -84,13 +84,11 @@ def _doctor(a) -> int:
     rows = features.checks()
     extra = []
     try:
-        from .network.tcpint import TcpInt
-        TcpInt.check()
-        extra.append(features.Check("TCP-INT (sockops, sk_storage, kfuncs)", True, "ok"))
+        from .network import tcpint
+        extra += [features.Check(f"TCP-INT: {c.name}", c.ok, c.detail, c.fix, required=False)
+                  for c in tcpint.checks()]
     except ImportError:
         pass
-    except errors.MissingFeature as e:
-        extra.append(features.Check("TCP-INT", False, e.what, e.fix, required=False))
     try:
         from .bpf import cc
         cc.check(list(cc.EBPF_CCS))
