@@ -85,7 +85,7 @@ def _doctor(a) -> int:
     extra = []
     try:
         from .network import tcpint
-        extra += [features.Check(f"TCP-INT: {c.name}", c.ok, c.detail, c.fix, required=False)
+        extra += [features.Check(c.name, c.ok, c.detail, c.fix, required=False)
                   for c in tcpint.checks()]
     except ImportError:
         pass
