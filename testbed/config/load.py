@@ -186,7 +186,10 @@ class Plan:
 def _point_name(values: dict[str, Any]) -> str:
     if not values:
         return "default"
-    parts = [f"{k.split('.')[-1]}={v}" for k, v in values.items()]
+    short = [k.split(".")[-1] for k in values]
+    # the key's last word names the directory, unless two swept keys share it
+    parts = [f"{k if short.count(k.split('.')[-1]) > 1 else k.split('.')[-1]}={v}"
+             for k, v in values.items()]
     return ",".join(parts).replace("/", "_").replace(" ", "")
 
 
