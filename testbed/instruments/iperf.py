@@ -108,8 +108,8 @@ def server_intervals(path: Path, parallel: int = 1) -> list[tuple[int, float]]:
     found = []
     for line in lines:
         ns, _, text = line.partition(" ")
-        if text.startswith("- - -"):
-            break  # the summary follows
+        if text.rstrip().endswith(("sender", "receiver")):
+            continue  # the test's summary, not an interval
         m = _IV.match(text)
         if not m or (want and m.group(1) != want) or (not want and m.group(1) == "SUM"):
             continue
