@@ -175,6 +175,9 @@ def send_crafted(net, dst: str = "h2", nbytes: int = 200) -> dict[int, object]:
     else:                                              # routed: to the gateway
         to = first
     iface = net.graph.nodes[dst].intfs[0].name
+    # one ping first: neighbours resolved and bridges past their first frames, so the
+    # hand-made segments meet forwarding in its steady state on either backend
+    net.run("h1", f"ping -c 1 -W 2 {net.ip(dst)}")
     cap = Capture(net, dst, iface, "tcp and dst port 9", snaplen=2000)
     net.run("h1", f"{PY} {script} h1-eth0 {mac_of(net, 'h1', 'h1-eth0')} "
                   f"{mac_of(net, to.node, to.name)} {net.ip('h1')} {net.ip(dst)} {nbytes}")
