@@ -85,7 +85,10 @@ class Capture:
     def __init__(self, net, node: str, iface: str, filt: str = "tcp", count: int = 6000,
                  snaplen: int = 200):
         self.path = net.tracker.workdir / f"cap-{node}-{iface}-{time.monotonic_ns()}.pcap"
-        self.p = net[node].popen(["tcpdump", "-i", iface, "-n", "-U", "-Q", "in",
+        # --immediate-mode: without it packets wait in the ring's block until its timeout
+        # and those still there when tcpdump is stopped are lost
+        self.p = net[node].popen(["tcpdump", "-i", iface, "-n", "-U", "--immediate-mode",
+                                  "-Q", "in",
                                   "-s", str(snaplen),
                                   "-c", str(count), "-w", str(self.path), filt],
                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -95,7 +98,7 @@ class Capture:
         assert "listening" in line, f"tcpdump did not start: {line}"
 
     def stop(self) -> list:
-        time.sleep(0.3)
+        time.sleep(0.5)
         if self.p.poll() is None:
             self.p.terminate()
         self.p.wait(timeout=5)
