@@ -250,16 +250,7 @@ def test_cc_gone_when_holder_dies(name, sig):
         time.sleep(0.05)
     assert k not in available()
     if sig == signal.SIGKILL:  # its tracker could not run: remove that run's leftovers
-        import shutil
-
-        from testbed.network.tracker import (NAME_PREFIX, STATE_DIR, _remove_pins,
-                                             find_leftovers, kill_cgroup)
+        from testbed.network.tracker import find_leftovers, remove_leftover
         for lo in find_leftovers():
             if k.startswith(f"tb{lo.run_id}_"):
-                if lo.cgroup:
-                    kill_cgroup(lo.cgroup)
-                if lo.bpffs:
-                    _remove_pins(lo.bpffs)
-                if lo.state_file:
-                    lo.state_file.unlink(missing_ok=True)
-                shutil.rmtree(STATE_DIR / f"{NAME_PREFIX}{lo.run_id}", ignore_errors=True)
+                remove_leftover(lo)

@@ -263,15 +263,20 @@ def find_leftovers(include_live: bool = False) -> list[Leftover]:
     return list(found.values())
 
 
+def remove_leftover(lo: Leftover) -> None:
+    """Remove one crashed run's state: its processes (by cgroup), cgroups, pins, files."""
+    if lo.cgroup:
+        kill_cgroup(lo.cgroup)
+    if lo.bpffs:
+        _remove_pins(lo.bpffs)
+    if lo.state_file:
+        lo.state_file.unlink(missing_ok=True)
+    shutil.rmtree(STATE_DIR / f"{NAME_PREFIX}{lo.run_id}", ignore_errors=True)
+
+
 def clean_leftovers(include_live: bool = False) -> list[Leftover]:
-    """Remove what crashed runs left: their processes (by cgroup), cgroups, pins, state."""
+    """Remove what crashed runs left (only runs whose owning process is gone)."""
     gone = find_leftovers(include_live)
     for lo in gone:
-        if lo.cgroup:
-            kill_cgroup(lo.cgroup)
-        if lo.bpffs:
-            _remove_pins(lo.bpffs)
-        if lo.state_file:
-            lo.state_file.unlink(missing_ok=True)
-        shutil.rmtree(STATE_DIR / f"{NAME_PREFIX}{lo.run_id}", ignore_errors=True)
+        remove_leftover(lo)
     return gone
