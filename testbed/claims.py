@@ -278,6 +278,10 @@ class QueueDrains(_Claim):
     within_rtts: float = Field(10, gt=0)
     near_zero_bytes: int = Field(2 * MTU, ge=0)
     base_rtt_us: float | None = Field(None, gt=0)
+    # base: τ (the configured base RTT); measured: the median RTT the CC itself saw
+    # (cc_trace.csv rtt_us) while the queue drained — on emulated links τ is a chosen
+    # number and the RTT during a burst is set by the queue and the CPU, not by τ.
+    rtt: Literal["base", "measured"] = "base"
 
     def evaluate(self, pts: list[PointData]) -> Verdict:
         mine = self.points(pts, self.cc)
@@ -294,9 +298,14 @@ class QueueDrains(_Claim):
             i = int(np.argmax(s.v))
             after = np.nonzero(s.v[i:] <= self.near_zero_bytes)[0]
             drain = float(s.t[i + after[0]] - s.t[i]) if len(after) else math.inf
-            rtt = p.base_rtt_s(self.base_rtt_us)
-            rtts = drain / rtt
             j = i + after[0] if len(after) else len(s.t) - 1
+            rtt = p.base_rtt_s(self.base_rtt_us)
+            if self.rtt == "measured":
+                seen = _measured_rtt_s(p.dir, float(s.t[i]), float(s.t[j]))
+                if seen is None:
+                    return self.na(f"{p.name}: no cc_trace.csv RTT samples while draining")
+                rtt = seen
+            rtts = drain / rtt
             rest = s.v[j:] if len(after) else np.array([])
             # The widest gap between samples while draining: a sampler starved of CPU
             # cannot resolve a drain shorter than its gaps.
@@ -318,9 +327,20 @@ class QueueDrains(_Claim):
         return Verdict(self.claim, self.cc, ok_all,
                        f"queue from its peak {worst['peak_bytes']:.0f} B to ≤ "
                        f"{self.near_zero_bytes} B in {worst['drain_s'] * 1e3:.2f} ms = "
-                       f"{worst['drain_rtts']:.1f} base RTTs ({verdict} "
-                       f"{self.within_rtts:g}; τ = {worst['base_rtt_s'] * 1e6:.0f} µs){note}",
+                       f"{worst['drain_rtts']:.1f} {'measured' if self.rtt == 'measured' else 'base'}"
+                       f" RTTs ({verdict} {self.within_rtts:g}; "
+                       f"{'RTT' if self.rtt == 'measured' else 'τ'} = "
+                       f"{worst['base_rtt_s'] * 1e6:.0f} µs){note}",
                        [p.name for p in mine], worst)
+
+
+def _measured_rtt_s(pdir: Path, t0: float, t1: float) -> float | None:
+    """Median RTT (s) in the CC's trace between t0 and t1 (at least 1 ms of it)."""
+    rows = _read_csv(pdir / "cc_trace.csv")
+    t1 = max(t1, t0 + 0.001)
+    v = [float(r["rtt_us"]) for r in rows
+         if r.get("rtt_us") and t0 <= float(r["time"]) <= t1 and float(r["rtt_us"]) > 0]
+    return float(np.median(v)) / 1e6 if v else None
 
 
 class Utilization(_Claim):
