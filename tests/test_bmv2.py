@@ -41,15 +41,19 @@ pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="needs root"), pytest
 
 
 # ------------------------------------------------------------------ helpers
-def chain(backend: str, *bws, queue: int = 60, names=("r1", "r2")) -> dict:
+def chain(backend: str, *bws, queue: int = 60, last_queue: int | None = None,
+          names=("r1", "r2")) -> dict:
     """h1 - r1 - r2 - h2 (routers on `backend`); bws: rate of each link, left to right
-    (None = unshaped); the FIFO limit of shaped links is `queue` packets."""
+    (None = unshaped); the FIFO limit of shaped links is `queue` packets (`last_queue`
+    for the last link, the bottleneck of the congestion tests)."""
     nodes = ["h1", *names, "h2"]
     links = []
-    for (a, b), bw in zip(zip(nodes, nodes[1:]), bws):
+    pairs = list(zip(nodes, nodes[1:]))
+    for k, ((a, b), bw) in enumerate(zip(pairs, bws)):
         link = {"ends": [a, b]}
         if bw:
-            link.update(bw=bw, queue={"packets": queue})
+            q = last_queue if last_queue and k == len(pairs) - 1 else queue
+            link.update(bw=bw, queue={"packets": q})
         links.append(link)
     return {"ipv6": False, "hosts": {"h1": None, "h2": None},
             "routers": {r: {"backend": backend} for r in names}, "links": links}
@@ -299,9 +303,11 @@ def test_option_on_the_wire_l2(backend):
     assert int_option(got[4004]) is None and checksum_ok(got[4004])
 
 
-def congested_run(backend: str, seconds: float = 2.0, queue: int = 40) -> dict:
-    """h1 - r1 - r2 - h2, bottleneck r2 → h2 at 10 Mb/s with a FIFO of `queue` packets."""
-    with running_network(chain(backend, 50, 50, 10, queue=queue), int=INT) as net:
+def congested_run(backend: str, seconds: float = 3.0, queue: int = 40) -> dict:
+    """h1 - r1 - r2 - h2, bottleneck r2 → h2 at 10 Mb/s with a FIFO of `queue` packets
+    (the other links' FIFOs are deep: the bottleneck is the only place that drops)."""
+    with running_network(chain(backend, 50, 50, 10, queue=400, last_queue=queue),
+                         int=INT) as net:
         for h in ("h1", "h2"):
             net.run(h, "ethtool -K " + net.graph.nodes[h].intfs[0].name +
                     " tso off gso off gro off tx off")
@@ -314,28 +320,30 @@ def congested_run(backend: str, seconds: float = 2.0, queue: int = 40) -> dict:
 
 @needs_bmv2
 def test_parity_with_kernel_under_congestion():
-    """The same experiment on both backends: the congested router names itself; the
-    queue depth it reports reaches the FIFO limit within one quantum; HopLat covers the
-    queueing delay the depth implies."""
+    """The same experiment on both backends: the congested router names itself (HopID);
+    the queue depth it reports tracks the queue the packet really waited in — within one
+    quantum (+ a frame either way) of the depth its queueing delay implies (BMv2 measures
+    that delay independently: deq_timedelta) — and never exceeds the FIFO."""
     queue, rate = 40, 10e6
     quantum = 1 << qdepth_shift("public")
     limit = queue * FRAME
-    seen = {}
+    ser_ns = sum(FRAME * 8e9 / bw for bw in (50e6, 10e6))   # r1 and r2 serialize it
+    modes = {}
     for backend in ("kernel", "bmv2"):
         opts = congested_run(backend, queue=queue)["opts"]
         queued = [f for f in opts if f["intval"] >= 0x80 and f["intval"] & 0x7f >= 1]
         assert len(queued) > 20, (backend, len(opts))
         hops = [f["hopid"] for f in queued]
-        assert statistics.mode(hops) == 62, (backend, hops[:20])     # r2 after its decrement
-        depth = max(decode_qdepth(f["intval"], "public") for f in queued)
-        assert limit - 2 * quantum <= depth <= limit + quantum, (backend, depth, limit)
-        # HopLat (ns) ≥ the drain time of the reported depth at the bottleneck rate
-        ok = [f["hoplat"] * HOPLAT_NS >= decode_qdepth(f["intval"], "public") * 8e9 / rate * 0.8
-              for f in queued]
-        assert sum(ok) >= 0.8 * len(ok), backend
-        seen[backend] = (statistics.median(hops), depth)
-    assert seen["kernel"][0] == seen["bmv2"][0]
-    assert abs(seen["kernel"][1] - seen["bmv2"][1]) <= quantum
+        modes[backend] = statistics.mode(hops)
+        assert modes[backend] == 62, (backend, hops[:20])      # r2 after its decrement
+        depths = [decode_qdepth(f["intval"], "public") for f in queued]
+        assert limit // 2 <= max(depths) <= limit + quantum, (backend, max(depths), limit)
+        close = 0
+        for f, depth in zip(queued, depths):
+            waited = max(0.0, f["hoplat"] * HOPLAT_NS - ser_ns) * rate / 8e9   # bytes
+            close += depth - quantum - FRAME <= waited <= depth + quantum + 2 * FRAME
+        assert close >= 0.8 * len(queued), (backend, close, len(queued))
+    assert modes["kernel"] == modes["bmv2"]
 
 
 @needs_bmv2
