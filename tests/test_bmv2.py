@@ -7,9 +7,11 @@ bmv2_available() gives, and the ones that check the refusal run instead.
 Checks: routers and L2 switches forward (ping, TTL); hand-made tagged segments (the
 option after NOP,NOP,timestamp and first in the list) come out with the rule applied
 (HopID of the first idle hop, INTval, HopLat = serialization at each shaped hop, valid
-checksum) and untagged ones unchanged; parity with the kernel backend on the same
-experiment (HopID of the congested router, queue depth up to the FIFO limit within one
-quantum, HopLat growing hop by hop); teardown leaves no simple_switch_grpc.
+checksum) and untagged ones unchanged — the same checks pass on the kernel backend;
+parity with the kernel backend on the same congested experiment (HopID of the congested
+router; reported queue depth within one quantum of the queueing delay each packet
+measured, never above the FIFO; HopLat growing hop by hop); teardown leaves no
+simple_switch_grpc.
 """
 from __future__ import annotations
 
