@@ -98,8 +98,8 @@ def _doctor(a) -> int:
     except errors.MissingFeature as e:
         extra.append(features.Check("eBPF CCs (struct_ops)", False, e.what, e.fix, required=False))
     for name, (ok, why) in available_backends().items():
-        extra.append(features.Check(f"backend {name}", ok, "ok" if ok else "unavailable", why,
-                                    required=False))
+        extra.append(features.Check(f"backend {name}", ok, (why or "ok") if ok else "unavailable",
+                                    "" if ok else why, required=False))
     bad = 0
     for c in rows + extra:
         mark = "ok  " if c.ok else ("FAIL" if c.required else "no  ")

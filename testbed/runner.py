@@ -204,6 +204,7 @@ class Runner:
         exp = point.experiment
         phase("bring-up")
         net = Network(Graph(point.topology), tracker, exp.hosts)
+        net.experiment = exp  # backends read experiment keys (bmv2: `int:`)
         net.start()
         meta["addresses"] = {n: net.ip(n) for n in net.graph.nodes if net.graph.nodes[n].is_l3}
         if any(g.kind == "router" for g in net.graph.switches):

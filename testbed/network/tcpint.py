@@ -376,7 +376,9 @@ class TcpInt:
 
     def stamping_nodes(self) -> list:
         sel = self.options.switches
-        return [g for g in self.net.graph.switches if sel is None or g.name in sel]
+        # bmv2 nodes stamp in their P4 program; the eBPF program would stamp twice
+        return [g for g in self.net.graph.switches if (sel is None or g.name in sel)
+                and g.spec.backend == "kernel"]
 
     def hop_id_of(self, gnode) -> int:
         """HopID a port of this node writes: 0 = the packet's TTL (routers decrement it).

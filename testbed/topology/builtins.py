@@ -10,7 +10,7 @@ Rates are Mb/s, queues packets (or sizes like '64KB'), as in topology files.
 from __future__ import annotations
 
 import difflib
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -28,6 +28,7 @@ class _P(BaseModel):
     bw: Rate = 1000.0                  # every link, Mb/s
     queue: QueueLimit | None = None    # every shaped egress FIFO (default 1000 packets)
     ipv6: bool = True
+    backend: Literal["kernel", "bmv2"] = "kernel"   # of every switch and router
 
 
 class DumbbellParams(_P):
@@ -65,7 +66,9 @@ def _spec(p: _P, name: str, hosts: list[str], switches: list[str], routers: list
     d: dict[str, Any] = {"name": name, "ipv6": p.ipv6,
                          "defaults": {"link": {"bw": p.bw, **({"queue": _q(p.queue)}
                                                               if p.queue else {})}},
-                         "hosts": hosts, "switches": switches, "routers": routers,
+                         "hosts": hosts,
+                         "switches": {s: {"backend": p.backend} for s in switches},
+                         "routers": {r: {"backend": p.backend} for r in routers},
                          "links": links}
     return TopologySpec.model_validate(d)
 
