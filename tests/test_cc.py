@@ -129,8 +129,14 @@ def test_cc_registers_carries_flow_and_is_gone_after_teardown(name):
         rec = ccs.record()
 
         def ss():
-            time.sleep(1.0)
-            return net["h1"].cmd(f"ss -tin dst {net.ip('h0')}")
+            # until the data socket shows (a lost SYN costs iperf3 a 1 s retransmit)
+            out = ""
+            for _ in range(30):
+                time.sleep(0.1)
+                out = net["h1"].cmd(f"ss -tin dst {net.ip('h0')}")
+                if k in out:
+                    break
+            return out
         res = iperf(net, k, 2, during=ss)
         evs = rec.stop()
         sent = res["end"]["sum_sent"]
