@@ -28,12 +28,12 @@ from scapy.all import IP, TCP, rdpcap
 
 from testbed.errors import BAD_INPUT, ConfigError, MissingFeature
 from testbed.network.backends.bmv2 import bmv2_available
-from testbed.network.tcpint import D, IntOptions, TcpInt, decode_qdepth, qdepth_shift
+from testbed.network.tcpint import (D, IntOptions, TcpInt, decode_qdepth, find_option,
+                                    qdepth_shift)
 from testbed.testing import running_network
 
 PY = sys.executable
 REPO = Path(__file__).resolve().parents[1]
-KIND, OLEN = D("OPT_KIND"), D("OPT_LEN")
 HOPLAT_NS = 1 << D("HOPLAT_SHIFT")
 FRAME = 1514
 
@@ -113,24 +113,8 @@ class Capture:
 
 def int_option(pkt) -> bytes | None:
     """The 12 bytes of the TCP-INT option, wherever it is in the option list."""
-    if TCP not in pkt:
-        return None
-    raw = bytes(pkt[TCP])
-    doff, i = (raw[12] >> 4) * 4, 20
-    while i < doff:
-        k = raw[i]
-        if k == 0:
-            break
-        if k == 1:
-            i += 1
-            continue
-        ln = raw[i + 1]
-        if ln < 2:
-            break
-        if k == KIND and ln == OLEN:
-            return raw[i:i + OLEN]
-        i += ln
-    return None
+    found = find_option(bytes(pkt[TCP])) if TCP in pkt else None
+    return found[1] if found else None
 
 
 def v04(opt: bytes) -> dict:

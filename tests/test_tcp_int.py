@@ -18,13 +18,12 @@ from pathlib import Path
 import pytest
 from scapy.all import IP, TCP, rdpcap
 
-from testbed.network.tcpint import (IntOptions, TcpInt, D, decode_qdepth, layout,
+from testbed.network.tcpint import (IntOptions, TcpInt, D, decode_qdepth, find_option, layout,
                                     qdepth_shift)
 from testbed.testing import running_network
 
 PY = sys.executable
 REPO = Path(__file__).resolve().parents[1]
-KIND, OLEN = D("OPT_KIND"), D("OPT_LEN")
 MTU_FRAME = 1514
 
 
@@ -62,25 +61,7 @@ class Capture:
 
 def int_option(pkt) -> tuple[int, bytes] | None:
     """(offset in the TCP header, the 12 option bytes) of the TCP-INT option, or None."""
-    if TCP not in pkt:
-        return None
-    raw = bytes(pkt[TCP])
-    doff = (raw[12] >> 4) * 4
-    i = 20
-    while i < doff:
-        k = raw[i]
-        if k == 0:
-            break
-        if k == 1:
-            i += 1
-            continue
-        ln = raw[i + 1]
-        if ln < 2:
-            break
-        if k == KIND and ln == OLEN:
-            return i, raw[i:i + OLEN]
-        i += ln
-    return None
+    return find_option(bytes(pkt[TCP])) if TCP in pkt else None
 
 
 def v04(opt: bytes) -> dict:

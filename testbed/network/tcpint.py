@@ -64,6 +64,26 @@ def D(name: str) -> int:
     return defs()[f"TCP_INT_{name}"]
 
 
+def find_option(tcp: bytes) -> tuple[int, bytes] | None:
+    """(offset in the TCP header, the option's bytes) of TCP-INT, wherever it stands among
+    the options of a raw TCP header (e.g. bytes(scapy_pkt[TCP]) of a capture), or None."""
+    kind, olen = D("OPT_KIND"), D("OPT_LEN")
+    doff, i = (tcp[12] >> 4) * 4, 20
+    while i < min(doff, len(tcp)):
+        k = tcp[i]
+        if k == 0:          # end of option list
+            break
+        if k == 1:          # NOP
+            i += 1
+            continue
+        if i + 1 >= len(tcp) or tcp[i + 1] < 2:
+            break           # malformed
+        if k == kind and tcp[i + 1] == olen:
+            return i, tcp[i:i + olen]
+        i += tcp[i + 1]
+    return None
+
+
 _CTYPES = {"__u8": "B", "__u16": "H", "__u32": "I", "__u64": "Q", "__s32": "i", "__s64": "q"}
 
 
