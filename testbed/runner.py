@@ -153,11 +153,9 @@ class Runner:
                       TextColumn("{task.fields[phase]}"), TimeElapsedColumn(),
                       transient=False) as prog:
             task = prog.add_task(self.plan.experiment.name, total=n, phase="")
-            last = {"i": -1}
 
             def show(i: int, point: Point, phase: str) -> None:
                 prog.update(task, completed=i, phase=f"{point.name}: {phase}")
-                last["i"] = i
             yield show
             prog.update(task, completed=n, phase="done")
 
@@ -241,7 +239,7 @@ class Runner:
             instruments.append(inst)
         phase("workload: preparing")
         end = exp.duration
-        iperf = IperfWorkload(net, flows, pdir, cc_name, end)
+        iperf = IperfWorkload(net, flows, pdir, cc_name)
         cmds = Commands(net, exp.workload.commands, pdir)
         tracker.defer("commands", cmds.finish)
         iperf.prepare()

@@ -73,10 +73,9 @@ def resolve_flows(exp: Experiment) -> list[Flow]:
 
 
 class IperfWorkload:
-    def __init__(self, net, flows: list[Flow], outdir: Path, cc_name: Callable[[str], str],
-                 end_time: float):
+    def __init__(self, net, flows: list[Flow], outdir: Path, cc_name: Callable[[str], str]):
         self.net, self.flows, self.outdir = net, flows, outdir / "iperf"
-        self.cc_name, self.end_time = cc_name, end_time
+        self.cc_name = cc_name
         self.clients: dict[str, subprocess.Popen] = {}
         self.servers: dict[str, subprocess.Popen] = {}
 
