@@ -172,18 +172,24 @@ def test_wellformed_option_valid_checksums(offl):
         assert [o for o in p[TCP].options if o[0] == 114] == [(114, opt[2:])]
 
 
+def tagged_flow_options(net) -> list[dict]:
+    """A 1.5 s flow h1 → h2 with TCP-INT (fine scale, offloads off): the decoded v0.4
+    options of the data segments h2 received."""
+    offloads(net, ["h1", "h2"], False)
+    TcpInt(IntOptions(enabled=True, scale="fine"), net).start()
+    cap = Capture(net, "h2", "h2-eth0", "tcp", direction="in")
+    iperf(net, "h1", "h2", 1.5)
+    pkts = cap.stop()
+    return [v04(o[1]) for p in pkts if (o := int_option(p)) and len(p[TCP].payload)]
+
+
 def test_hopid_names_the_more_congested_router():
     """chain h1 - r1 - r2 - r3 - h2: the bottleneck hop's TTL is the HopID."""
     for bn, ttl in ((1, 63), (2, 62)):
         with running_network({"builtin": "chain", "routers": 3, "bw": 200, "bottleneck": bn,
                               "bottleneck_bw": 20, "bottleneck_queue": {"packets": 60},
                               "ipv6": False}) as net:
-            offloads(net, ["h1", "h2"], False)
-            TcpInt(IntOptions(enabled=True, scale="fine"), net).start()
-            cap = Capture(net, "h2", "h2-eth0", "tcp", direction="in")
-            iperf(net, "h1", "h2", 1.5)
-            pkts = cap.stop()
-        opts = [v04(o[1]) for p in pkts if (o := int_option(p)) and len(p[TCP].payload)]
+            opts = tagged_flow_options(net)
         queued = [f for f in opts if f["intval"] >= 0x80 and (f["intval"] & 0x7f) >= 2]
         assert len(queued) > 20, f"no standing queue seen (bottleneck {bn})"
         hops = [f["hopid"] for f in queued]
@@ -200,12 +206,7 @@ def test_hopid_names_the_more_congested_bridge():
                          {"ends": ["s2", "h2"], "bw": b, "queue": {"packets": 60}},
                          switches=("s1", "s2"))
         with running_network(topo) as net:
-            offloads(net, ["h1", "h2"], False)
-            TcpInt(IntOptions(enabled=True, scale="fine"), net).start()
-            cap = Capture(net, "h2", "h2-eth0", "tcp", direction="in")
-            iperf(net, "h1", "h2", 1.5)
-            pkts = cap.stop()
-        opts = [v04(o[1]) for p in pkts if (o := int_option(p)) and len(p[TCP].payload)]
+            opts = tagged_flow_options(net)
         queued = [f["hopid"] for f in opts if f["intval"] >= 0x82]
         assert len(queued) > 20
         assert sum(h == want for h in queued) >= 0.9 * len(queued), (want, queued[:20])
