@@ -8,7 +8,10 @@
    outgoing packet, sends a TTL-limited copy).
 3. RTT jitter: per-hop RTT standard deviation of noobprobe (kernel timestamps) vs the
    userspace prober (timestamps around sendto/recvfrom of a raw ICMP socket), same path,
-   same app (ping at 200/s); prints the ratio (goal ≥ 10).
+   same app (ping at 200/s); prints the ratio (goal ≥ 10). And the jitter each prober
+   adds: the standard deviation of (its RTT − the same probe's RTT on the wire: leaving
+   h1, its time-exceeded leaving r1 for h1). Twice: on an idle machine, and with h1 busy
+   (two CPU-bound processes beside the app, as on a host doing real work).
 
 USAGE: python bench/noobprobe.py [--reps N] [--seconds S]
 (the userspace prober runs as `python bench/noobprobe.py --userspace IFACE DST S OUT`
@@ -18,8 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import re
 import socket
 import statistics
 import struct
@@ -55,7 +56,7 @@ def userspace_prober(iface: str, dst: str, seconds: float, out: str) -> None:
     icmp.setblocking(False)
     dst_b = socket.inet_aton(dst)
     sent: dict[int, tuple[int, int, int]] = {}     # echo seq → (send ns, ttl, app cap ns)
-    rtts: list[tuple[int, float]] = []
+    rtts: list[tuple[int, float, int]] = []
     hop, seq = 1, 0x8000
     end = time.monotonic() + seconds
     while time.monotonic() < end:
@@ -95,7 +96,7 @@ def userspace_prober(iface: str, dst: str, seconds: float, out: str) -> None:
             s = struct.unpack("!H", inner[iq + 6:iq + 8])[0]
             if s in sent:
                 t0, h, _ = sent.pop(s)
-                rtts.append((h, (t - t0) / 1e6))
+                rtts.append((h, (t - t0) / 1e6, s))
     Path(out).write_text(json.dumps({"rtts": rtts}))
 
 
@@ -144,9 +145,9 @@ def emission_delays(pcap: Path) -> list[float]:
     return out
 
 
-def jitter(rtts: list[tuple[int, float]]) -> dict[int, float]:
-    return {h: statistics.pstdev([r for hh, r in rtts if hh == h])
-            for h in range(1, ROUTERS + 1) if sum(1 for hh, _ in rtts if hh == h) > 2}
+def jitter(rtts: list[tuple[int, float, int]]) -> dict[int, float]:
+    return {h: statistics.pstdev([r for hh, r, _ in rtts if hh == h])
+            for h in range(1, ROUTERS + 1) if sum(1 for hh, _, _ in rtts if hh == h) > 2}
 
 
 def main() -> None:
@@ -160,11 +161,9 @@ def main() -> None:
     with running_network({"builtin": "chain", "routers": ROUTERS}) as net:
         h1, h2 = net["h1"], net["h2"]
         dst = net.ip("h2")
-        # 1. overhead, at the default per-hop rate and at a quarter of it. The emulated
-        # path is CPU-bound per packet and GSO makes the app's packets few and large, so
-        # the cost scales with probes/s (docs/noobprobe.md).
+        # 1. overhead, at the default per-hop rate, 5× and a quarter of it
         without: list[float] = []
-        with_: dict[float, list[float]] = {20.0: [], 5.0: []}
+        with_: dict[float, list[float]] = {100.0: [], 20.0: [], 5.0: []}
         nprobes: dict[float, int] = {}
         for _ in range(a.reps):
             without.append(iperf_mbps(h1, h2, dst, a.seconds))
@@ -183,29 +182,74 @@ def main() -> None:
             print(f"  ratio with/without            {statistics.mean(v) / base:8.4f}   "
                   f"(goal >= 0.99)")
 
-        # 2+3. noobprobe on a ping at 200/s
+        # 2+3. noobprobe and the userspace prober on a ping at 200/s, idle and busy
         tmp = Path(net.tracker.workdir)
+        runs = {label: probe_both(prober, net, dst, a.seconds, tmp / label, busy)
+                for label, busy in (("idle", False), ("busy", True))}
+    prober.close()
+
+    for label, run in runs.items():
+        print(f"-- h1 {label}")
+        report(run)
+
+
+def probe_both(prober, net, dst: str, seconds: float, tmp: Path, busy: bool):
+    """Per prober: (RTTs (hop, ms, seq), emission delays, wire RTTs {seq: ms})."""
+    from testbed.instruments.noobprobe import HostSettings
+    h1, r1 = net["h1"], net["r1"]
+    _, r1_if = net.graph.neighbor_addr("r1", "h1")
+    tmp.mkdir()
+    hogs = [h1.popen(["timeout", str(4 * seconds + 10), sys.executable, "-c",
+                      "while True: pass"]) for _ in range(2 if busy else 0)]
+    try:
         h = prober.add_host("h1", "h1-eth0", [dst], HostSettings(hop_rate=50), h1.netns)
         try:
             cap = capture(h1, "h1-eth0", tmp / "np.pcap")
-            h1.cmd(f"ping -q -c {int(a.seconds * 200)} -i 0.005 {dst}")
+            back = capture(r1, r1_if, tmp / "np-r1.pcap")
+            h1.cmd(f"ping -q -c {int(seconds * 200)} -i 0.005 {dst}")
             stop_capture(cap, tmp / "np.pcap")
-            np_rtts = [(s.outttl, s.latency_ms) for s in prober.poll() if s.recv_ns > 0]
+            stop_capture(back, tmp / "np-r1.pcap")
+            np_rtts = [(s.outttl, s.latency_ms, s.seq) for s in prober.poll() if s.recv_ns > 0]
         finally:
             prober.remove_host(h)
-        np_delay = emission_delays(tmp / "np.pcap")
-        # the userspace prober, same path, same app, probing every 4th app packet or so
+        # the userspace prober, same path, same app, probing every app packet it sees
         out = tmp / "us.json"
         cap = capture(h1, "h1-eth0", tmp / "us.pcap")
+        back = capture(r1, r1_if, tmp / "us-r1.pcap")
         us = h1.popen([sys.executable, __file__, "--userspace", "h1-eth0", dst,
-                       str(a.seconds + 1), str(out)])
+                       str(seconds + 1), str(out)])
         time.sleep(0.5)
-        h1.cmd(f"ping -q -c {int(a.seconds * 200)} -i 0.005 {dst}")
+        h1.cmd(f"ping -q -c {int(seconds * 200)} -i 0.005 {dst}")
         us.wait(30)
         stop_capture(cap, tmp / "us.pcap")
+        stop_capture(back, tmp / "us-r1.pcap")
         us_rtts = [tuple(x) for x in json.loads(out.read_text())["rtts"]]
-        us_delay = emission_delays(tmp / "us.pcap")
-    prober.close()
+    finally:
+        for p in hogs:
+            p.kill()
+            p.wait()
+    return {name: (rtts, emission_delays(tmp / f"{name}.pcap"),
+                   wire_rtts(tmp / f"{name}.pcap", tmp / f"{name}-r1.pcap"))
+            for name, rtts in (("np", np_rtts), ("us", us_rtts))}
+
+
+def wire_rtts(out_pcap: Path, back_pcap: Path) -> dict[int, float]:
+    """Probe echo seq → ms from the probe leaving h1 to its time-exceeded leaving r1 for h1."""
+    from scapy.all import ICMP, IP, ICMPerror, PcapReader
+    sent, rtt = {}, {}
+    with PcapReader(str(out_pcap)) as r:
+        for p in r:
+            if IP in p and ICMP in p and p[ICMP].type == 8 and p[IP].ttl <= ROUTERS:
+                sent[p[ICMP].seq] = p.time
+    with PcapReader(str(back_pcap)) as r:
+        for p in r:
+            if ICMP in p and p[ICMP].type == 11 and ICMPerror in p and p[ICMPerror].seq in sent:
+                rtt[p[ICMPerror].seq] = float(p.time - sent.pop(p[ICMPerror].seq)) * 1e3
+    return rtt
+
+
+def report(run) -> None:
+    (np_rtts, np_delay, np_wire), (us_rtts, us_delay, us_wire) = run["np"], run["us"]
 
     def q(v, p):
         v = sorted(v)
@@ -226,7 +270,15 @@ def main() -> None:
         ratio = statistics.mean(ju[h] for h in common) / statistics.mean(jn[h] for h in common)
         print(f"RTT jitter ratio (userspace/noobprobe, mean over hops) {ratio:8.1f}   "
               f"(goal >= 10)")
-
+    # what each prober adds to the network's own jitter: its error against the wire
+    added = {}
+    for name, rtts, wire in (("noobprobe", np_rtts, np_wire), ("userspace", us_rtts, us_wire)):
+        err = [(ms - wire[seq]) * 1e3 for _, ms, seq in rtts if seq in wire]
+        added[name] = statistics.pstdev(err) if len(err) > 2 else float("nan")
+        print(f"{name:9s} RTT - wire RTT: median {q(err, .5):7.1f} us, stdev "
+              f"{added[name]:7.1f} us (n={len(err)})")
+    print(f"added jitter ratio (userspace/noobprobe) "
+          f"{added['userspace'] / max(added['noobprobe'], 1e-9):8.1f}   (goal >= 10)")
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--userspace":

@@ -1,14 +1,16 @@
 /* noobprobe.bpf.c — in-band per-hop latency probes cloned from the application's packets.
  *
  * Egress (tc clsact, direct action), chained by tail calls through np_tc_progs:
- *   np_tc_entry  passes clones (skb->mark == NP_CLONE_MARK), jumps on the EtherType to
+ *   np_tc_entry  passes our own second passes (NP_CLONE_MARK / NP_PROBE_MARK, app's mark
+ *                restored), jumps on the EtherType to
  *   np_tc_v4 / np_tc_v6  look the (src, dst) pair up in np_dests, check the host's global
  *                budget and the destination's per-hop budget, pick the TTL; if a probe is
  *                due they put id/TTL/seq/offsets into skb->cb and jump to
  *   np_tc_tcp / np_tc_udp / np_tc_icmp  which re-inject the app packet untouched with
  *                bpf_clone_redirect (same ifindex, egress) and turn the remaining copy into
  *                the probe: truncated to L3 + minimal L4 header, TTL/hop limit set,
- *                sequence written, checksums recomputed, recorded in np_outstanding.
+ *                sequence written, checksums recomputed, recorded in np_outstanding, and
+ *                redirected to the same egress (so the qdisc sees its real length).
  * Ingress (XDP), chained through np_xdp_progs:
  *   np_xdp_entry → np_xdp_v4 / np_xdp_v6  match ICMP/ICMPv6 time-exceeded to outstanding
  *                probes by the quoted (src, dst) and sequence, append a sample to the
@@ -40,6 +42,9 @@ BPF_TABLE("lru_hash", struct np_probe_key, struct np_probe, np_outstanding, NP_M
 BPF_PERCPU_ARRAY(np_results, struct np_result, NP_RESULT_SLOTS);
 BPF_PERCPU_ARRAY(np_head, u64, 1);
 BPF_PERCPU_ARRAY(np_stats, u64, NP_ST_MAX);
+/* The app's skb->mark while one of our marks stands in for it: set just before a
+ * redirect, read back by np_tc_entry in the nested pass on the same CPU. */
+BPF_PERCPU_ARRAY(np_mark_stash, u32, 1);
 BPF_PROG_ARRAY(np_tc_progs, NP_TC_SLOTS);
 BPF_PROG_ARRAY(np_xdp_progs, NP_XDP_SLOTS);
 
@@ -118,10 +123,18 @@ static __always_inline u32 pseudo_sum(struct __sk_buff *skb, u32 fam, u32 proto,
 	}
 }
 
+static __always_inline void np_stash_mark(struct __sk_buff *skb)
+{
+	u32 zero = 0, *slot = np_mark_stash.lookup(&zero);
+	if (slot)
+		*slot = skb->mark;
+}
+
 /* Re-inject the app's packet untouched, marked so np_tc_entry lets it pass. */
 static __always_inline int np_clone(struct __sk_buff *skb)
 {
 	u32 mark = skb->mark;
+	np_stash_mark(skb);
 	skb->mark = NP_CLONE_MARK;
 	long r = bpf_clone_redirect(skb, skb->ifindex, 0);
 	skb->mark = mark;       /* the remaining copy (the probe) keeps the app's mark */
@@ -130,6 +143,15 @@ static __always_inline int np_clone(struct __sk_buff *skb)
 		return -1;
 	}
 	return 0;
+}
+
+/* Send the rewritten probe through the device's egress again instead of letting it go
+ * on: the qdisc would charge it the length of the packet it was cut from. */
+static __always_inline int np_send(struct __sk_buff *skb)
+{
+	np_stash_mark(skb);
+	skb->mark = NP_PROBE_MARK;
+	return bpf_redirect(skb->ifindex, 0);
 }
 
 /* Truncate the probe to l4off + l4len and rewrite the L3 header: length, TTL/hop limit,
@@ -354,8 +376,10 @@ static __always_inline void np_dispatch(struct __sk_buff *skb, u32 id, u32 fam, 
 
 int np_tc_entry(struct __sk_buff *skb)
 {
-	if (skb->mark == NP_CLONE_MARK) {
-		st_inc(NP_ST_CLONE_SEEN);
+	if (skb->mark == NP_CLONE_MARK || skb->mark == NP_PROBE_MARK) {
+		u32 zero = 0, *app_mark = np_mark_stash.lookup(&zero);
+		st_inc(skb->mark == NP_CLONE_MARK ? NP_ST_CLONE_SEEN : NP_ST_PROBE_SEEN);
+		skb->mark = app_mark ? *app_mark : 0;
 		goto out;
 	}
 	if (skb->protocol == bpf_htons(ETH_P_IP)) {
@@ -469,6 +493,7 @@ int np_tc_tcp(struct __sk_buff *skb)
 		return TC_ACT_SHOT;     /* half-rewritten copy: never send it */
 	}
 	np_record(skb, id, seq, IPPROTO_TCP, origseq, sport, dport, ipid, ttl);
+	return np_send(skb);
 out:
 	return TC_ACT_OK;
 }
@@ -500,6 +525,7 @@ int np_tc_udp(struct __sk_buff *skb)
 		return TC_ACT_SHOT;
 	}
 	np_record(skb, id, wire, IPPROTO_UDP, origseq, sport, dport, fam == 4 ? wire : 0, ttl);
+	return np_send(skb);
 out:
 	return TC_ACT_OK;
 }
@@ -531,6 +557,7 @@ int np_tc_icmp(struct __sk_buff *skb)
 		return TC_ACT_SHOT;
 	}
 	np_record(skb, id, wire, proto, origseq, echo_id, 0, ipid, ttl);
+	return np_send(skb);
 out:
 	return TC_ACT_OK;
 }

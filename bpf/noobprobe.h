@@ -26,11 +26,17 @@
 #endif
 #define NP_MAX_HOPS 31          /* TTLs probed: 1..NP_MAX_HOPS; also an index mask (2^n-1) */
 
-/* skb->mark value of the copy bpf_clone_redirect re-injects (the app's own packet):
- * the first tc program passes packets carrying it, so a clone is never cloned again.
- * The mark never leaves the host: veth scrubs it when crossing namespaces. */
+/* skb->mark values of the packets noobprobe sends through the tc hook a second time:
+ * the copy bpf_clone_redirect re-injects (the app's own packet) and the probe, which is
+ * redirected once rewritten so that the qdisc charges its real length (the device's
+ * qdisc length was taken before the hook: a 64 KB GSO packet's, for a 54-byte probe).
+ * The first tc program passes packets carrying either, restoring the app's mark from
+ * np_mark_stash, so neither is ever cloned again. The marks never leave the host. */
 #ifndef NP_CLONE_MARK
 #define NP_CLONE_MARK 0x4e0bc10eU
+#endif
+#ifndef NP_PROBE_MARK
+#define NP_PROBE_MARK 0x4e0bc10fU
 #endif
 
 /* Tail-call slots. */
@@ -73,7 +79,8 @@
 #define NP_ST_MATCHED     9     /* ... matched to an outstanding probe */
 #define NP_ST_HOPS_LEARNT 10    /* hop-count estimates updated */
 #define NP_ST_NOHOPS      11    /* destination packet while hop count still unknown */
-#define NP_ST_MAX         12
+#define NP_ST_PROBE_SEEN  12    /* redirected probes seen and passed */
+#define NP_ST_MAX         13
 
 /* Per-host settings and global budget (np_hosts, indexed by host id). */
 struct np_host {

@@ -67,11 +67,16 @@ def attached(node, iface: str) -> tuple[str, str]:
 class Capture:
     """tcpdump on a node's interface into a pcap, read back with scapy."""
 
-    def __init__(self, node, iface: str, path: Path, bpf_filter: str = "ip or ip6"):
+    def __init__(self, node, iface: str, path: Path, bpf_filter: str = "ip or ip6",
+                 direction: str = "out"):
         self.node, self.path = node, path
         self.p = node.popen(["tcpdump", "-i", iface, "-w", str(path), "-U", "-s", "200",
-                             "-Q", "out", bpf_filter], stderr=subprocess.PIPE, text=True)
+                             "-Q", direction, "--immediate-mode",
+                             "--time-stamp-precision=nano", bpf_filter],
+                            stderr=subprocess.PIPE, text=True)
         line = self.p.stderr.readline()         # "listening on ...": capturing from now
+        if "data link type" in line:            # -i any says which first
+            line = self.p.stderr.readline()
         assert "listening" in line, line
         time.sleep(0.1)
 
@@ -317,7 +322,46 @@ def test_clone_never_recloned(prober, tmp_path):
     probed = s1["probes"] - s0["probes"]
     assert probed >= 98                   # the first request precedes the hop estimate
     assert s1["clone_seen"] - s0["clone_seen"] == probed    # one re-injected copy each
+    assert s1["probe_seen"] - s0["probe_seen"] == probed    # one redirected probe each
     assert probed - 5 <= len(probes) <= probed
+
+
+def qdisc_bytes(node, iface: str) -> int:
+    root = [q for q in json.loads(node.cmd(f"tc -s -j qdisc show dev {iface}"))
+            if q.get("root")]
+    return root[0]["bytes"]
+
+
+def test_probe_charged_its_own_length(prober):
+    """The device's qdisc charges a probe its own length, not that of the GSO packet it
+    was cut from (the length is taken before the tc hook; noobprobe redirects the probe
+    so that it is taken again). Same 100 MB TCP transfer with and without probes: the
+    root qdisc's byte count may differ by a small packet per probe, not 64 KB."""
+    with chain() as net:
+        h1, h2 = net["h1"], net["h2"]
+        dst = net.ip("h2")
+        srv = h2.popen(["iperf3", "-s"], stdout=subprocess.DEVNULL)
+        time.sleep(0.3)
+
+        def transfer() -> int:
+            b0 = qdisc_bytes(h1, "h1-eth0")
+            run_app(h1, f"iperf3 -c {dst} -n 100M")
+            return qdisc_bytes(h1, "h1-eth0") - b0
+        try:
+            plain = transfer()
+            h = prober.add_host("h1", "h1-eth0", [dst], HostSettings(hop_rate=400), h1.netns)
+            try:
+                probed = transfer()
+                n = sum(1 for s in prober.poll(give_up_all=True) if s.protocol == 6)
+            finally:
+                prober.remove_host(h)
+        finally:
+            srv.terminate()
+            srv.wait(5)
+    assert n >= 200, n
+    per_probe = (probed - plain) / n
+    print(f"\n{n} probes; qdisc bytes {plain} without, {probed} with: {per_probe:.0f} B each")
+    assert per_probe < 1514, per_probe
 
 
 # ---- accuracy on a standing queue --------------------------------------------------
@@ -343,28 +387,42 @@ def sample_backlog(netns: str, iface: str, proc, period: float = 0.0005):
     return out
 
 
-# The issue asks for 50 µs. Measured on this 2-core machine shared with other jobs (load
-# 6-8): errors of 0.5-93 µs over 8 runs, mostly +40-90 µs: the routers are software in
-# namespaces and the reply from hop 3 waits in r2's softirq backlog behind the flood
-# (30 kpps) — delay of the emulation, not of the probe, and absent from the idle baseline.
-# Flood packets are 97 µs apart at the bottleneck, so the queue a probe meets is only
-# known to about one frame. 150 µs (2.6 % of the 5.8 ms drain) keeps the test meaningful.
-TOLERANCE_US = 150
+# The issue's bound on noobprobe's error, against what the wire at h1 shows.
+TOLERANCE_US = 50
+# The FIFO's share of the rise against the drain-time model of a full FIFO behind HTB at
+# rate R: the backlog a probe finds, then its app packet just ahead of it, plus the rest of
+# the token debt of the frame HTB dequeued last (HTB sends the next frame only when the
+# tokens paid for the previous one are back: uniform in [0, frame/R], half a frame on
+# average). The probe leaves as soon as it reaches the head. One flood frame (97 µs at
+# 20 Mb/s) is the quantum the backlog is known to.
+# The rise is longer than the FIFO's drain time by ~50-90 µs here, and the wire shows it
+# too: r3 answering and the answer crossing r2 takes 8-13 µs when idle but 55-75 µs beside
+# the flood. A probe for hop 3 leaves the FIFO when HTB's watchdog fires, and what follows
+# runs as softirq work that is often deferred to ksoftirqd behind the real-time flood on 2
+# shared cores: delay of the emulated routers, which noobprobe measures as it is.
+MODEL_US = 100
 
 
-def test_standing_queue_drain_time(prober):
+def test_standing_queue_drain_time(prober, tmp_path):
     """Hop 3 lies behind the r2→r3 FIFO (HTB 20 Mb/s over a 14520-byte bfifo). A flood
-    from h2 to h4 keeps that FIFO full; h1 pings h3 and its echo requests are probed. A
-    probe's wait there is the FIFO's backlog over the rate; hop 3's RTT rise over hop 2's
-    (minus the same rise when idle) must equal the drain time of the standing queue
-    ((time-averaged backlog + app packet + probe) bytes / the FIFO's measured output rate)
-    within TOLERANCE_US (see there).
+    from h2 to h4 keeps that FIFO full; h1 pings h3 and its echo requests are probed.
+
+    Ground truth on the wire:
+    - at h1's link: each probe leaving h1 and its time-exceeded leaving r1 for h1 — the
+      RTT the network really gave the probe. noobprobe's hop-3 rise over hop 2 must equal
+      the wire's within TOLERANCE_US (the issue's 50 µs).
+    - at r2: each probe for hop 3 arriving (TTL 2) and leaving after the FIFO (TTL 1), and
+      its time-exceeded passing back: the FIFO part of the rise must equal the drain
+      time of the standing queue ((time-averaged backlog + app packet + half a flood
+      frame) bytes / rate) within MODEL_US. The rest of the rise is printed, split in
+      r3-and-back and elsewhere (see MODEL_US for why it is not zero here).
 
     Bytes, not packets: a full byte FIFO still admits the 42-byte probe whenever the
     free space is below one flood frame, so probes see the standing queue instead of
-    being tail-dropped. The flood is CPU-bound on a shared machine and runs at real-time
-    priority; the backlog is sampled all along (netlink, ~1 ms) and only probes sent while
-    the samples around them show the FIFO full (within one flood frame) count."""
+    being tail-dropped. The flood is paced every 100 µs (iperf3 sends in bursts per pacing
+    tick: 1 ms bursts made the backlog a sawtooth) and runs at real-time priority; the
+    backlog is sampled all along (netlink, ~1 ms) and only probes sent while the samples
+    around them show the FIFO full (within one flood frame) count."""
     bw, limit, frame = 20.0, 14520, 242          # Mb/s, bytes, flood frame (payload + 42)
     topo = {"hosts": 2, "bottleneck": 2, "bottleneck_bw": bw,
             "bottleneck_queue": {"bytes": limit}}
@@ -372,15 +430,24 @@ def test_standing_queue_drain_time(prober):
         h1, h2, h3, h4, r2 = (net[n] for n in ("h1", "h2", "h3", "h4", "r2"))
         dst = net.ip("h3")
         _, r2_if = net.graph.neighbor_addr("r2", "r3")
+        _, r1_if = net.graph.neighbor_addr("r1", "h1")
         h = prober.add_host("h1", "h1-eth0", [dst], HostSettings(hop_rate=400), h1.netns)
         try:
             run_app(h1, f"ping -c 200 -i 0.002 -s 0 {dst}")     # idle baseline
             base = prober.poll()
+            # probes for hop 3 reach r2 with TTL 2 and leave it, after the FIFO, with TTL 1
+            r2_cap = Capture(r2, "any", tmp_path / "r2.pcap", "icmp and ((icmp[0] == 8 and "
+                             "ip[8] <= 2) or icmp[0] == 11)", direction="inout")
+            # at h1's end of its link: probes leaving h1, time-exceeded leaving r1 for h1
+            # (h1's XDP drops them before a capture on h1 could see them)
+            h1_cap = Capture(h1, "h1-eth0", tmp_path / "h1.pcap", "icmp[0] == 8 and ip[8] <= 4")
+            r1_cap = Capture(net["r1"], r1_if, tmp_path / "r1.pcap", "icmp[0] == 11")
             srv = h4.popen(["iperf3", "-s", "-1"], stdout=subprocess.DEVNULL)
             time.sleep(0.3)
             # real-time priority: other tenants of the machine must not stall the flood
             cli = h2.popen(["chrt", "-f", "20", "iperf3", "-c", net.ip("h4"), "-u", "-b",
-                            f"{bw * 3}M", "-l", str(frame - 42), "-t", "5"], stdout=subprocess.DEVNULL)
+                            f"{bw * 1.25}M", "-l", str(frame - 42), "-t", "5",
+                            "--pacing-timer", "100"], stdout=subprocess.DEVNULL)
             time.sleep(0.5)
             ping = h1.popen(["chrt", "-f", "20", "ping", "-c", "4000", "-i", "0.001", "-s", "0",
                              "-w", "6", dst],
@@ -394,15 +461,17 @@ def test_standing_queue_drain_time(prober):
             ping.wait(10)
             loaded = prober.poll()
             srv.wait(5)
+            r2_pkts, h1_pkts = r2_cap.stop(), h1_cap.stop() + r1_cap.stop()
         finally:
             prober.remove_host(h)
+    wire, at_h1 = probe_times(r2_pkts), probe_times(sorted(h1_pkts, key=lambda p: p.time))
 
     full = limit - frame
     backlog = [(t, b) for t, b, _ in samples]
     ts = [t for t, _ in backlog]
     if os.environ.get("NP_DEBUG"):
         import pickle
-        Path("/tmp/np_drain.pkl").write_bytes(pickle.dumps((base, loaded, backlog)))
+        Path("/tmp/np_drain.pkl").write_bytes(pickle.dumps((base, loaded, samples, wire)))
 
     def standing(t_ns: int) -> list[int]:
         """Backlog samples within 1 ms of t_ns, if all of them show the FIFO full."""
@@ -417,19 +486,61 @@ def test_standing_queue_drain_time(prober):
 
     base_rise = statistics.median(lat(base, 3)) - statistics.median(lat(base, 2))
     hop3 = [s for s in loaded if s.outttl == 3 and s.recv_ns > 0 and s.protocol == 1
-            and standing(s.send_ns)]
-    hop2 = lat(loaded, 2, lambda s: ts[0] <= s.send_ns <= ts[-1])
+            and standing(s.send_ns) and {"in", "out", "back"} <= wire.get(s.seq, {}).keys()
+            and {"in", "back"} <= at_h1.get(s.seq, {}).keys()]
+    hop2 = [s for s in loaded if s.outttl == 2 and s.recv_ns > 0 and s.protocol == 1
+            and ts[0] <= s.send_ns <= ts[-1] and {"in", "back"} <= at_h1.get(s.seq, {}).keys()]
     assert len(hop3) >= 30 and len(hop2) >= 30, (len(hop3), len(hop2), len(backlog))
     during = [b for s in hop3 for b in standing(s.send_ns)]
-    # what a probe waits for: the backlog, its own app packet ahead of it, then itself
-    # (echo request without payload and its probe: 14 + 20 + 8 bytes each)
-    drain_ms = (statistics.mean(during) + 2 * 42) * 8 / (bw * 1e6) * 1e3
-    rise = statistics.median([s.latency_ms for s in hop3]) - statistics.median(hop2) - base_rise
-    err_us = abs(rise - drain_ms) * 1e3
-    print(f"\nstanding backlog {statistics.mean(during):.0f} B over {len(hop3)} probes, "
-          f"drain {drain_ms:.3f} ms, measured rise {rise:.3f} ms (idle {base_rise:.3f}), "
-          f"error {err_us:.1f} us")
-    assert err_us <= TOLERANCE_US, (drain_ms, rise, base_rise)
+    # the FIFO's real output rate while it stood full (HTB's rate, as the kernel keeps it)
+    busy = [(t, sent) for t, b, sent in samples if b >= full]
+    rate = (busy[-1][1] - busy[0][1]) * 8 / ((busy[-1][0] - busy[0][0]) / 1e9) / 1e6
+    # what a probe waits for (see MODEL_US): the backlog, its app packet (an echo
+    # request without payload: 14 + 20 + 8 bytes) and on average half a flood frame
+    model_ms = (statistics.mean(during) + 42 + frame / 2) * 8 / (rate * 1e6) * 1e3
+    med = statistics.median
+
+    def rtt(view, s):               # ms from the probe leaving h1 (or reaching r2) to its answer
+        return (view[s.seq]["back"] - view[s.seq]["in"]) * 1e3
+
+    wire_rise = med(rtt(at_h1, s) for s in hop3) - med(rtt(at_h1, s) for s in hop2)
+    rise = med(s.latency_ms for s in hop3) - med(s.latency_ms for s in hop2)
+    err_us = (rise - wire_rise) * 1e3
+    per_probe_us = med(abs(s.latency_ms - rtt(at_h1, s)) * 1e3 for s in hop3)
+    fifo = med((wire[s.seq]["out"] - wire[s.seq]["in"]) * 1e3 for s in hop3)
+    beyond = med((wire[s.seq]["back"] - wire[s.seq]["out"]) * 1e3 for s in hop3)
+    model_us = (fifo - model_ms) * 1e3
+    print(f"\nstanding backlog {statistics.mean(during):.0f} B at {rate:.3f} Mb/s, "
+          f"{len(hop3)} probes: noobprobe hop-3 rise over hop 2 {rise:.3f} ms, on the wire "
+          f"{wire_rise:.3f} ms (error {err_us:+.1f} us; per-probe RTT vs wire {per_probe_us:.1f} "
+          f"us) = FIFO {fifo:.3f} ms (drain model {model_ms:.3f} ms, {model_us:+.1f} us) + r3 "
+          f"and back {beyond * 1e3:.0f} us + elsewhere {(wire_rise - fifo - beyond) * 1e3:.0f} us "
+          f"(idle rise {base_rise * 1e3:.0f} us)")
+    assert abs(err_us) <= TOLERANCE_US, (rise, wire_rise)
+    # Each RTT alone is 31-39 µs longer than the wire's beside the flood (noobprobe's
+    # stamps are taken in h1's tc egress and XDP, the taps sit after h1's qdisc and before
+    # r1→h1's veth hop, whose XDP side runs as NAPI work that waits like any softirq here);
+    # the offset is the same for every hop and cancels in the rise.
+    assert per_probe_us <= 2 * TOLERANCE_US, per_probe_us
+    assert abs(model_us) <= MODEL_US, (fifo, model_ms)
+
+
+def probe_times(pkts) -> dict[int, dict[str, float]]:
+    """Per probe sequence, capture times on one node: "in" (the echo request first seen:
+    leaving h1, or arriving at r2), "out" (seen again with a lower TTL: leaving r2 after
+    its FIFO), "back" (the last sighting of the time-exceeded that answers it)."""
+    from scapy.all import ICMP, IP, ICMPerror
+    seen: dict[int, dict[str, float]] = {}
+    for pk in pkts:
+        if IP not in pk or ICMP not in pk:
+            continue
+        t = float(pk.time)
+        if pk[ICMP].type == 8:
+            d = seen.setdefault(pk[ICMP].seq, {})
+            d.setdefault("out" if "in" in d else "in", t)
+        elif pk[ICMP].type == 11 and ICMPerror in pk:
+            seen.setdefault(pk[ICMPerror].seq, {})["back"] = t
+    return seen
 
 
 # ---- the CLI -----------------------------------------------------------------------
