@@ -2,20 +2,32 @@
 """TCP-INT overhead: one-flow TCP throughput through one kernel switch, same run, as ratios.
 
 h1 - s1 - h2, unshaped links (the CPU, not a link, limits the flow, so every cost shows).
-The sender's TSO/GSO are off, so MTU-sized packets cross the switch and the receiver's GRO
-has something to merge (veth passes GSO packets whole otherwise). Configurations, measured
-alternately `--reps` times each, for GRO on and off at the receiver (the "tagging ratio ×
-GRO" figure T1 of the Third Eye paper):
+Three modes of the hosts' offloads:
+  tso-on         the hosts' default: TCP hands 64 KB GSO packets down, veth passes them
+                 whole, so the host programs run and the switch stamps once per 64 KB
+  tso-off/gro-on   the sender's TSO/GSO off: MTU-sized segments cross the switch, each
+  tso-off/gro-off  one tagged and stamped, and the receiver's GRO (on or off) has something
+                 to merge — the "tagging ratio × GRO" figure T1 of the Third Eye paper
+Configurations, measured alternately `--reps` times each in every mode:
   plain    the bridge, no program at all                       (the baseline: ratio 1)
   int-off  switch program on every port, hosts send no option  (cost of the switch hook)
   int-1    hosts tag every segment, switches stamp each        (full TCP-INT)
   int-16   hosts tag 1 in 16 segments                          (sampled TCP-INT)
   int-1-nostamp  hosts tag every segment, switches stamp 1 in 255 (host-side cost alone)
 Goal: int-* ≥ 0.9 × plain. Ratios are taken within each round (configurations run back
-to back), then the median over rounds: the machine is shared and drifts.
+to back), then the median over rounds: the machine drifts.
 
-    python bench/int_overhead.py                   # 2 s flows, 5 rounds
-    python bench/int_overhead.py --seconds 2 --reps 2 --gro on
+Receive steering: by default every interface's RPS sends all packet processing to CPU 0
+and both iperf3 ends run on CPU 1 (where the scheduler put them, throughput swung between
+7.6 and 13.8 Gb/s from round to round with TSO on). Without it a flow's packets are processed
+on whichever CPU sent them — TCP transmits from the app's CPU and from the CPU that
+handled an ACK — so the emulated path reorders: the plain bridge then already shows
+~1200 spurious fast retransmits in 3 s (DSACKs), and INT's extra per-packet work makes
+the reordering, the retransmits and the idle time worse (0.64-0.70 instead of the CPU
+cost alone). `--no-rps` measures that case.
+
+    python bench/int_overhead.py                   # 2 s flows, 5 rounds, all modes
+    python bench/int_overhead.py --seconds 2 --reps 2 --mode tso-off/gro-on
     python bench/int_overhead.py --csv rows.csv --plot t1.png
 """
 from __future__ import annotations
@@ -46,44 +58,59 @@ TOPO = {"ipv6": False, "hosts": {"h1": None, "h2": None}, "switches": {"s1": Non
         "links": [{"ends": ["h1", "s1"]}, {"ends": ["s1", "h2"]}]}
 
 
-def flow(net, seconds: int, port: int) -> float:
-    """Mb/s received by one iperf3 flow h1 → h2."""
-    srv = net["h2"].popen(["iperf3", "-s", "-1", "-p", str(port)],
+def flow(net, seconds: int, port: int, pin: str = "") -> tuple[float, int]:
+    """(Mb/s received, segments retransmitted) of one iperf3 flow h1 → h2; both ends on
+    CPU `pin` if given."""
+    cpu = ["taskset", "-c", pin] if pin else []
+    srv = net["h2"].popen([*cpu, "iperf3", "-s", "-1", "-p", str(port)],
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 5
     while f":{port} " not in net["h2"].cmd("ss -ltnH"):
         if time.monotonic() > deadline:
             raise RuntimeError("iperf3 server did not listen")
         time.sleep(0.05)
-    out = net["h1"].cmd(f"iperf3 -c {net.ip('h2')} -p {port} -t {seconds} -J")
+    out = net["h1"].cmd(f"{' '.join(cpu)} iperf3 -c {net.ip('h2')} -p {port} -t {seconds} -J")
     srv.wait(timeout=10)
-    return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e6
+    end = json.loads(out)["end"]
+    return end["sum_received"]["bits_per_second"] / 1e6, end["sum_sent"].get("retransmits", 0)
+
+
+MODES = {"tso-on": ("on", "on"), "tso-off/gro-on": ("off", "on"),
+         "tso-off/gro-off": ("off", "off")}     # mode → (sender TSO/GSO, receiver GRO)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog="\n".join(__doc__.splitlines()[15:]))
+                                 epilog="\n".join(l for l in __doc__.splitlines()
+                                                   if "python bench/" in l))
     ap.add_argument("--seconds", type=int, default=2)
     ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--gro", choices=["on", "off", "both"], default="both")
+    ap.add_argument("--mode", choices=[*MODES, "all"], default="all")
+    ap.add_argument("--no-rps", dest="rps", action="store_false",
+                    help="leave packet processing on the sending CPU (reorders)")
     ap.add_argument("--csv", type=Path, help="write every measurement here")
     ap.add_argument("--plot", type=Path, help="write the T1 bar chart (PNG) here")
     a = ap.parse_args()
     TcpInt.check()
-    gros = ["on", "off"] if a.gro == "both" else [a.gro]
+    modes = list(MODES) if a.mode == "all" else [a.mode]
     rows = []
     port = 5300
     with running_network(TOPO) as net:
-        net.run("h1", "ethtool -K h1-eth0 tso off gso off")
-        for gro in gros:
+        if a.rps:
+            for node in ("h1", "s1", "h2"):
+                net.run(node, "for f in /sys/class/net/*/queues/rx-*/rps_cpus; "
+                              "do echo 1 > $f; done")
+        for mode in modes:
+            tso, gro = MODES[mode]
+            net.run("h1", f"ethtool -K h1-eth0 tso {tso} gso {tso}")
             net.run("h2", f"ethtool -K h2-eth0 gro {gro}")
             for rep in range(a.reps):
                 for name, opts in CONFIGS.items():
                     ti = TcpInt(opts, net).start() if opts else None
                     try:
                         port += 1
-                        mbps = flow(net, a.seconds, port)
+                        mbps, retr = flow(net, a.seconds, port, "1" if a.rps else "")
                         tagged = stamped = 0
                         if ti:
                             ports = ti.port_states()
@@ -92,22 +119,24 @@ def main() -> int:
                     finally:
                         if ti:
                             ti.stop()
-                    rows.append({"gro": gro, "rep": rep, "config": name, "mbps": round(mbps, 1),
-                                 "tagged_skbs": tagged, "stamped_skbs": stamped})
-                    print(f"gro {gro:3} rep {rep} {name:13} {mbps:9.1f} Mb/s  "
-                          f"tagged skbs at the switch {tagged}", file=sys.stderr)
-    print(f"\n{'gro':4} {'config':13} {'median Mb/s':>12} {'ratio to plain':>15}")
+                    rows.append({"mode": mode, "rep": rep, "config": name,
+                                 "mbps": round(mbps, 1), "retransmits": retr,
+                                 "tagged_skbs": tagged,
+                                 "stamped_skbs": stamped})
+                    print(f"{mode:15} rep {rep} {name:13} {mbps:9.1f} Mb/s  {retr:5d} retransmits"
+                          f"  tagged skbs at the switch {tagged}", file=sys.stderr)
+    print(f"\n{'mode':15} {'config':13} {'median Mb/s':>12} {'ratio to plain':>15}")
     summary = {}
-    by = {(r["gro"], r["rep"], r["config"]): r["mbps"] for r in rows}
-    for gro in gros:
+    by = {(r["mode"], r["rep"], r["config"]): r["mbps"] for r in rows}
+    for mode in modes:
         for name in CONFIGS:
-            med = statistics.median(by[(gro, k, name)] for k in range(a.reps))
-            ratio = statistics.median(by[(gro, k, name)] / by[(gro, k, "plain")]
+            med = statistics.median(by[(mode, k, name)] for k in range(a.reps))
+            ratio = statistics.median(by[(mode, k, name)] / by[(mode, k, "plain")]
                                       for k in range(a.reps))
-            summary[(gro, name)] = ratio
+            summary[(mode, name)] = ratio
             goal = "" if name == "plain" else ("  ok (≥ 0.9)" if ratio >= 0.9
                                                else "  below the 0.9 goal")
-            print(f"{gro:4} {name:13} {med:12.1f} {ratio:15.3f}{goal}")
+            print(f"{mode:15} {name:13} {med:12.1f} {ratio:15.3f}{goal}")
     if a.csv:
         with open(a.csv, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -119,18 +148,19 @@ def main() -> int:
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(figsize=(8, 4.2))
-        width = 0.8 / len(gros)
-        for i, gro in enumerate(gros):
+        width = 0.8 / len(modes)
+        for i, mode in enumerate(modes):
             xs = [j + i * width for j in range(len(CONFIGS))]
-            ax.bar(xs, [summary[(gro, n)] for n in CONFIGS], width, label=f"GRO {gro}")
-        ax.set_xticks([j + width * (len(gros) - 1) / 2 for j in range(len(CONFIGS))])
+            ax.bar(xs, [summary[(mode, n)] for n in CONFIGS], width, label=mode)
+        ax.set_xticks([j + width * (len(modes) - 1) / 2 for j in range(len(CONFIGS))])
         ax.set_xticklabels(list(CONFIGS))
         ax.axhline(0.9, ls="--", color="grey", lw=1)
-        ax.set_ylabel("throughput / plain bridge (same GRO)")
-        ax.set_title(f"TCP-INT tagging × GRO: 1 flow, 1 kernel switch\n"
-                     f"(unshaped veth, sender TSO/GSO off, {a.seconds} s × {a.reps} rounds)",
-                     fontsize=10)
-        ax.legend()
+        ax.set_ylabel("throughput / plain bridge (same mode)")
+        ax.set_title(f"TCP-INT tagging × offloads: 1 flow, 1 kernel switch\n"
+                     f"(unshaped veth, {a.seconds} s × {a.reps} rounds, "
+                     f"{'RPS to CPU 0' if a.rps else 'no RPS'})", fontsize=10)
+        ax.set_ylim(0, 1.3)
+        ax.legend(ncol=len(modes), loc="upper center")
         fig.tight_layout()
         fig.savefig(a.plot, dpi=120)
     return 0
