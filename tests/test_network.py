@@ -63,6 +63,25 @@ def test_switches_and_routers_live_in_their_own_namespaces():
         assert len(set(spaces.values())) == len(spaces)
 
 
+def test_every_node_process_lives_in_the_nodes_cgroup():
+    """Shells (they move themselves in before exec), what they start, and popen children:
+    all in <run cgroup>/<node>, which is what teardown and `clean` end."""
+    def cg(pid: int) -> str:
+        return [ln.split("::", 1)[1] for ln in open(f"/proc/{pid}/cgroup").read().split("\n")
+                if ln.startswith("0::")][0]
+    with running_network({"builtin": "chain", "routers": 2}) as net:
+        run = f"/{net.tracker.name}"
+        for n in net.nodes():
+            assert cg(n.pid) == f"{run}/{n.name}", n.name
+        bg = int(net["h1"].cmd("sleep 30 & echo $!").split()[-1])
+        child = net["r1"].popen(["sleep", "30"])
+        try:
+            assert cg(bg) == f"{run}/h1" and cg(child.pid) == f"{run}/r1"
+        finally:
+            child.kill()
+            child.wait()
+
+
 def test_routers_decrement_ttl_and_answer_time_exceeded():
     with running_network({"builtin": "chain", "routers": 3}) as net:
         out = net["h1"].cmd(f"traceroute -n -q1 -w1 -m6 {net.ip('h2')}")

@@ -20,10 +20,14 @@ class TbNode:
     def _popen(self, cmd, **params):  # noqa: D401 - Mininet's hook for every spawn
         cgroup = self.params.get("cgroup")
         if cgroup is not None and self.shell is None:
-            # The node's shell: mnexec execs bash in place (same PID, no fork), so moving
-            # it right after the spawn is race-free, and avoids preexec_fn's slow fork.
-            p = Popen(cmd, **params)
-            (cgroup / "cgroup.procs").write_text(str(p.pid))
+            # The node's shell: a sh moves itself into the cgroup, then execs mnexec,
+            # which execs bash in place (same PID throughout). The child does the move,
+            # so a runner killed right after the spawn cannot leave the shell outside
+            # (where `clean` would not find it); and no preexec_fn (a slow fork). Before
+            # mnexec: it mounts a fresh /sys, without the cgroup tree, for the shell.
+            procs = cgroup / "cgroup.procs"
+            p = Popen(["sh", "-c", f'echo $$ > "{procs}"; exec "$@"', "sh", *cmd], **params)
+            procs.write_text(str(p.pid))        # harmless if the shell did it already
             return p
         enter = self.params.get("enter")
         if enter is not None and "preexec_fn" not in params:
