@@ -41,6 +41,7 @@
 #define TCPINT_BMV2_PKT_BYTES 1514
 #define TCPINT_BMV2_WINDOW_US 1000          /* utilization window */
 #define MAX_PORTS 512                       /* egress_port is 9 bits */
+#define DROP_PORT 511                       /* v1model's mark_to_drop() */
 #define UTIL_ONE_SHIFT 10                   /* TCP_INT_UTIL_ONE == 1 << 10 */
 #define UTIL_MULT_SHIFT 32                  /* fixed point of set_port's utilMult */
 #define AVAIL_SHIFT 24                      /* fixed point of set_port's availMult */
@@ -360,19 +361,28 @@ control MyIngress(inout headers hdr,
         default_action = drop();
     }
 
+    /* Ground truth for the queue sampler (testbed/instruments/bmv2_qsample.py): packets
+     * sent towards each egress port's queue. Queue drops = these - sent - queued. */
+    register<bit<64>>(MAX_PORTS) toPortPkts;
+
     apply {
-        if (l2_mac.apply().hit) {
-            return;
-        }
-        /* No ICMP time-exceeded: a packet that would leave with TTL 0 is dropped. */
-        if (!hdr.ipv4.isValid() || hdr.ipv4.ttl <= 1) {
-            drop();
-            return;
-        }
-        switch (ipv4_lpm.apply().action_run) {
-            ecmp_group: {
-                ecmp_nhop.apply();
+        if (!l2_mac.apply().hit) {
+            /* No ICMP time-exceeded: a packet that would leave with TTL 0 is dropped. */
+            if (!hdr.ipv4.isValid() || hdr.ipv4.ttl <= 1) {
+                drop();
+            } else {
+                switch (ipv4_lpm.apply().action_run) {
+                    ecmp_group: {
+                        ecmp_nhop.apply();
+                    }
+                }
             }
+        }
+        if (standard_metadata.mcast_grp == 0 &&
+            standard_metadata.egress_spec != DROP_PORT) {
+            bit<64> n;
+            toPortPkts.read(n, (bit<32>)standard_metadata.egress_spec);
+            toPortPkts.write((bit<32>)standard_metadata.egress_spec, n + 1);
         }
     }
 }
@@ -384,6 +394,12 @@ control MyIngress(inout headers hdr,
 control MyEgress(inout headers hdr,
                  inout metadata meta,
                  inout standard_metadata_t standard_metadata) {
+
+    /* Ground truth for the queue sampler, per egress port: the queue's depth when the
+     * last packet left it, and packets and bytes sent. */
+    register<bit<32>>(MAX_PORTS) qdepthPkts;
+    register<bit<64>>(MAX_PORTS) sentPkts;
+    register<bit<64>>(MAX_PORTS) sentBytes;
 
     /* Per egress port: bytes sent in the current window and the last full window's
      * utilization (TCP_INT_UTIL_ONE = 100 %), used when the queue is empty. */
@@ -464,6 +480,17 @@ control MyEgress(inout headers hdr,
             standard_metadata.egress_port == standard_metadata.ingress_port) {
             mark_to_drop(standard_metadata);
             return;
+        }
+        {
+            bit<32> port = (bit<32>)standard_metadata.egress_port;
+            bit<64> n;
+            qdepthPkts.write(port, (bit<32>)standard_metadata.deq_qdepth);
+            sentBytes.read(n, port);
+            sentBytes.write(port, n + (bit<64>)standard_metadata.packet_length);
+            if (standard_metadata.instance_type == 0) {     /* not a flooded copy */
+                sentPkts.read(n, port);
+                sentPkts.write(port, n + 1);
+            }
         }
         if (!hdr.ipv4.isValid()) {
             return;

@@ -1,12 +1,15 @@
 """Instrument `queue`: ground truth of the switches' egress queues.
 
-One qsample process per forwarding node, inside its namespace, samples the root qdisc
-(HTB over the FIFO) of every shaped port. Output `queue.csv`:
+One sampler process per forwarding node, inside its namespace: qsample reads the root
+qdisc (HTB over the FIFO) of every shaped port; on a BMv2 node bmv2_qsample reads the P4
+program's queue registers instead (queues in packets; bytes = packets × 1514). Output
+`queue.csv`:
 time,node,iface,backlog_bytes,qlen_pkts,drops,sent_bytes (time: s since the point's t0).
 """
 from __future__ import annotations
 
 import csv
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -41,11 +44,24 @@ class QueueSampler(Instrument):
         for node, ifaces in by_node.items():
             out = self.ctx.tracker.workdir / f"qsample-{node}.raw"
             self.raw[node] = out
-            self.procs.append(net[node].popen(
-                [sys.executable, "-m", "testbed.instruments.qsample", "-i", ",".join(ifaces),
-                 "--interval-us", str(int(o.interval * 1e6)), "-o", str(out)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+            cmd, env = self._sampler(net.queue_source(node), ifaces, out)
+            self.procs.append(net[node].popen(cmd, env=env, stdout=subprocess.DEVNULL,
+                                              stderr=subprocess.PIPE))
         self.ctx.tracker.defer("queue samplers", self.stop)
+
+    def _sampler(self, src, ifaces: list[str], out: Path) -> tuple[list[str], dict | None]:
+        """The sampler's command line and environment for one node's queues."""
+        interval = str(int(self.options.interval * 1e6))
+        if src.kind == "bmv2":
+            # BMv2's Thrift client lives with Debian's python3, outside our venv
+            env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+            return [src.python, str(Path(__file__).with_name("bmv2_qsample.py")),
+                    "--thrift-port", str(src.thrift_port), "--bm-path", src.bm_path,
+                    "-p", ",".join(f"{i}:{src.ports[i]}" for i in ifaces),
+                    "--pkt-bytes", str(src.pkt_bytes), "--interval-us", interval,
+                    "-o", str(out)], env
+        return [sys.executable, "-m", "testbed.instruments.qsample", "-i", ",".join(ifaces),
+                "--interval-us", interval, "-o", str(out)], None
 
     def stop(self) -> None:
         for p in getattr(self, "procs", []):

@@ -25,7 +25,7 @@ from ..errors import RunError
 from ..topology.graph import Graph, Node
 from . import shaping
 from .backends import backend_class
-from .backends.base import SwitchBackend
+from .backends.base import QueueSource, SwitchBackend
 from .nodes import TbHost, TbSwitch
 from .tracker import RunTracker, cgroup_pids
 
@@ -72,6 +72,11 @@ class Network:
         for g in self.graph.switches:
             out += [(g.name, i.name) for i in self.backend_of(g).queue_ports(g)]
         return out
+
+    def queue_source(self, node: str) -> QueueSource:
+        """Where the queue sampler reads that forwarding node's queues."""
+        g = self.graph.nodes[node]
+        return self.backend_of(g).queue_source(g)
 
     # -- bring-up ------------------------------------------------------------------
     def start(self) -> "Network":

@@ -12,17 +12,32 @@ Network calls, in order:
     backend.stop()                    on teardown (also via the run tracker)
 
 `net.graph` has the topology (links, addresses, routes); `net.tracker` the run tracker.
-Egress queues: `queue_ports(gnode)` lists the interfaces whose qdisc holds the queue
-(what the queue sampler and the TCP-INT switch program attach to).
+Egress queues: `queue_ports(gnode)` lists the interfaces with a shaped egress queue, and
+`queue_source(gnode)` says where the queue sampler reads them (a qdisc, or BMv2's own).
 """
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
     from ...topology.graph import Intf, Node
     from ..net import Network
+
+
+@dataclass
+class QueueSource:
+    """Where a node's egress queues are read. `qdisc`: each port's root qdisc, by netlink
+    in the node's namespace. `bmv2`: the P4 program's registers over BMv2's Thrift API
+    (queues counted in packets of `pkt_bytes`), with `python` and `bm_path` to run its
+    Thrift client."""
+    kind: str = "qdisc"
+    thrift_port: int = 0
+    ports: dict[str, int] = field(default_factory=dict)    # interface → BMv2 port
+    pkt_bytes: int = 0
+    python: str = ""
+    bm_path: str = ""
 
 
 class SwitchBackend(ABC):
@@ -51,3 +66,6 @@ class SwitchBackend(ABC):
     def queue_ports(self, gnode: "Node") -> list["Intf"]:
         """Interfaces of this node with a shaped egress queue."""
         return [i for i in gnode.intfs if i.link.params.bw is not None]
+
+    def queue_source(self, gnode: "Node") -> QueueSource:
+        return QueueSource()

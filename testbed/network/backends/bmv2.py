@@ -8,7 +8,8 @@ and the table entries are pushed over P4Runtime with p4runtime-shell by a small 
 started inside the namespace (`python -m testbed.network.backends.bmv2 push PLAN`).
 The egress queue of a shaped link is BMv2's own (Thrift: set_queue_rate in packets/s,
 set_queue_depth in packets), so the queue TCP-INT reports is the queue packets wait in;
-the kernel's HTB on those ports is removed.
+the kernel's HTB on those ports is removed. The queue sampler reads it from the P4
+program's registers (queue_source: testbed/instruments/bmv2_qsample.py over Thrift).
 
 Roles (the P4 program holds both; the tables filled choose):
 - router: ipv4_lpm from the graph's routes (/32 for every neighbour on a connected
@@ -43,7 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ...errors import MissingFeature, RunError
-from .base import SwitchBackend
+from .base import QueueSource, SwitchBackend
 
 if TYPE_CHECKING:
     from ...topology.graph import Intf, Node
@@ -176,8 +177,15 @@ class Bmv2Backend(SwitchBackend):
         return [g for g in self.net.graph.switches if g.spec.backend == self.name]
 
     def queue_ports(self, gnode) -> list["Intf"]:
-        # The queue is inside BMv2, not a qdisc: nothing for qdisc-based samplers.
-        return []
+        # The shaped ports: their queue is BMv2's (set_queue_depth/rate), not a qdisc.
+        return [i for i in gnode.intfs if i.link.params.bw is not None]
+
+    def queue_source(self, gnode) -> QueueSource:
+        # The P4 program keeps per-port queue depth and counters in registers; read them
+        # over Thrift with BMv2's own client (Debian's python3-thrift, bm_runtime).
+        return QueueSource(kind="bmv2", thrift_port=THRIFT_PORT,
+                           ports=dict(self.plans[gnode.name].ports), pkt_bytes=PKT_BYTES,
+                           python=SYS_PYTHON, bm_path=bm_runtime_path())
 
     # -- configure: the node's kernel stays out of the way --------------------------
     def configure(self, gnode, mnode) -> list[str]:
@@ -480,6 +488,13 @@ def _listening_ports(pid: int) -> set[int]:
             if len(parts) > 3 and parts[3] == "0A":
                 ports.add(int(parts[1].rsplit(":", 1)[1], 16))
     return ports
+
+
+def bm_runtime_path() -> str:
+    """Directory with BMv2's bm_runtime Python package: where its CLI looks for it."""
+    cli = _tool("simple_switch_CLI")
+    m = re.search(r'sys\.path\.append\("([^"]+)"\)', Path(cli).read_text()) if cli else None
+    return m.group(1) if m else ""
 
 
 def thrift_cli(node, commands: list[str]) -> str:
