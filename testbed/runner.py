@@ -172,7 +172,8 @@ class Runner:
                 "started": time.time(), "versions": results.versions(),
                 "backends": sorted({s.backend for s in {**point.topology.switches,
                                                         **point.topology.routers}.values()}),
-                "hosts": exp.hosts.model_dump(), "argv": self.argv, "sets": self.sets}
+                "hosts": exp.hosts.model_dump(), "emulation": exp.emulation.model_dump(),
+                "argv": self.argv, "sets": self.sets}
         results.write_json(pdir / "meta.json", meta)
         try:
             with tracker.scope():
@@ -201,7 +202,7 @@ class Runner:
                  phase: Callable[[str], None], meta: dict) -> None:
         exp = point.experiment
         phase("bring-up")
-        net = Network(Graph(point.topology), tracker, exp.hosts)
+        net = Network(Graph(point.topology), tracker, exp.hosts, exp.emulation)
         net.experiment = exp  # backends read experiment keys (bmv2: `int:`)
         net.start()
         meta["addresses"] = {n: net.ip(n) for n in net.graph.nodes if net.graph.nodes[n].is_l3}

@@ -5,7 +5,8 @@
 
 The argument is anything an experiment's `topology:` key accepts (a builtin with its
 parameters, an inline topology, or a file path), or a whole experiment (a mapping with
-`topology:`), in which case its `hosts:` settings apply too. Teardown always runs.
+`topology:`), in which case its `hosts:` and `emulation:` settings apply too. Teardown
+always runs.
 """
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ def running_network(spec: Any, **experiment: Any) -> Iterator[Network]:
     plan = load_experiment("<test>", text=text)
     point = plan.points[0]
     with RunTracker() as tracker:
-        net = Network(Graph(point.topology), tracker, point.experiment.hosts)
+        net = Network(Graph(point.topology), tracker, point.experiment.hosts,
+                      point.experiment.emulation)
         net.experiment = point.experiment
         net.start()
         yield net

@@ -68,6 +68,8 @@ BAD = [
      ["tso"]),
     ("name: t\ntopology: {builtin: chain, routers: 3, bottleneck: 5}\nduration: 2\n", 2,
      ["bottleneck"]),
+    ("name: t\ntopology: {builtin: incast}\nduration: 2\nemulation:\n  rsp: true\n", 5,
+     ["rsp", "rps"]),
     ("name: t\n  topology: x\n", 2, ["YAML syntax"]),
     ("- just\n- a list\n", 1, ["mapping"]),
 ]

@@ -288,6 +288,16 @@ class HostDefaults(Model):
     quickack: bool = False   # `ip route … quickack 1`: no delayed ACKs (see powertcp.md)
 
 
+class EmulationOptions(Model):
+    """How the emulation itself behaves (not part of the emulated network)."""
+
+    # Receive packet steering on every interface of every node, by flow hash over all
+    # CPUs: a flow's packets stay on one CPU, in order. Without it TCP sends from the
+    # app's CPU and from whichever CPU handled an ACK, and veth hands each packet to the
+    # sending CPU: a CPU-bound flow gets reordered (spurious fast retransmits).
+    rps: bool = False
+
+
 class TopologyRef(Model):
     """`topology:` — a file, a built-in with parameters, or a whole inline topology."""
 
@@ -325,6 +335,7 @@ class Experiment(Model):
     congestion_control: dict[str, dict[str, Any]] = {}  # eBPF CC parameters, by CC
     tcp_int: Any = Field(default_factory=dict, alias="int")  # TCP-INT options (IntOptions)
     hosts: HostDefaults = HostDefaults()
+    emulation: EmulationOptions = EmulationOptions()
     workload: Workload = Workload()
     instruments: dict[str, Any] = {}
     sweep: dict[str, list[Any]] = {}

@@ -20,7 +20,7 @@ from typing import Iterator
 from mininet.link import Link as MnLink
 from mininet.net import Mininet
 
-from ..config.models import HostDefaults, Offloads
+from ..config.models import EmulationOptions, HostDefaults, Offloads
 from ..errors import RunError
 from ..topology.graph import Graph, Node
 from . import shaping
@@ -36,9 +36,10 @@ HOST_SYSCTLS = ("net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad
 
 class Network:
     def __init__(self, graph: Graph, tracker: RunTracker,
-                 hosts: HostDefaults | None = None):
+                 hosts: HostDefaults | None = None, emulation: EmulationOptions | None = None):
         self.graph, self.tracker = graph, tracker
         self.host_defaults = hosts or HostDefaults()
+        self.emulation = emulation or EmulationOptions()
         self.mn: Mininet | None = None
         self.backends: dict[str, SwitchBackend] = {}
         self.started = False
@@ -140,6 +141,11 @@ class Network:
                 cmds += [f"ethtool -K {i.name} {opts}" for i in g.intfs]
         else:
             cmds += self.backend_of(g).configure(g, self.mn[g.name])
+        if self.emulation.rps:
+            # the node's own sysfs (mnexec mounts one per namespace)
+            mask = format((1 << (os.cpu_count() or 1)) - 1, "x")
+            cmds += [f"for q in /sys/class/net/{i.name}/queues/rx-*/rps_cpus; "
+                     f"do echo {mask} > $q; done" for i in g.intfs]
         ip += [f"link set {i.name} up" for i in g.intfs]
         for i in g.intfs:
             tc += shaping.tc_lines(i.name, i.link.params)
