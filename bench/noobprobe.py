@@ -11,7 +11,7 @@
    same app (ping at 200/s); prints the ratio (goal ≥ 10). And the jitter each prober
    adds: the standard deviation of (its RTT − the same probe's RTT on the wire: leaving
    h1, its time-exceeded leaving r1 for h1). Twice: on an idle machine, and with h1 busy
-   (two CPU-bound processes beside the app, as on a host doing real work).
+   (NP_HOGS CPU-bound processes beside the app, default 2, as on a host doing real work).
 
 USAGE: python bench/noobprobe.py [--reps N] [--seconds S]
 (the userspace prober runs as `python bench/noobprobe.py --userspace IFACE DST S OUT`
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import statistics
 import struct
@@ -32,6 +33,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 ROUTERS = 4
+HOGS = int(os.environ.get("NP_HOGS", "2"))
 
 
 # ---- the userspace prober (runs inside h1's namespace) -------------------------------
@@ -200,7 +202,7 @@ def probe_both(prober, net, dst: str, seconds: float, tmp: Path, busy: bool):
     _, r1_if = net.graph.neighbor_addr("r1", "h1")
     tmp.mkdir()
     hogs = [h1.popen(["timeout", str(4 * seconds + 10), sys.executable, "-c",
-                      "while True: pass"]) for _ in range(2 if busy else 0)]
+                      "while True: pass"]) for _ in range(HOGS if busy else 0)]
     try:
         h = prober.add_host("h1", "h1-eth0", [dst], HostSettings(hop_rate=50), h1.netns)
         try:
