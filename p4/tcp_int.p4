@@ -48,7 +48,14 @@
 #define SER_SHIFT 16                        /* fixed point of set_port's serNs */
 
 const bit<16> TYPE_IPV4  = 0x0800;
+const bit<8>  PROTO_ICMP = 1;
 const bit<8>  PROTO_TCP  = 6;
+const bit<8>  ICMP_ECHO_REPLY = 0;
+const bit<8>  ICMP_ECHO = 8;
+const bit<8>  ICMP_TIME_EXCEEDED = 11;
+/* A time-exceeded frame: Ethernet, IPv4, ICMP, then the quote (the packet's IPv4 header
+ * without options and the first 8 bytes of its L4 header, as Linux routers quote). */
+#define TE_FRAME_BYTES 70
 const bit<8>  TCPOPT_EOL = 0;
 const bit<8>  TCPOPT_NOP = 1;
 const bit<32> PKT_INSTANCE_TYPE_REPLICATION = 5;   /* simple_switch: a multicast copy */
@@ -103,6 +110,19 @@ header tcp_t {
     bit<16> urgentPtr;
 }
 
+header icmp_t {
+    bit<8>  type;
+    bit<8>  code;
+    bit<16> checksum;
+    bit<32> rest;            /* unused in time-exceeded */
+}
+
+/* The first 8 bytes of a non-TCP L4 header (UDP, ICMP): quoted in a time-exceeded. */
+header l4_head_t {
+    bit<8>  b0;              /* ICMP: type */
+    bit<56> rest;
+}
+
 /* One byte of a TCP option that precedes TCP-INT (NOP, timestamp, SACK, ...). */
 header tcp_opt_byte_t {
     bit<8> value;
@@ -153,8 +173,11 @@ struct metadata {
 
 struct headers {
     ethernet_t                        ethernet;
+    ipv4_t                            teIpv4;      /* a time-exceeded's own IPv4 and */
+    icmp_t                            teIcmp;      /* ICMP header, before the quote */
     ipv4_t                            ipv4;
     ipv4_options_t                    ipv4Options;
+    l4_head_t                         l4Head;
     tcp_t                             tcp;
     tcp_opt_byte_t[TCP_MAX_OPT_BYTES] preIntOpts;
     tcp_int_t                         tcpInt;
@@ -199,8 +222,14 @@ parser MyParser(packet_in packet,
         /* Only first fragments hold a TCP header. */
         transition select(hdr.ipv4.fragOffset, hdr.ipv4.protocol) {
             (0, PROTO_TCP): parse_tcp;
+            (0, _): parse_l4_head;
             default: accept;
         }
+    }
+
+    state parse_l4_head {
+        packet.extract(hdr.l4Head);
+        transition accept;
     }
 
     state parse_tcp {
@@ -348,6 +377,44 @@ control MyIngress(inout headers hdr,
         default_action = drop();
     }
 
+    /* TTL expires here: answer with ICMP time-exceeded from the address of the port the
+     * packet came in on (`addr`, `mac`: set per port by the control plane), back out of
+     * that port, quoting the packet's IPv4 header and first 8 L4 bytes. */
+    action time_exceeded(ip4Addr_t addr, macAddr_t mac) {
+        hdr.teIpv4.setValid();
+        hdr.teIpv4.version = 4;
+        hdr.teIpv4.ihl = 5;
+        hdr.teIpv4.diffserv = 0xc0;                 /* as Linux: internetwork control */
+        hdr.teIpv4.totalLen = TE_FRAME_BYTES - 14;
+        hdr.teIpv4.identification = 0;
+        hdr.teIpv4.flags = 0;
+        hdr.teIpv4.fragOffset = 0;
+        hdr.teIpv4.ttl = 64;
+        hdr.teIpv4.protocol = PROTO_ICMP;
+        hdr.teIpv4.srcAddr = addr;
+        hdr.teIpv4.dstAddr = hdr.ipv4.srcAddr;
+        hdr.teIcmp.setValid();
+        hdr.teIcmp.type = ICMP_TIME_EXCEEDED;
+        hdr.teIcmp.code = 0;
+        hdr.teIcmp.rest = 0;
+        hdr.ethernet.dstAddr = hdr.ethernet.srcAddr;
+        hdr.ethernet.srcAddr = mac;
+        standard_metadata.egress_spec = standard_metadata.ingress_port;
+        truncate(TE_FRAME_BYTES);
+    }
+
+    table icmp_source {
+        key = {
+            standard_metadata.ingress_port: exact;
+        }
+        actions = {
+            time_exceeded;
+            drop;
+        }
+        size = MAX_PORTS;
+        default_action = drop();
+    }
+
     table ecmp_nhop {
         key = {
             meta.ecmpGroup: exact;
@@ -367,9 +434,18 @@ control MyIngress(inout headers hdr,
 
     apply {
         if (!l2_mac.apply().hit) {
-            /* No ICMP time-exceeded: a packet that would leave with TTL 0 is dropped. */
-            if (!hdr.ipv4.isValid() || hdr.ipv4.ttl <= 1) {
+            if (!hdr.ipv4.isValid()) {
                 drop();
+            } else if (hdr.ipv4.ttl <= 1) {
+                /* Never about an ICMP error, a fragment or a header with options. */
+                if (hdr.ipv4.ihl == 5 && hdr.ipv4.fragOffset == 0 &&
+                    (hdr.tcp.isValid() || (hdr.l4Head.isValid() &&
+                     (hdr.ipv4.protocol != PROTO_ICMP || hdr.l4Head.b0 == ICMP_ECHO ||
+                      hdr.l4Head.b0 == ICMP_ECHO_REPLY)))) {
+                    icmp_source.apply();
+                } else {
+                    drop();
+                }
             } else {
                 switch (ipv4_lpm.apply().action_run) {
                     ecmp_group: {
@@ -491,6 +567,9 @@ control MyEgress(inout headers hdr,
                 sentPkts.read(n, port);
                 sentPkts.write(port, n + 1);
             }
+        if (hdr.teIcmp.isValid()) {
+            return;         /* a time-exceeded of ours: the quote is not stamped */
+        }
         }
         if (!hdr.ipv4.isValid()) {
             return;
@@ -647,6 +726,49 @@ control MyComputeChecksum(inout headers hdr, inout metadata meta) {
             hdr.ipv4.hdrChecksum,
             HashAlgorithm.csum16);
 
+        /* A time-exceeded: its IPv4 header, then ICMP over its header and the quote (the
+         * original IPv4 header and the first 8 bytes of its L4 header; of the parsed
+         * headers that follow, only those 8 bytes survive the truncation). */
+        update_checksum(
+            hdr.teIpv4.isValid(),
+            { hdr.teIpv4.version,
+              hdr.teIpv4.ihl,
+              hdr.teIpv4.diffserv,
+              hdr.teIpv4.totalLen,
+              hdr.teIpv4.identification,
+              hdr.teIpv4.flags,
+              hdr.teIpv4.fragOffset,
+              hdr.teIpv4.ttl,
+              hdr.teIpv4.protocol,
+              hdr.teIpv4.srcAddr,
+              hdr.teIpv4.dstAddr },
+            hdr.teIpv4.hdrChecksum,
+            HashAlgorithm.csum16);
+        update_checksum(
+            hdr.teIcmp.isValid(),
+            { hdr.teIcmp.type,
+              hdr.teIcmp.code,
+              hdr.teIcmp.rest,
+              hdr.ipv4.version,
+              hdr.ipv4.ihl,
+              hdr.ipv4.diffserv,
+              hdr.ipv4.totalLen,
+              hdr.ipv4.identification,
+              hdr.ipv4.flags,
+              hdr.ipv4.fragOffset,
+              hdr.ipv4.ttl,
+              hdr.ipv4.protocol,
+              hdr.ipv4.hdrChecksum,
+              hdr.ipv4.srcAddr,
+              hdr.ipv4.dstAddr,
+              hdr.l4Head.b0,
+              hdr.l4Head.rest,
+              hdr.tcp.srcPort,
+              hdr.tcp.dstPort,
+              hdr.tcp.seqNo },
+            hdr.teIcmp.checksum,
+            HashAlgorithm.csum16);
+
         /* The TCP-INT option changed: pseudo-header, TCP header, the option bytes
          * before TCP-INT (invalid stack entries count for nothing), TCP-INT, and the
          * unparsed rest (later options and data) as payload. */
@@ -703,8 +825,11 @@ control MyComputeChecksum(inout headers hdr, inout metadata meta) {
 control MyDeparser(packet_out packet, in headers hdr) {
     apply {
         packet.emit(hdr.ethernet);
+        packet.emit(hdr.teIpv4);
+        packet.emit(hdr.teIcmp);
         packet.emit(hdr.ipv4);
         packet.emit(hdr.ipv4Options);
+        packet.emit(hdr.l4Head);
         packet.emit(hdr.tcp);
         packet.emit(hdr.preIntOpts);
         packet.emit(hdr.tcpInt);

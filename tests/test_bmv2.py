@@ -403,3 +403,37 @@ def test_queue_ground_truth_on_both_backends(tmp_path):
         # the runner's link-or-CPU verdict reads the same rows (within the workload's window)
         in_window = [int(x["backlog_bytes"]) for x in rows if 0 <= float(x["time"]) <= 4]
         assert meta["bottleneck"]["ports"]["s1:s1-eth1"]["max_backlog_bytes"] == max(in_window)
+
+
+@needs_bmv2
+def test_routers_answer_time_exceeded():
+    """BMv2 routers answer an expiring TTL as Linux routers do: ICMP time-exceeded from
+    the address of the port the packet came in on, quoting its IPv4 header and first 8 L4
+    bytes. h1's own stack accepts them (it checks both checksums): ping -t names each
+    router; noobprobe, which matches the quote, finds both hops for TCP, UDP and ICMP."""
+    from testbed.instruments.noobprobe import HostSettings, Prober
+    with running_network(chain("bmv2", 50, 50, 50)) as net:
+        h1, dst = net["h1"], net.ip("h2")
+        want = {1: net.graph.neighbor_addr("h1", "r1")[0],      # r1's port towards h1
+                2: net.graph.neighbor_addr("r1", "r2")[0]}      # r2's port towards r1
+        for ttl, addr in want.items():
+            out = h1.cmd(f"ping -c1 -W2 -t{ttl} {dst}")
+            assert f"From {addr} icmp_seq=1 Time to live exceeded" in out, (ttl, out)
+        prober = Prober()
+        try:
+            h = prober.add_host("h1", "h1-eth0", [dst], HostSettings(hop_rate=400), h1.netns)
+            try:
+                h1.cmd(f"ping -c 40 -i 0.02 {dst}")
+                h1.cmd(f"traceroute -n -q3 -w1 {dst}")                  # UDP
+                srv = net["h2"].popen(["iperf3", "-s", "-1"], stdout=subprocess.DEVNULL)
+                time.sleep(0.3)
+                h1.cmd(f"iperf3 -c {dst} -t 1 -b 5M")
+                srv.wait(10)
+                got = {(s.protocol, s.outttl, s.responder) for s in prober.poll()
+                       if s.recv_ns > 0 and s.outttl in want}
+            finally:
+                prober.remove_host(h)
+        finally:
+            prober.close()
+    for proto in (1, 6, 17):
+        assert {(ttl, a) for p, ttl, a in got if p == proto} == set(want.items()), (proto, got)

@@ -295,6 +295,13 @@ class Bmv2Backend(SwitchBackend):
             return {"port": str(plan.ports[dev]), "srcAddr": macs[dev],
                     "dstAddr": macs[nh.name]}
 
+        # Time-exceeded answers come from the address of the port the packet came in on.
+        for i in g.intfs:
+            if i.ip4 is not None:
+                plan.entries.append(Entry("MyIngress.icmp_source", "MyIngress.time_exceeded",
+                                          {"standard_metadata.ingress_port":
+                                           str(plan.ports[i.name])},
+                                          {"addr": str(i.ip4.ip), "mac": macs[i.name]}))
         # Neighbours on connected segments: one /32 each (no ARP in the data plane).
         for i in g.intfs:
             if i.segment is None or i.ip4 is None:
