@@ -374,8 +374,10 @@ def test_queue_ground_truth_on_both_backends(tmp_path):
     """The queue instrument sees the bottleneck's queue on either backend: a qdisc on the
     kernel one, the P4 program's registers on BMv2 (queues in packets of 1514 bytes).
     One CUBIC flow over a 10 Mb/s, 40-packet bottleneck: a queue up to the FIFO's limit,
-    drops in line with the flow's retransmissions, and the port's byte counter agreeing
-    with what the flow delivered (frames of 1514 bytes carry 1448 of payload)."""
+    and the port's byte counter agreeing with what the flow delivered (frames of 1514
+    bytes carry 1448 of payload). Drops are not compared: iperf3 counts retransmissions
+    only until its test ends, and BMv2, lagging on a busy CPU, can still be dropping the
+    flow's last burst then (seen: 11 drops, 0 retransmissions counted)."""
     import csv
     limit = 40 * FRAME
     for backend in ("kernel", "bmv2"):
@@ -392,10 +394,6 @@ def test_queue_ground_truth_on_both_backends(tmp_path):
         assert limit // 2 <= max(backlog) <= limit + FRAME, (backend, max(backlog))
         flow = next(x for x in csv.DictReader(open(out / "default" / "flows.csv"))
                     if x["flow"] == "a")
-        # a few overflows of the 40-packet FIFO, not an accounting error (TCP may retransmit
-        # fewer segments than were lost: it collapses neighbours when it resends)
-        drops = int(rows[-1]["drops"]) - int(rows[0]["drops"])
-        assert 0 <= drops <= 5 * int(flow["retransmits"]) + 5, (backend, drops, flow)
         sent = int(rows[-1]["sent_bytes"]) - int(rows[0]["sent_bytes"])
         ratio = sent / int(flow["bytes"])
         assert 1.0 <= ratio <= 1.15, (backend, sent, flow["bytes"])
