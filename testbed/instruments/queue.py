@@ -9,7 +9,6 @@ time,node,iface,backlog_bytes,qlen_pkts,drops,sent_bytes (time: s since the poin
 from __future__ import annotations
 
 import csv
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -53,13 +52,11 @@ class QueueSampler(Instrument):
         """The sampler's command line and environment for one node's queues."""
         interval = str(int(self.options.interval * 1e6))
         if src.kind == "bmv2":
-            # BMv2's Thrift client lives with Debian's python3, outside our venv
-            env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
             return [src.python, str(Path(__file__).with_name("bmv2_qsample.py")),
                     "--thrift-port", str(src.thrift_port), "--bm-path", src.bm_path,
                     "-p", ",".join(f"{i}:{src.ports[i]}" for i in ifaces),
                     "--pkt-bytes", str(src.pkt_bytes), "--interval-us", interval,
-                    "-o", str(out)], env
+                    "-o", str(out)], src.env
         return [sys.executable, "-m", "testbed.instruments.qsample", "-i", ",".join(ifaces),
                 "--interval-us", interval, "-o", str(out)], None
 

@@ -30,13 +30,14 @@ if TYPE_CHECKING:
 class QueueSource:
     """Where a node's egress queues are read. `qdisc`: each port's root qdisc, by netlink
     in the node's namespace. `bmv2`: the P4 program's registers over BMv2's Thrift API
-    (queues counted in packets of `pkt_bytes`), with `python` and `bm_path` to run its
-    Thrift client."""
+    (queues counted in packets of `pkt_bytes`), with `python`, `env` and `bm_path` to run
+    its Thrift client."""
     kind: str = "qdisc"
     thrift_port: int = 0
     ports: dict[str, int] = field(default_factory=dict)    # interface → BMv2 port
     pkt_bytes: int = 0
     python: str = ""
+    env: dict[str, str] | None = None
     bm_path: str = ""
 
 

@@ -30,6 +30,7 @@ Functions:
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -47,7 +48,7 @@ from ...errors import MissingFeature, RunError
 from .base import QueueSource, SwitchBackend
 
 if TYPE_CHECKING:
-    from ...topology.graph import Intf, Node
+    from ...topology.graph import Node
     from ..tcpint import IntOptions
 
 REPO = Path(__file__).resolve().parents[3]
@@ -176,16 +177,14 @@ class Bmv2Backend(SwitchBackend):
     def _mine(self) -> list["Node"]:
         return [g for g in self.net.graph.switches if g.spec.backend == self.name]
 
-    def queue_ports(self, gnode) -> list["Intf"]:
-        # The shaped ports: their queue is BMv2's (set_queue_depth/rate), not a qdisc.
-        return [i for i in gnode.intfs if i.link.params.bw is not None]
-
     def queue_source(self, gnode) -> QueueSource:
-        # The P4 program keeps per-port queue depth and counters in registers; read them
-        # over Thrift with BMv2's own client (Debian's python3-thrift, bm_runtime).
+        # The shaped ports' queues are BMv2's (set_queue_depth/rate), not qdiscs. The P4
+        # program keeps per-port queue depth and counters in registers; read them over
+        # Thrift with BMv2's own client (Debian's python3-thrift, bm_runtime).
         return QueueSource(kind="bmv2", thrift_port=THRIFT_PORT,
                            ports=dict(self.plans[gnode.name].ports), pkt_bytes=PKT_BYTES,
-                           python=SYS_PYTHON, bm_path=bm_runtime_path())
+                           python=SYS_PYTHON, env=sys_python_env(),
+                           bm_path=bm_runtime_path())
 
     # -- configure: the node's kernel stays out of the way --------------------------
     def configure(self, gnode, mnode) -> list[str]:
@@ -497,6 +496,12 @@ def _listening_ports(pid: int) -> set[int]:
     return ports
 
 
+def sys_python_env() -> dict[str, str]:
+    """Our environment without the venv's: for Debian's python3 running BMv2's tools."""
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+
+
+@functools.cache
 def bm_runtime_path() -> str:
     """Directory with BMv2's bm_runtime Python package: where its CLI looks for it."""
     cli = _tool("simple_switch_CLI")
@@ -507,10 +512,9 @@ def bm_runtime_path() -> str:
 def thrift_cli(node, commands: list[str]) -> str:
     """Run simple_switch_CLI commands in a switch's namespace; raise on any error."""
     cli = _tool("simple_switch_CLI")
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     p = node.popen([SYS_PYTHON, cli, "--thrift-port", str(THRIFT_PORT)],
                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                   env=env)
+                   env=sys_python_env())
     out, _ = p.communicate("\n".join(commands).encode() + b"\n", timeout=60)
     text = out.decode(errors="replace")
     if p.returncode != 0 or re.search(r"Error|Invalid|Traceback|exception", text):
