@@ -423,10 +423,7 @@ def test_routers_answer_time_exceeded():
             try:
                 h1.cmd(f"ping -c 40 -i 0.02 {dst}")
                 h1.cmd(f"traceroute -n -q3 -w1 {dst}")                  # UDP
-                srv = net["h2"].popen(["iperf3", "-s", "-1"], stdout=subprocess.DEVNULL)
-                time.sleep(0.3)
-                h1.cmd(f"iperf3 -c {dst} -t 1 -b 5M")
-                srv.wait(10)
+                iperf(net, "h1", "h2", 1, "-b 5M")
                 got = {(s.protocol, s.outttl, s.responder) for s in prober.poll()
                        if s.recv_ns > 0 and s.outttl in want}
             finally:

@@ -178,9 +178,7 @@ def test_emulation_rps_keeps_a_cpu_bound_flow_in_order():
     off, unshaped veth) then arrives in order: no retransmission. (Without it the flow is
     processed on whichever CPU sent each packet: ~1200 spurious fast retransmits in 3 s
     on this machine, docs/tcp-int.md.)"""
-    import json
     import os
-    import subprocess
     topo = {"ipv6": False, "hosts": {"h1": None, "h2": None}, "switches": {"s1": None},
             "links": [{"ends": ["h1", "s1"]}, {"ends": ["s1", "h2"]}]}
     mask = (1 << os.cpu_count()) - 1
@@ -190,9 +188,6 @@ def test_emulation_rps_keeps_a_cpu_bound_flow_in_order():
                 vals = net[n].cmd(f"cat /sys/class/net/{i}/queues/rx-*/rps_cpus").split()
                 assert vals and all(int(v.replace(",", ""), 16) == mask for v in vals), (n, i, vals)
         net.run("h1", "ethtool -K h1-eth0 tso off gso off")
-        srv = net["h2"].popen(["iperf3", "-s", "-1"], stdout=subprocess.DEVNULL)
-        time.sleep(0.3)
-        out = json.loads(net["h1"].cmd(f"iperf3 -c {net.ip('h2')} -t 3 -J"))
-        srv.wait(10)
+        out = _iperf(net, "h1", "h2")
     assert out["end"]["sum_received"]["bits_per_second"] > 100e6
     assert out["end"]["sum_sent"]["retransmits"] == 0, out["end"]["sum_sent"]
