@@ -195,7 +195,9 @@ def iperf(net, src: str, dst: str, seconds: float, extra: str = "") -> None:
     while ":5201 " not in net[dst].cmd("ss -ltnH"):
         assert time.monotonic() < deadline, "iperf3 server did not listen"
         time.sleep(0.05)
-    cl = net[src].popen(f"iperf3 -c {net.ip(dst)} -p 5201 -t {seconds} {extra}".split(),
+    # -C cubic: not the machine's default CC (bbr here keeps the FIFO near empty; only its
+    # start-up overshoot filled it, sometimes not to half on a slow BMv2)
+    cl = net[src].popen(f"iperf3 -c {net.ip(dst)} -p 5201 -t {seconds} -C cubic {extra}".split(),
                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     out, _ = cl.communicate(timeout=seconds + 20)
     srv.wait(timeout=10)

@@ -108,7 +108,10 @@ def iperf(net, src: str, dst: str, seconds: int = 1, extra: str = "", port: int 
     while f":{port} " not in net[dst].cmd("ss -ltnH"):
         assert time.monotonic() < deadline, "iperf3 server did not listen"
         time.sleep(0.05)
-    cl = net[src].popen(f"iperf3 -c {net.ip(dst)} -p {port} -t {seconds} -J {extra}".split(),
+    # -C cubic: a namespace inherits the machine's default CC (bbr here, which keeps FIFOs
+    # near empty); these tests need a loss-based flow that fills the bottleneck's FIFO.
+    cl = net[src].popen(f"iperf3 -c {net.ip(dst)} -p {port} -t {seconds} -J -C cubic "
+                        f"{extra}".split(),
                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     if not wait:
         return srv, cl
