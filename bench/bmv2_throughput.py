@@ -45,7 +45,7 @@ def one_flow(role: str, backend: str, seconds: float) -> float:
                 raise SystemExit("iperf3 server did not start")
             time.sleep(0.05)
         cl = net["h1"].popen(["iperf3", "-c", net.ip("h2"), "-p", "5201", "-t", str(seconds),
-                              "-J"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                              "-C", "cubic", "-J"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         out, _ = cl.communicate(timeout=seconds + 30)
         srv.wait(timeout=10)
     return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e6

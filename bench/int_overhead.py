@@ -58,7 +58,7 @@ TOPO = {"ipv6": False, "hosts": {"h1": None, "h2": None}, "switches": {"s1": Non
         "links": [{"ends": ["h1", "s1"]}, {"ends": ["s1", "h2"]}]}
 
 
-def flow(net, seconds: int, port: int, pin: str = "") -> tuple[float, int]:
+def flow(net, seconds: int, port: int, pin: str = "", cc: str = "cubic") -> tuple[float, int]:
     """(Mb/s received, segments retransmitted) of one iperf3 flow h1 → h2; both ends on
     CPU `pin` if given."""
     cpu = ["taskset", "-c", pin] if pin else []
@@ -69,7 +69,8 @@ def flow(net, seconds: int, port: int, pin: str = "") -> tuple[float, int]:
         if time.monotonic() > deadline:
             raise RuntimeError("iperf3 server did not listen")
         time.sleep(0.05)
-    out = net["h1"].cmd(f"{' '.join(cpu)} iperf3 -c {net.ip('h2')} -p {port} -t {seconds} -J")
+    out = net["h1"].cmd(f"{' '.join(cpu)} iperf3 -c {net.ip('h2')} -p {port} -t {seconds} "
+                     f"-C {cc} -J")
     srv.wait(timeout=10)
     end = json.loads(out)["end"]
     return end["sum_received"]["bits_per_second"] / 1e6, end["sum_sent"].get("retransmits", 0)
@@ -87,6 +88,8 @@ def main() -> int:
     ap.add_argument("--seconds", type=int, default=2)
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--mode", choices=[*MODES, "all"], default="all")
+    ap.add_argument("--cc", default="cubic",
+                    help="the flows' CC (named: a namespace would inherit the machine's)")
     ap.add_argument("--no-rps", dest="rps", action="store_false",
                     help="leave packet processing on the sending CPU (reorders)")
     ap.add_argument("--csv", type=Path, help="write every measurement here")
@@ -110,7 +113,7 @@ def main() -> int:
                     ti = TcpInt(opts, net).start() if opts else None
                     try:
                         port += 1
-                        mbps, retr = flow(net, a.seconds, port, "1" if a.rps else "")
+                        mbps, retr = flow(net, a.seconds, port, "1" if a.rps else "", a.cc)
                         tagged = stamped = 0
                         if ti:
                             ports = ti.port_states()
@@ -125,7 +128,8 @@ def main() -> int:
                                  "stamped_skbs": stamped})
                     print(f"{mode:15} rep {rep} {name:13} {mbps:9.1f} Mb/s  {retr:5d} retransmits"
                           f"  tagged skbs at the switch {tagged}", file=sys.stderr)
-    print(f"\n{'mode':15} {'config':13} {'median Mb/s':>12} {'ratio to plain':>15}")
+    print(f"\ncc {a.cc}, {a.reps} rounds of {a.seconds} s, RPS {'on' if a.rps else 'off'}")
+    print(f"{'mode':15} {'config':13} {'median Mb/s':>12} {'ratio to plain':>15}")
     summary = {}
     by = {(r["mode"], r["rep"], r["config"]): r["mbps"] for r in rows}
     for mode in modes:

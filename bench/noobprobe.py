@@ -107,7 +107,8 @@ def userspace_prober(iface: str, dst: str, seconds: float, out: str) -> None:
 def iperf_mbps(h1, h2, dst: str, seconds: float) -> float:
     srv = h2.popen(["iperf3", "-s", "-1", "-J"], stdout=subprocess.DEVNULL)
     time.sleep(0.3)
-    out = h1.cmd(f"iperf3 -c {dst} -t {seconds} -J")
+    # cubic named: a namespace inherits the machine's default CC (bbr on some)
+    out = h1.cmd(f"iperf3 -c {dst} -t {seconds} -C cubic -J")
     srv.wait(10)
     return json.loads(out)["end"]["sum_received"]["bits_per_second"] / 1e6
 

@@ -176,6 +176,10 @@ def test_real_small_incast_ci(tmp_path):
     trace = out / "cc=theta_powertcp" / "cc_trace.csv"
     rows = list(csv.DictReader(open(trace)))
     assert len(rows) > 100 and {r["cc"] for r in rows} == {"theta_powertcp"}
+    # every sender's kernel ran this run's registration of it (the name iperf3 read back)
+    meta = json.loads((out / "cc=theta_powertcp" / "meta.json").read_text())
+    ran = {f["kernel_cc"] for f in csv.DictReader(open(out / "cc=theta_powertcp" / "flows.csv"))}
+    assert ran == {meta["cc_names"]["theta_powertcp"]}, ran
     c = _cli(out, "--ci")
     print(c.stdout)
     assert c.returncode == 0, c.stdout + c.stderr

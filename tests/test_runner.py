@@ -50,6 +50,8 @@ def test_small_experiment_writes_a_full_bundle(write, tmp_path):
     flows = {l.split(",")[0]: l.split(",") for l in (p / "flows.csv").read_text().splitlines()[1:]}
     assert int(flows["burst-h1"][6]) == 32000          # every byte of the burst arrived
     assert float(flows["a"][7]) > 20e6       # the long flow used the link (rate: test_network)
+    # the sender's kernel ran the experiment's CC (the machine's default here: bbr)
+    assert flows["a"][10] == flows["burst-h1"][10] == "cubic", meta["versions"]["default_cc"]
     assert "hello from h1" in (p / "logs" / "h1-cmd1.log").read_text()
     port = meta["bottleneck"]["ports"]["s1:s1-eth1"]
     assert port["rate_mbps"] == 50 and port["util_pct"] > 20  # iperf3 start-up is in the window

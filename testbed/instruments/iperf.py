@@ -5,9 +5,11 @@ iperf3 JSON reports the workload leaves in <outdir>/iperf/.
 server's stamped text report (time = when the interval was printed, i.e. its end, on the
 testbed's clock); the sender's JSON intervals, shifted to the release time, only where
 no server report exists.
-`flows.csv`: flow,src,dst,cc,start,end,bytes,mean_bps,retransmits,error — for bursts
-(sized incast transfers) from the burst sink: end = last byte received, so end − start
-is the flow completion time.
+`flows.csv`: flow,src,dst,cc,start,end,bytes,mean_bps,retransmits,error,kernel_cc — for
+bursts (sized incast transfers) from the burst sink: end = last byte received, so
+end − start is the flow completion time. kernel_cc is what the sender's kernel says the
+socket ran (iperf3's sender_tcp_congestion, TCP_CONGESTION read back by a burst; the
+workload fails the point where it is not the CC asked for).
 """
 from __future__ import annotations
 
@@ -40,8 +42,10 @@ class IperfReports(Instrument):
         end = ((conn.get("last_ns") or 0) - t0) / 1e9 if conn.get("last_ns") else None
         err = rep.get("error", "") or ("" if got == f.bytes else f"sink got {got} of {f.bytes} B")
         mean = got * 8 / (end - start) if end and end > start else 0
+        ran = rep.get("kernel_cc", "")
         return [f.name, f.src, f.dst, f.cc, f"{start:.6f}",
-                f"{end:.6f}" if end is not None else "", got, f"{mean:.0f}", "", err]
+                f"{end:.6f}" if end is not None else "", got, f"{mean:.0f}", "",
+                err, ran]
 
     def write(self) -> list[Path]:
         flows = self.ctx.flows
@@ -70,11 +74,13 @@ class IperfReports(Instrument):
             end = (client or {}).get("end", {})
             recv = end.get("sum_received") or end.get("sum") or {}
             sent = end.get("sum_sent") or {}
+            ran = end.get("sender_tcp_congestion", "") if f.protocol == "tcp" else ""
             summary.append([f.name, f.src, f.dst, f.cc, f"{base:.3f}",
                             f"{base + recv.get('end', 0):.3f}", recv.get("bytes", 0),
                             f"{recv.get('bits_per_second', 0):.0f}",
-                            sent.get("retransmits", ""), (client or {}).get("error", "")
-                            if client else "no report"])
+                            sent.get("retransmits", ""),
+                            (client or {}).get("error", "") if client else "no report",
+                            ran])
         rows.sort(key=lambda r: (float(r[0]), r[1]))
         out1 = self.ctx.outdir / "throughput.csv"
         with open(out1, "w", newline="") as fh:
@@ -86,7 +92,7 @@ class IperfReports(Instrument):
         with open(out2, "w", newline="") as fh:
             w = csv.writer(fh)
             w.writerow(["flow", "src", "dst", "cc", "start", "end", "bytes", "mean_bps",
-                        "retransmits", "error"])
+                        "retransmits", "error", "kernel_cc"])
             w.writerows(summary)
         return [out1, out2]
 

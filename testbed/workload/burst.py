@@ -86,6 +86,9 @@ def send(a) -> int:
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, a.cc.encode())
         s.connect((a.dst, a.port))
         rep["sport"] = s.getsockname()[1]
+        # what the kernel runs for this socket (TCP_CA_NAME_MAX = 16)
+        rep["kernel_cc"] = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION,
+                                        16).rstrip(b"\0").decode()
         rep["connected_ns"] = time.monotonic_ns()
         s.sendall(b"\0" * a.bytes)
         rep["written_ns"] = time.monotonic_ns()

@@ -44,6 +44,7 @@ class Flow:
     port: int = 0
     group: str = ""          # "incast" name for burst members
     released_ns: int = 0     # CLOCK_MONOTONIC when the client was let go
+    kernel_cc: str = ""      # the kernel's name of `cc` (eBPF CCs: per run), TCP only
 
     @property
     def tool(self) -> str:
@@ -103,12 +104,14 @@ class IperfWorkload:
                 stderr=subprocess.STDOUT)
         self._wait_listening()
         for f in self.flows:
+            if f.protocol == "tcp":
+                f.kernel_cc = self.cc_name(f.cc)
             if f.tool == "burst":
                 # Python starts before the release and waits on stdin: no start-up delay.
                 self.clients[f.name] = self.net[f.src].popen(
                     [sys.executable, "-m", "testbed.workload.burst", "send", "--dst",
                      self.net.ip(f.dst), "--port", str(f.port), "--bytes", str(f.bytes),
-                     "--cc", self.cc_name(f.cc), "-o", str(self.outdir / f"{f.name}.burst.json")],
+                     "--cc", f.kernel_cc, "-o", str(self.outdir / f"{f.name}.burst.json")],
                     stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
                 continue
             cmd = ["iperf3", "-c", self.net.ip(f.dst), "-p", str(f.port), "-J",
@@ -121,7 +124,7 @@ class IperfWorkload:
             if f.protocol == "udp":
                 cmd += ["-u", "-b", f"{(f.rate or 1.0) * 1e6:.0f}"]
             else:
-                cmd += ["-C", self.cc_name(f.cc)]
+                cmd += ["-C", f.kernel_cc]
                 if f.rate:
                     cmd += ["-b", f"{f.rate * 1e6:.0f}"]
             if f.parallel > 1:
@@ -131,6 +134,22 @@ class IperfWorkload:
             self.clients[f.name] = self.net[f.src].popen(
                 wrapped, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE)
+
+    def _cc_mismatches(self) -> list[str]:
+        """A flow whose socket ran another CC than asked (the kernel's word, from the
+        sender's report) would make every figure of the point wrong."""
+        out = []
+        for f in self.flows:
+            rep = (self.outdir / (f"{f.name}.burst.json" if f.tool == "burst"
+                                  else f"{f.name}.client.json"))
+            try:
+                d = json.loads(rep.read_text())
+            except (OSError, ValueError):
+                continue   # no report: the client's own error says why
+            ran = d.get("kernel_cc") or d.get("end", {}).get("sender_tcp_congestion")
+            if f.kernel_cc and ran and ran != f.kernel_cc:
+                out.append(f"{f.name}: ran {ran}, not {f.kernel_cc} (cc: {f.cc})")
+        return out
 
     def _wait_listening(self, timeout: float = 5.0) -> None:
         want: dict[str, set[int]] = {}
@@ -190,6 +209,7 @@ class IperfWorkload:
                 msg = _json_error(rep) or _json_error(self.outdir / f"{name}.burst.json") \
                     or err or f"exit {p.returncode}"
                 errors.append(f"{name}: {msg}")
+        errors += self._cc_mismatches()
         for name, p in self.servers.items():
             try:
                 p.wait(timeout=max(0.05, deadline + 1 - time.monotonic()))
