@@ -7,15 +7,17 @@
  *         pkt.INTval = local.INTval; pkt.HopID = ip.ttl (or the port's HopID)
  *     pkt.HopLat = saturating_add(pkt.HopLat, latency through this port)
  *
- * then fixes the TCP checksum. Every other packet (untagged TCP, UDP, ICMP) is forwarded
- * unchanged (routers: apart from the Ethernet rewrite and the TTL decrement). The rule,
+ * then fixes the TCP checksum, over IPv4 or IPv6. Every other packet (untagged TCP, UDP,
+ * ICMP) is forwarded unchanged (routers: apart from the Ethernet rewrite and the TTL or
+ * hop-limit decrement). The rule,
  * encodings and sampling are those of the eBPF switch (bpf/tcp_int_switch.bpf.c), so an
  * experiment reads the same on either backend.
  *
  * One program, two roles, chosen by which tables the control plane fills: an L2 switch
- * (l2_mac: MAC → port, broadcast flooded) or an IPv4 router (ipv4_lpm, with ECMP
- * groups). A router does not answer ARP: the kernel of its namespace does, for the
- * addresses of its ports; IPv6 is not forwarded.
+ * (l2_mac: MAC → port, broadcast flooded) or a router (ipv4_lpm and ipv6_lpm, with
+ * ECMP groups). A router answers neither ARP nor neighbour discovery: the kernel of its
+ * namespace does, for the addresses of its ports. IPv6 extension headers are not parsed:
+ * such packets are routed, not stamped.
  *
  * Local congestion comes from BMv2's queueing metadata: `enq_qdepth` (packets in the
  * egress queue when this packet was enqueued, itself excluded: the backlog a tc egress
@@ -48,14 +50,24 @@
 #define SER_SHIFT 16                        /* fixed point of set_port's serNs */
 
 const bit<16> TYPE_IPV4  = 0x0800;
+const bit<16> TYPE_IPV6  = 0x86dd;
 const bit<8>  PROTO_ICMP = 1;
 const bit<8>  PROTO_TCP  = 6;
+const bit<8>  PROTO_ICMPV6 = 58;
+const bit<8>  ICMPV6_TIME_EXCEEDED = 3;
+const bit<8>  ICMPV6_ECHO = 128;
+const bit<8>  ICMPV6_ECHO_REPLY = 129;
 const bit<8>  ICMP_ECHO_REPLY = 0;
 const bit<8>  ICMP_ECHO = 8;
 const bit<8>  ICMP_TIME_EXCEEDED = 11;
 /* A time-exceeded frame: Ethernet, IPv4, ICMP, then the quote (the packet's IPv4 header
  * without options and the first 8 bytes of its L4 header, as Linux routers quote). */
 #define TE_FRAME_BYTES 70
+/* The same over IPv6: Ethernet, IPv6, ICMPv6, the packet's IPv6 header, 8 L4 bytes
+ * (+ UDP's first payload word: see quote_word_t). */
+#define TE6_FRAME_BYTES 110
+#define TE6_ICMP_BYTES 56
+const bit<8>  PROTO_UDP  = 17;
 const bit<8>  TCPOPT_EOL = 0;
 const bit<8>  TCPOPT_NOP = 1;
 const bit<32> PKT_INSTANCE_TYPE_REPLICATION = 5;   /* simple_switch: a multicast copy */
@@ -70,6 +82,7 @@ const bit<32> PKT_INSTANCE_TYPE_REPLICATION = 5;   /* simple_switch: a multicast
 typedef bit<9>  egressSpec_t;
 typedef bit<48> macAddr_t;
 typedef bit<32> ip4Addr_t;
+typedef bit<128> ip6Addr_t;
 
 header ethernet_t {
     macAddr_t dstAddr;
@@ -90,6 +103,17 @@ header ipv4_t {
     bit<16>   hdrChecksum;
     ip4Addr_t srcAddr;
     ip4Addr_t dstAddr;
+}
+
+header ipv6_t {
+    bit<4>    version;
+    bit<8>    trafficClass;
+    bit<20>   flowLabel;
+    bit<16>   payloadLen;
+    bit<8>    nextHdr;
+    bit<8>    hopLimit;
+    ip6Addr_t srcAddr;
+    ip6Addr_t dstAddr;
 }
 
 /* IPv4 options, if any: carried through and covered by the header checksum. */
@@ -119,8 +143,15 @@ header icmp_t {
 
 /* The first 8 bytes of a non-TCP L4 header (UDP, ICMP): quoted in a time-exceeded. */
 header l4_head_t {
-    bit<8>  b0;              /* ICMP: type */
+    bit<8>  b0;              /* ICMP, ICMPv6: type */
     bit<56> rest;
+}
+
+/* IPv6 routers quote as much as fits in 1280 bytes (RFC 4443), and tools rely on it:
+ * traceroute and noobprobe carry a UDP probe's sequence in its first payload word. We
+ * quote that word too (the checksum must cover every quoted byte, so it is parsed). */
+header quote_word_t {
+    bit<32> word;
 }
 
 /* One byte of a TCP option that precedes TCP-INT (NOP, timestamp, SACK, ...). */
@@ -151,6 +182,7 @@ struct metadata {
     bit<16> l4Len;           /* TCP length for the pseudo-header */
     bit<1>  tcpIntUpdated;
     bit<16> ecmpGroup;
+    bit<16> ecmpSize;
     bit<16> ecmpMember;
     /* set by the tcpint_params table */
     bit<1>  stamp;
@@ -173,11 +205,14 @@ struct metadata {
 
 struct headers {
     ethernet_t                        ethernet;
-    ipv4_t                            teIpv4;      /* a time-exceeded's own IPv4 and */
-    icmp_t                            teIcmp;      /* ICMP header, before the quote */
+    ipv4_t                            teIpv4;      /* a time-exceeded's own IPv4 */
+    ipv6_t                            teIpv6;      /* (or IPv6) and ICMP header, */
+    icmp_t                            teIcmp;      /* before the quote */
     ipv4_t                            ipv4;
     ipv4_options_t                    ipv4Options;
+    ipv6_t                            ipv6;
     l4_head_t                         l4Head;
+    quote_word_t                      quoteWord;
     tcp_t                             tcp;
     tcp_opt_byte_t[TCP_MAX_OPT_BYTES] preIntOpts;
     tcp_int_t                         tcpInt;
@@ -200,6 +235,7 @@ parser MyParser(packet_in packet,
         packet.extract(hdr.ethernet);
         transition select(hdr.ethernet.etherType) {
             TYPE_IPV4: parse_ipv4;
+            TYPE_IPV6: parse_ipv6;
             default: accept;
         }
     }
@@ -225,6 +261,41 @@ parser MyParser(packet_in packet,
             (0, _): parse_l4_head;
             default: accept;
         }
+    }
+
+    /* No extension headers: anything else after the fixed header is routed unparsed. */
+    state parse_ipv6 {
+        packet.extract(hdr.ipv6);
+        transition select(hdr.ipv6.nextHdr) {
+            PROTO_TCP: parse_tcp;
+            PROTO_ICMPV6: parse_l4_head;
+            PROTO_UDP: parse_udp6;
+            default: accept;
+        }
+    }
+
+    /* UDP with at least one payload word (length >= 12; no parser ranges in BMv2). */
+    state parse_udp6 {
+        packet.extract(hdr.l4Head);
+        transition select(hdr.ipv6.payloadLen) {
+            0 &&& 0xfff0: parse_udp6_short;     /* 0..15 */
+            default: parse_quote_word;
+        }
+    }
+
+    state parse_udp6_short {
+        transition select(hdr.ipv6.payloadLen) {
+            12: parse_quote_word;
+            13: parse_quote_word;
+            14: parse_quote_word;
+            15: parse_quote_word;
+            default: accept;
+        }
+    }
+
+    state parse_quote_word {
+        packet.extract(hdr.quoteWord);
+        transition accept;
     }
 
     state parse_l4_head {
@@ -355,13 +426,18 @@ control MyIngress(inout headers hdr,
         hdr.ipv4.ttl = hdr.ipv4.ttl - 1;
     }
 
-    /* Several equal-cost next hops: a flow hash picks member 0..size-1 of the group. */
+    action ipv6_forward(egressSpec_t port, macAddr_t srcAddr, macAddr_t dstAddr) {
+        standard_metadata.egress_spec = port;
+        hdr.ethernet.srcAddr = srcAddr;
+        hdr.ethernet.dstAddr = dstAddr;
+        hdr.ipv6.hopLimit = hdr.ipv6.hopLimit - 1;
+    }
+
+    /* Several equal-cost next hops: a flow hash (in apply: it differs by family) picks
+     * member 0..size-1 of the group. */
     action ecmp_group(bit<16> group, bit<16> size) {
         meta.ecmpGroup = group;
-        hash(meta.ecmpMember, HashAlgorithm.crc16, (bit<16>)0,
-             { hdr.ipv4.srcAddr, hdr.ipv4.dstAddr, hdr.ipv4.protocol,
-               hdr.tcp.srcPort, hdr.tcp.dstPort },
-             size);
+        meta.ecmpSize = size;
     }
 
     table ipv4_lpm {
@@ -370,6 +446,19 @@ control MyIngress(inout headers hdr,
         }
         actions = {
             ipv4_forward;
+            ecmp_group;
+            drop;
+        }
+        size = 1024;
+        default_action = drop();
+    }
+
+    table ipv6_lpm {
+        key = {
+            hdr.ipv6.dstAddr: lpm;
+        }
+        actions = {
+            ipv6_forward;
             ecmp_group;
             drop;
         }
@@ -415,6 +504,40 @@ control MyIngress(inout headers hdr,
         default_action = drop();
     }
 
+    /* The same for IPv6: ICMPv6 time-exceeded (type 3) from the port's global address,
+     * quoting the packet's IPv6 header and first 8 L4 bytes. */
+    action time_exceeded6(ip6Addr_t addr, macAddr_t mac) {
+        hdr.teIpv6.setValid();
+        hdr.teIpv6.version = 6;
+        hdr.teIpv6.trafficClass = 0;
+        hdr.teIpv6.flowLabel = 0;
+        hdr.teIpv6.payloadLen = TE6_ICMP_BYTES;
+        hdr.teIpv6.nextHdr = PROTO_ICMPV6;
+        hdr.teIpv6.hopLimit = 64;
+        hdr.teIpv6.srcAddr = addr;
+        hdr.teIpv6.dstAddr = hdr.ipv6.srcAddr;
+        hdr.teIcmp.setValid();
+        hdr.teIcmp.type = ICMPV6_TIME_EXCEEDED;
+        hdr.teIcmp.code = 0;
+        hdr.teIcmp.rest = 0;
+        hdr.ethernet.dstAddr = hdr.ethernet.srcAddr;
+        hdr.ethernet.srcAddr = mac;
+        standard_metadata.egress_spec = standard_metadata.ingress_port;
+        /* cut to TE6_FRAME_BYTES (+ the UDP word) in apply: truncate() once only */
+    }
+
+    table icmp6_source {
+        key = {
+            standard_metadata.ingress_port: exact;
+        }
+        actions = {
+            time_exceeded6;
+            drop;
+        }
+        size = MAX_PORTS;
+        default_action = drop();
+    }
+
     table ecmp_nhop {
         key = {
             meta.ecmpGroup: exact;
@@ -422,6 +545,7 @@ control MyIngress(inout headers hdr,
         }
         actions = {
             ipv4_forward;
+            ipv6_forward;
             drop;
         }
         size = 1024;
@@ -434,7 +558,39 @@ control MyIngress(inout headers hdr,
 
     apply {
         if (!l2_mac.apply().hit) {
-            if (!hdr.ipv4.isValid()) {
+            if (hdr.ipv6.isValid()) {
+                /* Link-local and multicast (neighbour discovery, MLD) stay on the link:
+                 * the node's kernel answers what is for it. */
+                if (hdr.ipv6.dstAddr[127:120] == 0xff ||
+                    hdr.ipv6.dstAddr[127:118] == 10w0x3fa) {
+                    drop();
+                } else if (hdr.ipv6.hopLimit <= 1) {
+                    if (hdr.tcp.isValid() || (hdr.l4Head.isValid() &&
+                        (hdr.ipv6.nextHdr != PROTO_ICMPV6 || hdr.l4Head.b0 == ICMPV6_ECHO ||
+                         hdr.l4Head.b0 == ICMPV6_ECHO_REPLY))) {
+                        if (icmp6_source.apply().hit) {
+                            if (hdr.quoteWord.isValid()) {
+                                hdr.teIpv6.payloadLen = TE6_ICMP_BYTES + 4;
+                                truncate(TE6_FRAME_BYTES + 4);
+                            } else {
+                                truncate(TE6_FRAME_BYTES);
+                            }
+                        }
+                    } else {
+                        drop();
+                    }
+                } else {
+                    switch (ipv6_lpm.apply().action_run) {
+                        ecmp_group: {
+                            hash(meta.ecmpMember, HashAlgorithm.crc16, (bit<16>)0,
+                                 { hdr.ipv6.srcAddr, hdr.ipv6.dstAddr, hdr.ipv6.nextHdr,
+                                   hdr.tcp.srcPort, hdr.tcp.dstPort },
+                                 meta.ecmpSize);
+                            ecmp_nhop.apply();
+                        }
+                    }
+                }
+            } else if (!hdr.ipv4.isValid()) {
                 drop();
             } else if (hdr.ipv4.ttl <= 1) {
                 /* Never about an ICMP error, a fragment or a header with options. */
@@ -449,6 +605,10 @@ control MyIngress(inout headers hdr,
             } else {
                 switch (ipv4_lpm.apply().action_run) {
                     ecmp_group: {
+                        hash(meta.ecmpMember, HashAlgorithm.crc16, (bit<16>)0,
+                             { hdr.ipv4.srcAddr, hdr.ipv4.dstAddr, hdr.ipv4.protocol,
+                               hdr.tcp.srcPort, hdr.tcp.dstPort },
+                             meta.ecmpSize);
                         ecmp_nhop.apply();
                     }
                 }
@@ -571,7 +731,7 @@ control MyEgress(inout headers hdr,
             return;         /* a time-exceeded of ours: the quote is not stamped */
         }
         }
-        if (!hdr.ipv4.isValid()) {
+        if (!hdr.ipv4.isValid() && !hdr.ipv6.isValid()) {
             return;
         }
         tcpint_params.apply();
@@ -666,6 +826,9 @@ control MyEgress(inout headers hdr,
 
         /* INTval: keep the most congested hop's (or take it if nobody stamped yet). */
         bit<8> hopId = hdr.ipv4.ttl;
+        if (hdr.ipv6.isValid()) {
+            hopId = hdr.ipv6.hopLimit;
+        }
         if (meta.portHopId != 0) {
             hopId = meta.portHopId;
         }
@@ -697,7 +860,11 @@ control MyEgress(inout headers hdr,
             hdr.tcpInt.hopLat = (bit<24>)sum;
         }
 
-        meta.l4Len = hdr.ipv4.totalLen - ((bit<16>)hdr.ipv4.ihl << 2);
+        if (hdr.ipv6.isValid()) {
+            meta.l4Len = hdr.ipv6.payloadLen;     /* no extension headers were parsed */
+        } else {
+            meta.l4Len = hdr.ipv4.totalLen - ((bit<16>)hdr.ipv4.ihl << 2);
+        }
         meta.tcpIntUpdated = 1;
     }
 }
@@ -726,7 +893,7 @@ control MyComputeChecksum(inout headers hdr, inout metadata meta) {
             hdr.ipv4.hdrChecksum,
             HashAlgorithm.csum16);
 
-        /* A time-exceeded: its IPv4 header, then ICMP over its header and the quote (the
+        /* An IPv4 time-exceeded: its IPv4 header, then ICMP over its header and the quote (the
          * original IPv4 header and the first 8 bytes of its L4 header; of the parsed
          * headers that follow, only those 8 bytes survive the truncation). */
         update_checksum(
@@ -745,7 +912,7 @@ control MyComputeChecksum(inout headers hdr, inout metadata meta) {
             hdr.teIpv4.hdrChecksum,
             HashAlgorithm.csum16);
         update_checksum(
-            hdr.teIcmp.isValid(),
+            hdr.teIpv4.isValid(),
             { hdr.teIcmp.type,
               hdr.teIcmp.code,
               hdr.teIcmp.rest,
@@ -769,16 +936,91 @@ control MyComputeChecksum(inout headers hdr, inout metadata meta) {
             hdr.teIcmp.checksum,
             HashAlgorithm.csum16);
 
+        /* An ICMPv6 time-exceeded: its checksum covers a pseudo-header (RFC 4443), the
+         * ICMPv6 header and the quote (the original IPv6 header, first 8 L4 bytes). */
+        update_checksum(
+            hdr.teIpv6.isValid(),
+            { hdr.teIpv6.srcAddr,
+              hdr.teIpv6.dstAddr,
+              16w0,
+              hdr.teIpv6.payloadLen,
+              24w0,
+              hdr.teIpv6.nextHdr,
+              hdr.teIcmp.type,
+              hdr.teIcmp.code,
+              hdr.teIcmp.rest,
+              hdr.ipv6.version,
+              hdr.ipv6.trafficClass,
+              hdr.ipv6.flowLabel,
+              hdr.ipv6.payloadLen,
+              hdr.ipv6.nextHdr,
+              hdr.ipv6.hopLimit,
+              hdr.ipv6.srcAddr,
+              hdr.ipv6.dstAddr,
+              hdr.l4Head.b0,
+              hdr.l4Head.rest,
+              hdr.quoteWord.word,
+              hdr.tcp.srcPort,
+              hdr.tcp.dstPort,
+              hdr.tcp.seqNo },
+            hdr.teIcmp.checksum,
+            HashAlgorithm.csum16);
+
         /* The TCP-INT option changed: pseudo-header, TCP header, the option bytes
          * before TCP-INT (invalid stack entries count for nothing), TCP-INT, and the
          * unparsed rest (later options and data) as payload. */
         update_checksum_with_payload(
-            meta.tcpIntUpdated == 1,
+            meta.tcpIntUpdated == 1 && hdr.ipv4.isValid(),
             { hdr.ipv4.srcAddr,
               hdr.ipv4.dstAddr,
               8w0,
               hdr.ipv4.protocol,
               meta.l4Len,
+              hdr.tcp.srcPort,
+              hdr.tcp.dstPort,
+              hdr.tcp.seqNo,
+              hdr.tcp.ackNo,
+              hdr.tcp.dataOffset,
+              hdr.tcp.res,
+              hdr.tcp.flags,
+              hdr.tcp.window,
+              hdr.tcp.urgentPtr,
+              hdr.preIntOpts[0].value,  hdr.preIntOpts[1].value,
+              hdr.preIntOpts[2].value,  hdr.preIntOpts[3].value,
+              hdr.preIntOpts[4].value,  hdr.preIntOpts[5].value,
+              hdr.preIntOpts[6].value,  hdr.preIntOpts[7].value,
+              hdr.preIntOpts[8].value,  hdr.preIntOpts[9].value,
+              hdr.preIntOpts[10].value, hdr.preIntOpts[11].value,
+              hdr.preIntOpts[12].value, hdr.preIntOpts[13].value,
+              hdr.preIntOpts[14].value, hdr.preIntOpts[15].value,
+              hdr.preIntOpts[16].value, hdr.preIntOpts[17].value,
+              hdr.preIntOpts[18].value, hdr.preIntOpts[19].value,
+              hdr.preIntOpts[20].value, hdr.preIntOpts[21].value,
+              hdr.preIntOpts[22].value, hdr.preIntOpts[23].value,
+              hdr.preIntOpts[24].value, hdr.preIntOpts[25].value,
+              hdr.preIntOpts[26].value, hdr.preIntOpts[27].value,
+              hdr.tcpInt.kind,
+              hdr.tcpInt.len,
+              hdr.tcpInt.tagFreqKey,
+              hdr.tcpInt.linkSpeed,
+              hdr.tcpInt.intVal,
+              hdr.tcpInt.hopId,
+              hdr.tcpInt.hopLat,
+              hdr.tcpInt.intValEcr,
+              hdr.tcpInt.linkSpeedEcr,
+              hdr.tcpInt.hopIdEcr,
+              hdr.tcpInt.hopLatEcr },
+            hdr.tcp.checksum,
+            HashAlgorithm.csum16);
+        /* The same over IPv6: its pseudo-header (RFC 8200 8.1). */
+        update_checksum_with_payload(
+            meta.tcpIntUpdated == 1 && hdr.ipv6.isValid(),
+            { hdr.ipv6.srcAddr,
+              hdr.ipv6.dstAddr,
+              16w0,
+              meta.l4Len,
+              24w0,
+              hdr.ipv6.nextHdr,
               hdr.tcp.srcPort,
               hdr.tcp.dstPort,
               hdr.tcp.seqNo,
@@ -826,10 +1068,13 @@ control MyDeparser(packet_out packet, in headers hdr) {
     apply {
         packet.emit(hdr.ethernet);
         packet.emit(hdr.teIpv4);
+        packet.emit(hdr.teIpv6);
         packet.emit(hdr.teIcmp);
         packet.emit(hdr.ipv4);
         packet.emit(hdr.ipv4Options);
+        packet.emit(hdr.ipv6);
         packet.emit(hdr.l4Head);
+        packet.emit(hdr.quoteWord);
         packet.emit(hdr.tcp);
         packet.emit(hdr.preIntOpts);
         packet.emit(hdr.tcpInt);

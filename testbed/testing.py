@@ -11,6 +11,7 @@ always runs.
 from __future__ import annotations
 
 import contextlib
+import re
 from typing import Any, Iterator
 
 import yaml
@@ -42,3 +43,19 @@ def running_network(spec: Any, **experiment: Any) -> Iterator[Network]:
         net.experiment = point.experiment
         net.start()
         yield net
+
+
+def ping_all(net: Network, v6: bool = False) -> dict[tuple[str, str], bool]:
+    """Every host pings every other host once (all sources in parallel):
+    (source, address) → answered."""
+    hosts = [h.name for h in net.hosts]
+    for h in hosts:
+        targets = " ".join(net.ip(o, v6) for o in hosts if o != h)
+        net[h].sendCmd(f"for a in {targets}; do ping {'-6 ' if v6 else ''}-c1 -W2 $a "
+                       f">/dev/null 2>&1 && echo OK $a || echo FAIL $a; done")
+    res = {}
+    for h in hosts:
+        out = net[h].waitOutput()
+        for st, addr in re.findall(r"(OK|FAIL) (\S+)", out):
+            res[(h, addr)] = st == "OK"
+    return res

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import statistics
 import struct
 import subprocess
@@ -25,13 +26,13 @@ import time
 from pathlib import Path
 
 import pytest
-from scapy.all import IP, TCP, rdpcap
+from scapy.all import IP, TCP, IPv6, rdpcap
 
 from testbed.errors import BAD_INPUT, ConfigError, MissingFeature
 from testbed.network.backends.bmv2 import bmv2_available
 from testbed.network.tcpint import (D, IntOptions, TcpInt, decode_qdepth, find_option,
                                     qdepth_shift)
-from testbed.testing import running_network
+from testbed.testing import ping_all, running_network
 
 PY = sys.executable
 REPO = Path(__file__).resolve().parents[1]
@@ -45,7 +46,7 @@ pytestmark = [pytest.mark.skipif(os.geteuid() != 0, reason="needs root"), pytest
 
 # ------------------------------------------------------------------ helpers
 def chain(backend: str, *bws, queue: int = 60, last_queue: int | None = None,
-          names=("r1", "r2")) -> dict:
+          names=("r1", "r2"), ipv6: bool = False) -> dict:
     """h1 - r1 - r2 - h2 (routers on `backend`); bws: rate of each link, left to right
     (None = unshaped); the FIFO limit of shaped links is `queue` packets (`last_queue`
     for the last link, the bottleneck of the congestion tests)."""
@@ -58,7 +59,7 @@ def chain(backend: str, *bws, queue: int = 60, last_queue: int | None = None,
             q = last_queue if last_queue and k == len(pairs) - 1 else queue
             link.update(bw=bw, queue={"packets": q})
         links.append(link)
-    return {"ipv6": False, "hosts": {"h1": None, "h2": None},
+    return {"ipv6": ipv6, "hosts": {"h1": None, "h2": None},
             "routers": {r: {"backend": backend} for r in names}, "links": links}
 
 
@@ -124,10 +125,17 @@ def v04(opt: bytes) -> dict:
 
 
 def checksum_ok(pkt) -> bool:
-    ip = pkt[IP]
-    seg = bytes(ip.payload)[: ip.len - ip.ihl * 4]
-    ph = bytes(int(x) for x in ip.src.split(".") + ip.dst.split("."))
-    ph += struct.pack("!BBH", 0, 6, len(seg))
+    """The TCP checksum over the pseudo-header of IPv4 or IPv6 (no extension headers)."""
+    if IPv6 in pkt:
+        ip = pkt[IPv6]
+        seg = bytes(ip.payload)[: ip.plen]
+        ph = socket.inet_pton(socket.AF_INET6, ip.src) + socket.inet_pton(socket.AF_INET6, ip.dst)
+        ph += struct.pack("!I3xB", len(seg), 6)
+    else:
+        ip = pkt[IP]
+        seg = bytes(ip.payload)[: ip.len - ip.ihl * 4]
+        ph = socket.inet_aton(ip.src) + socket.inet_aton(ip.dst)
+        ph += struct.pack("!BBH", 0, 6, len(seg))
     b = ph + seg + (b"\0" if len(seg) % 2 else b"")
     s = sum(struct.unpack(f"!{len(b) // 2}H", b))
     while s >> 16:
@@ -188,7 +196,7 @@ def tagged_data(pkts, src: str) -> list[dict]:
             if IP in p and p[IP].src == src and len(p[TCP].payload) and (o := int_option(p))]
 
 
-def iperf(net, src: str, dst: str, seconds: float, extra: str = "") -> None:
+def iperf(net, src: str, dst: str, seconds: float, extra: str = "", v6: bool = False) -> None:
     srv = net[dst].popen(["iperf3", "-s", "-1", "-p", "5201"], stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 5
@@ -197,7 +205,7 @@ def iperf(net, src: str, dst: str, seconds: float, extra: str = "") -> None:
         time.sleep(0.05)
     # -C cubic: not the machine's default CC (bbr here keeps the FIFO near empty; only its
     # start-up overshoot filled it, sometimes not to half on a slow BMv2)
-    cl = net[src].popen(f"iperf3 -c {net.ip(dst)} -p 5201 -t {seconds} -C cubic {extra}".split(),
+    cl = net[src].popen(f"iperf3 -c {net.ip(dst, v6)} -p 5201 -t {seconds} -C cubic {extra}".split(),
                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     out, _ = cl.communicate(timeout=seconds + 20)
     srv.wait(timeout=10)
@@ -231,6 +239,33 @@ def test_routers_forward_and_cleanup():
         assert " 0% packet loss" in out, out
         assert "ttl=62" in out, out          # two routers, each decrements
     assert bmv2_pids() <= before             # stopped by PID with the network
+
+
+@needs_bmv2
+def test_leafspine_ecmp_both_families():
+    """Leaf-spine of BMv2 routers: every host reaches every other over IPv4 and IPv6,
+    and 16 TCP flows h1 → h2 are spread over both spines by the 5-tuple hash in each
+    family (all on one spine: p = 2⁻¹⁵)."""
+    spec = {"builtin": "leafspine", "leaves": 2, "spines": 2, "hosts_per_leaf": 2,
+            "backend": "bmv2"}
+    with running_network(spec) as net:
+        for v6 in (False, True):
+            res = ping_all(net, v6)
+            assert len(res) == 12 and all(res.values()), [k for k, ok in res.items() if not ok]
+        dst = net.graph.nodes["h1"].intfs[0].peer.node      # h1's leaf: leave it for h3's
+        far = next(h.name for h in net.hosts
+                   if net.graph.nodes[h.name].intfs[0].peer.node != dst)
+
+        def spine_rx() -> list[int]:
+            return [sum(int(net.run(sp, f"cat /sys/class/net/{i.name}/statistics/rx_packets"))
+                        for i in net.graph.nodes[sp].intfs)
+                    for sp in sorted(n for n in net.graph.nodes if n.startswith("sp"))]
+
+        for v6 in (False, True):
+            before = spine_rx()
+            iperf(net, "h1", far, 1, "-P 16 -b 200K", v6)
+            moved = [b - a for a, b in zip(before, spine_rx())]
+            assert min(moved) > 100, (v6, moved)
 
 
 @needs_bmv2
@@ -290,6 +325,32 @@ def test_option_on_the_wire_l2(backend):
         assert checksum_ok(got[sport]) and got[sport][IP].ttl == 64
         assert f["hopid"] == 63 and f["intval"] == 0x7f, f
     assert int_option(got[4004]) is None and checksum_ok(got[4004])
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_ipv6_flow_stamped_and_echoed(backend):
+    """TCP over IPv6 through two routers of either backend: every data segment arrives
+    with the option stamped (the first router names itself: hop limit 63 after its
+    decrement; HopLat counts both hops) and a valid checksum over the IPv6
+    pseudo-header; h2's echo reaches h1."""
+    with running_network(chain(backend, 50, 50, 50, ipv6=True), int=INT) as net:
+        for h in ("h1", "h2"):
+            net.run(h, f"ethtool -K {h}-eth0 tx off tso off gso off gro off")
+        start_int(net)
+        data = Capture(net, "h2", "h2-eth0", "ip6 and tcp dst port 5201", snaplen=1600)
+        acks = Capture(net, "h1", "h1-eth0", "ip6 and tcp src port 5201")
+        iperf(net, "h1", "h2", 1, "-b 4M", v6=True)
+        segs = [p for p in data.stop() if IPv6 in p and len(p[TCP].payload) > 1000]
+        echoes = [v04(o)["ecr"] for p in acks.stop() if (o := int_option(p))]
+    assert len(segs) > 200, len(segs)
+    ser_ns = 2 * 1514 * 8e9 / 50e6
+    for p in segs:
+        f = v04(int_option(p))
+        assert checksum_ok(p) and p[IPv6].hlim == 62
+        assert f["hopid"] in (63, 62) and f["intval"] >= 0x7f, f
+        assert f["hoplat"] * HOPLAT_NS >= 0.9 * ser_ns, f
+    assert statistics.mode(v04(int_option(p))["hopid"] for p in segs) == 63
+    assert sum(1 for e in echoes if e[0] >= 0x7f) > len(segs) // 4, echoes[:5]  # INTvalEcr
 
 
 def congested_run(backend: str, seconds: float = 3.0, queue: int = 40) -> dict:
@@ -406,31 +467,34 @@ def test_queue_ground_truth_on_both_backends(tmp_path):
 
 
 @needs_bmv2
-def test_routers_answer_time_exceeded():
-    """BMv2 routers answer an expiring TTL as Linux routers do: ICMP time-exceeded from
-    the address of the port the packet came in on, quoting its IPv4 header and first 8 L4
-    bytes. h1's own stack accepts them (it checks both checksums): ping -t names each
-    router; noobprobe, which matches the quote, finds both hops for TCP, UDP and ICMP."""
+@pytest.mark.parametrize("v6", [False, True], ids=["ipv4", "ipv6"])
+def test_routers_answer_time_exceeded(v6):
+    """BMv2 routers answer an expiring TTL (hop limit) as Linux routers do: ICMP
+    (ICMPv6) time-exceeded from the address of the port the packet came in on, quoting
+    its IP header and first 8 L4 bytes. h1's own stack accepts them (it checks the
+    checksums): ping -t names each router; noobprobe, which matches the quote, finds both
+    hops for TCP, UDP and ICMP."""
     from testbed.instruments.noobprobe import HostSettings, Prober
-    with running_network(chain("bmv2", 50, 50, 50)) as net:
-        h1, dst = net["h1"], net.ip("h2")
-        want = {1: net.graph.neighbor_addr("h1", "r1")[0],      # r1's port towards h1
-                2: net.graph.neighbor_addr("r1", "r2")[0]}      # r2's port towards r1
+    with running_network(chain("bmv2", 50, 50, 50, ipv6=v6)) as net:
+        h1, dst = net["h1"], net.ip("h2", v6)
+        want = {1: net.graph.neighbor_addr("h1", "r1", v6)[0],      # r1's port towards h1
+                2: net.graph.neighbor_addr("r1", "r2", v6)[0]}      # r2's port towards r1
+        says = "Time exceeded: Hop limit" if v6 else "Time to live exceeded"
         for ttl, addr in want.items():
             out = h1.cmd(f"ping -c1 -W2 -t{ttl} {dst}")
-            assert f"From {addr} icmp_seq=1 Time to live exceeded" in out, (ttl, out)
+            assert f"From {addr} icmp_seq=1 {says}" in out, (ttl, out)
         prober = Prober()
         try:
             h = prober.add_host("h1", "h1-eth0", [dst], HostSettings(hop_rate=400), h1.netns)
             try:
                 h1.cmd(f"ping -c 40 -i 0.02 {dst}")
-                h1.cmd(f"traceroute -n -q3 -w1 {dst}")                  # UDP
-                iperf(net, "h1", "h2", 1, "-b 5M")
+                iperf(net, "h1", "h2", 1, "-u -b 2M", v6)
+                iperf(net, "h1", "h2", 1, "-b 5M", v6)
                 got = {(s.protocol, s.outttl, s.responder) for s in prober.poll()
                        if s.recv_ns > 0 and s.outttl in want}
             finally:
                 prober.remove_host(h)
         finally:
             prober.close()
-    for proto in (1, 6, 17):
+    for proto in (58 if v6 else 1, 6, 17):
         assert {(ttl, a) for p, ttl, a in got if p == proto} == set(want.items()), (proto, got)

@@ -7,24 +7,9 @@ import time
 
 import pytest
 
-from testbed.testing import running_network
+from testbed.testing import ping_all, running_network
 
 pytestmark = pytest.mark.needs_root
-
-
-def _pings(net, v6: bool = False) -> dict[tuple[str, str], bool]:
-    """Every host pings every other host once (all sources in parallel)."""
-    hosts = [h.name for h in net.hosts]
-    for h in hosts:
-        targets = " ".join(net.ip(o, v6) for o in hosts if o != h)
-        net[h].sendCmd(f"for a in {targets}; do ping {'-6 ' if v6 else ''}-c1 -W2 $a "
-                       f">/dev/null 2>&1 && echo OK $a || echo FAIL $a; done")
-    res = {}
-    for h in hosts:
-        out = net[h].waitOutput()
-        for st, addr in re.findall(r"(OK|FAIL) (\S+)", out):
-            res[(h, addr)] = st == "OK"
-    return res
 
 
 @pytest.mark.parametrize("spec", [
@@ -36,7 +21,7 @@ def _pings(net, v6: bool = False) -> dict[tuple[str, str], bool]:
 def test_builtin_topology_all_pairs_ping_v4_v6(spec):
     with running_network(spec) as net:
         for v6 in (False, True):
-            res = _pings(net, v6)
+            res = ping_all(net, v6)
             n = len(net.hosts)
             assert len(res) == n * (n - 1)
             assert all(res.values()), [k for k, ok in res.items() if not ok]

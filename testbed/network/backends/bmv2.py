@@ -12,9 +12,10 @@ the kernel's HTB on those ports is removed. The queue sampler reads it from the 
 program's registers (queue_source: testbed/instruments/bmv2_qsample.py over Thrift).
 
 Roles (the P4 program holds both; the tables filled choose):
-- router: ipv4_lpm from the graph's routes (/32 for every neighbour on a connected
-  segment, ECMP groups where a route has several next hops), MACs read from the nodes.
-  The node's kernel keeps the port addresses so it answers ARP, but forwards nothing.
+- router: ipv4_lpm / ipv6_lpm from the graph's routes (/32 or /128 for every neighbour
+  on a connected segment, ECMP groups where a route has several next hops), MACs read
+  from the nodes, time-exceeded sources per port. The node's kernel keeps the port
+  addresses so it answers ARP and neighbour discovery, but forwards nothing.
 - switch (L2): l2_mac with the MAC of every L3 interface of the segment, broadcast
   flooded through a multicast group.
 
@@ -40,6 +41,7 @@ import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass, field
+from operator import attrgetter
 from types import SimpleNamespace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -288,47 +290,50 @@ class Bmv2Backend(SwitchBackend):
 
     def _plan_router(self, g: "Node", plan: SwitchPlan, macs: dict[str, str]) -> None:
         graph = self.net.graph
-        by_ip = {str(i.ip4.ip): i for n in graph.nodes.values() for i in n.intfs if i.ip4}
+        by_ip = {str(a.ip): i for n in graph.nodes.values() for i in n.intfs
+                 for a in (i.ip4, i.ip6) if a is not None}
 
         def fwd(dev: str, nh) -> dict[str, str]:
             return {"port": str(plan.ports[dev]), "srcAddr": macs[dev],
                     "dstAddr": macs[nh.name]}
 
-        # Time-exceeded answers come from the address of the port the packet came in on.
-        for i in g.intfs:
-            if i.ip4 is not None:
-                plan.entries.append(Entry("MyIngress.icmp_source", "MyIngress.time_exceeded",
-                                          {"standard_metadata.ingress_port":
-                                           str(plan.ports[i.name])},
-                                          {"addr": str(i.ip4.ip), "mac": macs[i.name]}))
-        # Neighbours on connected segments: one /32 each (no ARP in the data plane).
-        for i in g.intfs:
-            if i.segment is None or i.ip4 is None:
-                continue
-            for m in i.segment.members:
-                if m.node == g.name or m.ip4 is None:
-                    continue
-                plan.entries.append(Entry("MyIngress.ipv4_lpm", "MyIngress.ipv4_forward",
-                                          {"hdr.ipv4.dstAddr": f"{m.ip4.ip}/32"},
-                                          fwd(i.name, m)))
+        def add(table: str, action: str, key: dict, params: dict) -> None:
+            plan.entries.append(Entry(f"MyIngress.{table}", f"MyIngress.{action}", key, params))
+
         group = 0
-        for r in graph.routes.get(g.name, []):
-            if r.dst.version != 4:
-                continue
-            hops = [(dev, by_ip[via]) for via, dev in zip(r.via, r.dev)]
-            if len(hops) == 1:
-                plan.entries.append(Entry("MyIngress.ipv4_lpm", "MyIngress.ipv4_forward",
-                                          {"hdr.ipv4.dstAddr": str(r.dst)},
-                                          fwd(*hops[0])))
-                continue
-            group += 1
-            plan.entries.append(Entry("MyIngress.ipv4_lpm", "MyIngress.ecmp_group",
-                                      {"hdr.ipv4.dstAddr": str(r.dst)},
-                                      {"group": str(group), "size": str(len(hops))}))
-            for k, h in enumerate(hops):
-                plan.entries.append(Entry("MyIngress.ecmp_nhop", "MyIngress.ipv4_forward",
-                                          {"meta.ecmpGroup": str(group),
-                                           "meta.ecmpMember": str(k)}, fwd(*h)))
+        for v, lpm, forward, te_table, te in ((4, "ipv4_lpm", "ipv4_forward",
+                                               "icmp_source", "time_exceeded"),
+                                              (6, "ipv6_lpm", "ipv6_forward",
+                                               "icmp6_source", "time_exceeded6")):
+            key = f"hdr.ipv{v}.dstAddr"
+            host_len = 32 if v == 4 else 128
+            addr = attrgetter(f"ip{v}")
+            # Time-exceeded answers come from the address of the port the packet came in on.
+            for i in g.intfs:
+                if addr(i) is not None:
+                    add(te_table, te, {"standard_metadata.ingress_port": str(plan.ports[i.name])},
+                        {"addr": str(addr(i).ip), "mac": macs[i.name]})
+            # Neighbours on connected segments: one host route each (no ARP/ND in the
+            # data plane).
+            for i in g.intfs:
+                if i.segment is None or addr(i) is None:
+                    continue
+                for m in i.segment.members:
+                    if m.node != g.name and addr(m) is not None:
+                        add(lpm, forward, {key: f"{addr(m).ip}/{host_len}"}, fwd(i.name, m))
+            for r in graph.routes.get(g.name, []):
+                if r.dst.version != v:
+                    continue
+                hops = [(dev, by_ip[via]) for via, dev in zip(r.via, r.dev)]
+                if len(hops) == 1:
+                    add(lpm, forward, {key: str(r.dst)}, fwd(*hops[0]))
+                    continue
+                group += 1
+                add(lpm, "ecmp_group", {key: str(r.dst)},
+                    {"group": str(group), "size": str(len(hops))})
+                for k, h in enumerate(hops):
+                    add("ecmp_nhop", forward, {"meta.ecmpGroup": str(group),
+                                               "meta.ecmpMember": str(k)}, fwd(*h))
 
     def _plan_tcp_int(self, g: "Node", plan: SwitchPlan) -> None:
         """The switch rule's settings: the same `int:` options the eBPF switch gets."""
