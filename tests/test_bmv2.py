@@ -263,7 +263,7 @@ def test_leafspine_ecmp_both_families():
 
         for v6 in (False, True):
             before = spine_rx()
-            iperf(net, "h1", far, 1, "-P 16 -b 200K", v6)
+            iperf(net, "h1", far, 1, "-P 16 -b 1M", v6)
             moved = [b - a for a, b in zip(before, spine_rx())]
             assert min(moved) > 100, (v6, moved)
 
