@@ -206,9 +206,12 @@ class Runner:
         net.experiment = exp  # backends read experiment keys (bmv2: `int:`)
         net.start()
         meta["addresses"] = {n: net.ip(n) for n in net.graph.nodes if net.graph.nodes[n].is_l3}
+        from .network.backends.kernel import BR_NETFILTER, ROUTER_SYSCTLS, SWITCH_SYSCTLS
         if any(g.kind == "router" for g in net.graph.switches):
-            from .network.backends.kernel import ROUTER_SYSCTLS
             meta["router_sysctls"] = ROUTER_SYSCTLS
+        if BR_NETFILTER.exists() and any(g.kind == "switch" and g.spec.backend == "kernel"
+                                         for g in net.graph.switches):
+            meta["switch_sysctls"] = SWITCH_SYSCTLS
         if getattr(exp.tcp_int, "enabled", False):
             phase("TCP-INT")
             from .network.tcpint import TcpInt

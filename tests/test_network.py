@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from testbed.network.backends.kernel import BR_NETFILTER, SWITCH_SYSCTLS
 from testbed.testing import ping_all, running_network
 
 pytestmark = pytest.mark.needs_root
@@ -96,6 +97,9 @@ def test_offloads_and_qdiscs_are_configured():
         assert "htb 1: root" in q and "pfifo 10:" in q and "limit 50p" in q, q
         c = net["s1"].cmd("tc class show dev s1-eth1")
         assert "rate 20Mbit" in c, c
+        if BR_NETFILTER.exists():   # a switch is L2: bridged IP skips the netfilter hooks
+            for k, v in SWITCH_SYSCTLS.items():
+                assert net["s1"].cmd(f"sysctl -n {k}").strip() == str(v), k
 
 
 def _iperf(net, src, dst, secs=3, extra=""):

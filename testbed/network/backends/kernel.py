@@ -1,6 +1,7 @@
 """The kernel backend: forwarding by Linux in the node's own namespace.
 
-- switch: a Linux bridge (no STP; the topology refuses L2 loops) joining every port.
+- switch: a Linux bridge (no STP; the topology refuses L2 loops) joining every port;
+  bridged frames bypass netfilter.
 - router: IPv4/IPv6 forwarding with the graph's routes (multipath for ECMP, L4 hash),
   TTL decrement and ICMP time-exceeded by the kernel, ICMP rate limits off for the run
   so every probe is answered (recorded in the results' meta).
@@ -8,6 +9,8 @@ Egress queues are the HTB+FIFO of each shaped port (network.shaping); the TCP-IN
 switch program attaches to those ports (network.tcpint).
 """
 from __future__ import annotations
+
+from pathlib import Path
 
 from .base import SwitchBackend
 
@@ -23,6 +26,17 @@ ROUTER_SYSCTLS = {
     "net.ipv4.conf.default.rp_filter": 0,
 }
 
+# Switches: bridged frames skip netfilter. With br_netfilter in the kernel (built in here)
+# every namespace starts with bridge-nf-call-* = 1, and each bridged IP packet then runs
+# the IP hooks of a switch that has no rules: measured, one flow through a switch went
+# 1.5× faster with it off (MTU-sized packets; 1.08× with TSO). A switch is L2.
+SWITCH_SYSCTLS = {
+    "net.bridge.bridge-nf-call-iptables": 0,
+    "net.bridge.bridge-nf-call-ip6tables": 0,
+    "net.bridge.bridge-nf-call-arptables": 0,
+}
+BR_NETFILTER = Path("/proc/sys/net/bridge/bridge-nf-call-iptables")
+
 
 class KernelBackend(SwitchBackend):
     name = "kernel"
@@ -32,6 +46,9 @@ class KernelBackend(SwitchBackend):
             lines = ["sysctl -qw net.ipv6.conf.all.disable_ipv6=1 "
                      "net.ipv6.conf.default.disable_ipv6=1",
                      "ip link add br0 type bridge stp_state 0 forward_delay 0"]
+            if BR_NETFILTER.exists():   # absent where br_netfilter is not in the kernel
+                lines.append("sysctl -qw " + " ".join(f"{k}={v}"
+                                                      for k, v in SWITCH_SYSCTLS.items()))
             lines += [f"ip link set {i.name} master br0" for i in gnode.intfs]
             lines.append("ip link set br0 up")
             return lines
