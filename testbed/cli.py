@@ -78,6 +78,7 @@ def _clean(a) -> int:
 
 
 def _doctor(a) -> int:
+    from . import results
     from .network import features
     from .network.backends import available_backends
 
@@ -100,9 +101,8 @@ def _doctor(a) -> int:
     for name, (ok, why) in available_backends().items():
         extra.append(features.Check(f"backend {name}", ok, (why or "ok") if ok else "unavailable",
                                     "" if ok else why, required=False))
-    default_cc = Path("/proc/sys/net/ipv4/tcp_congestion_control").read_text().strip()
-    extra.append(features.Check("default TCP CC", True, f"{default_cc} (hosts inherit it; "
-                                "flows get the experiment's `cc`)", required=False))
+    extra.append(features.Check("default TCP CC", True, f"{results.default_cc()} (hosts "
+                                "inherit it; flows get the experiment's `cc`)", required=False))
     bad = 0
     for c in rows + extra:
         mark = "ok  " if c.ok else ("FAIL" if c.required else "no  ")

@@ -87,15 +87,15 @@ def versions() -> dict[str, str]:
             "python": platform.python_version(), "mininet": mn, "bcc": bccv,
             "iperf3": _first_line(["iperf3", "--version"]),
             "iproute2": _first_line(["ip", "-V"]), "clang": _first_line(["clang", "--version"]),
-            "host": platform.node(), "cpus": str(os.cpu_count()),
-            # what a flow started without -C gets: new namespaces inherit it (and may not
-            # pick another unless root's tcp_allowed_congestion_control lists it)
-            "default_cc": _read("/proc/sys/net/ipv4/tcp_congestion_control")}
+            "host": platform.node(), "cpus": str(os.cpu_count()), "default_cc": default_cc()}
 
 
-def _read(path: str) -> str:
+def default_cc() -> str:
+    """The machine's default TCP CC: what a flow started without -C gets, as new
+    namespaces inherit it (and may not pick another unless root's
+    net.ipv4.tcp_allowed_congestion_control lists it)."""
     try:
-        return Path(path).read_text().strip()
+        return Path("/proc/sys/net/ipv4/tcp_congestion_control").read_text().strip()
     except OSError:
         return "unavailable"
 
