@@ -2,13 +2,15 @@
 
 Classes:
 - Network: builds every node (Mininet host/switch classes of network.nodes, each in its
-  own namespace and cgroup), the veth links (created straight inside the namespaces:
-  nothing of a topology ever appears in the root namespace), addresses, routes, offloads
-  and egress shaping; hands forwarding nodes to their backend; tears everything down
-  through the RunTracker on every exit path.
+  own namespace and cgroup), the veth links (network.link: created straight inside the
+  namespaces, so nothing of a topology ever appears in the root namespace), addresses,
+  routes, offloads and egress shaping; returns once every link carries traffic; hands
+  forwarding nodes to their backend; tears everything down through the RunTracker on
+  every exit path.
 
 Bring-up cost is kept near bare Mininet's: one shell round-trip per link and one
-configuration script per node (instead of one command per setting).
+configuration script per node (instead of one command per setting); bare Mininet
+returns before its links carry traffic, we wait for carrier (1.3× its time).
 """
 from __future__ import annotations
 
@@ -17,7 +19,6 @@ import time
 from pathlib import Path
 from typing import Iterator
 
-from mininet.link import Link as MnLink
 from mininet.net import Mininet
 
 from ..config.models import EmulationOptions, HostDefaults, Offloads
@@ -27,6 +28,7 @@ from . import shaping
 from .backends import backend_class
 from .backends.base import QueueSource, SwitchBackend
 from .nodes import TbHost, TbSwitch
+from .link import VethLink
 from .tracker import RunTracker, cgroup_pids
 
 HOST_SYSCTLS = ("net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad=0 "
@@ -99,10 +101,12 @@ class Network:
                 params.update(self.backend_of(g).node_params(g))
                 self.mn.addSwitch(g.name, cls=TbSwitch, dpid=f"{len(self.mn.switches) + 1:016x}",
                                   inNamespace=True, **params)
-        for l in self.graph.links:
-            # up=None: no per-interface ifconfig round-trips; the node script brings them up
-            MnLink(self.mn[l.a.node], self.mn[l.b.node], intfName1=l.a.name,
-                   intfName2=l.b.name, params1={"up": None}, params2={"up": None})
+        for k, l in enumerate(self.graph.links):
+            # up=None: no per-interface ifconfig round-trips; the node script brings them up.
+            # Indexes from 10 up, two per link: no two interfaces of the run share one.
+            VethLink(self.mn[l.a.node], self.mn[l.b.node], 10 + 2 * k, 11 + 2 * k,
+                     intfName1=l.a.name, intfName2=l.b.name, params1={"up": None},
+                     params2={"up": None})
         self._run_scripts({g.name: self._script(g) for g in self.graph.nodes.values()})
         for g in self.graph.nodes.values():  # so Mininet's CLI (`h1 ping h2`) knows them
             for i in g.intfs:
@@ -162,7 +166,28 @@ class Network:
         if tc:
             Path(f"{base}.tc").write_text("\n".join(tc) + "\n")
             lines.append(f"tc -batch {base}.tc")
+        lines.append(self._ready_wait(g))
         return lines
+
+    @staticmethod
+    def _ready_wait(g: Node, seconds: float = 5.0) -> str:
+        """Shell lines that wait (bounded) until the node's links carry traffic: the
+        kernel learns of a veth's carrier in its linkwatch work, after `ip link set up`
+        returns, and until then the qdisc drops and a bridge port drops as not forwarding
+        (seen: a run's first ARP lost, 1 s lost to its retry; see network.link). Every
+        interface's operstate up; on a bridge, every port forwarding (state 3). Builtins
+        only (`read`): no process per check."""
+        if not g.intfs:
+            return "true"
+        names = " ".join(i.name for i in g.intfs)
+        return (f"ready() {{ local i s; for i in {names}; do "
+                f"read -r s < /sys/class/net/$i/operstate; [ \"$s\" = up ] || return 1; "
+                f"[ -e /sys/class/net/$i/brport/state ] || continue; "
+                f"read -r s < /sys/class/net/$i/brport/state; [ \"$s\" = 3 ] || return 1; "
+                f"done; }}\n"
+                f"n=0; until ready; do n=$((n+1)); [ $n -lt {int(seconds / 0.01)} ] || "
+                f"{{ echo 'links not up after {seconds:g} s:' {names}; ip -br link; exit 1; }}; "
+                f"sleep 0.01; done")
 
     def _route_lines(self, g: Node, quick: str = "") -> list[str]:
         """`ip route replace` lines (batch syntax) for the graph's routes of a node."""
