@@ -70,6 +70,8 @@ BAD = [
      ["bottleneck"]),
     ("name: t\ntopology: {builtin: incast}\nduration: 2\nemulation:\n  rsp: true\n", 5,
      ["rsp", "rps"]),
+    ("name: t\ntopology: {builtin: incast, ipv6: false}\nduration: 2\nworkload:\n  flows:\n"
+     "    - {src: h1, dst: h0,\n       ipv6: true}\n", 7, ["no IPv6", "ipv6: true"]),
     ("name: t\n  topology: x\n", 2, ["YAML syntax"]),
     ("- just\n- a list\n", 1, ["mapping"]),
 ]

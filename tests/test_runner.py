@@ -57,6 +57,27 @@ def test_small_experiment_writes_a_full_bundle(write, tmp_path):
     assert port["rate_mbps"] == 50 and port["util_pct"] > 20  # iperf3 start-up is in the window
 
 
+def test_flows_over_ipv6(write, tmp_path):
+    """`ipv6: true` on a flow or an incast: iperf3 and the burst sender go to the
+    destination's IPv6 address (the sink takes both families), every byte arrives."""
+    text = SMALL.replace("ipv6: false", "ipv6: true").replace(
+        "duration: 2}\n  incast:", "duration: 2, ipv6: true}\n  incast:").replace(
+        "bytes: 32KB}", "bytes: 32KB, ipv6: true}")
+    out = tmp_path / "res"
+    r = _run(["run", str(write("small6.yaml", text)), "--out", str(out), "-q"])
+    assert r.returncode == 0, r.stderr
+    p = out / "default"
+    flows = {l.split(",")[0]: l.split(",") for l in (p / "flows.csv").read_text().splitlines()[1:]}
+    assert int(flows["burst-h1"][6]) == 32000 and float(flows["a"][7]) > 20e6, flows
+    h2 = json.loads((p / "meta.json").read_text())["addresses"]["h2"]
+    remote = json.loads((p / "iperf" / "a.client.json").read_text())["start"]["connected"][0]
+    assert ":" in remote["remote_host"], remote         # an IPv6 connection
+    sink = json.loads((p / "iperf" / "h2.sink.json").read_text())["connections"]
+    assert len(sink) == 1 and ":" in sink[0]["peer"].rsplit(":", 1)[0] and \
+        not sink[0]["peer"].startswith("::ffff:"), sink
+    assert h2 and remote["remote_host"] != h2           # meta lists the IPv4 address
+
+
 def test_failed_point_is_recorded_and_the_sweep_goes_on(write, tmp_path):
     text = SMALL.replace("  commands:", "  events:\n    - {at: 0, action: link_up, link: [h1, s1]}\n  commands:")
     text += "sweep:\n  workload.events.0.action: [link_down, link_up]\n"

@@ -212,6 +212,13 @@ def _check_point(exp: Experiment, topo: TopologySpec, src: Source) -> None:
         if c.host not in topo.hosts and c.host not in topo.switches and \
                 c.host not in topo.routers:
             raise error_at(src, ("workload", "commands", i, "host"), _unknown_host(c.host, hosts))
+    if not topo.ipv6:
+        for key, items in (("flows", w.flows), ("incast", w.incast)):
+            for i, f in enumerate(items):
+                if f.ipv6:
+                    raise error_at(src, ("workload", key, i, "ipv6"),
+                                   "the topology has no IPv6 addresses: set the "
+                                   "topology's `ipv6: true` or drop the flow's `ipv6`")
     links = {frozenset(l.ends) for l in topo.links}
     for i, ev in enumerate(w.events):
         if ev.link and frozenset(ev.link) not in links:

@@ -216,6 +216,7 @@ class FlowSpec(Model):
     cc: str | None = None              # default: the experiment's `cc`
     parallel: int = Field(1, ge=1, le=128)
     protocol: Literal["tcp", "udp"] = "tcp"
+    ipv6: bool = False                 # to the destination's IPv6 address
     name: str | None = None
 
     @model_validator(mode="after")
@@ -236,6 +237,7 @@ class IncastSpec(Model):
     bytes: Size | None = None
     duration: Duration | None = None
     cc: str | None = None
+    ipv6: bool = False
     name: str = "incast"
 
     @model_validator(mode="after")

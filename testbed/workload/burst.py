@@ -24,6 +24,8 @@ import time
 def sink(a) -> int:
     srv = socket.socket(socket.AF_INET6 if ":" in a.bind else socket.AF_INET)
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if srv.family == socket.AF_INET6:   # "::" takes IPv4 senders too (v4-mapped)
+        srv.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
     srv.bind((a.bind, a.port))
     srv.listen(256)
     srv.setblocking(False)
@@ -108,7 +110,7 @@ def main(argv=None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("sink")
     p.add_argument("--port", type=int, required=True)
-    p.add_argument("--bind", default="0.0.0.0")
+    p.add_argument("--bind", default="::")
     p.add_argument("--expect", type=int, default=1)
     p.add_argument("--timeout", type=float, default=600.0)
     p.add_argument("-o", "--out", required=True)

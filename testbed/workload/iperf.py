@@ -45,6 +45,7 @@ class Flow:
     group: str = ""          # "incast" name for burst members
     released_ns: int = 0     # CLOCK_MONOTONIC when the client was let go
     kernel_cc: str = ""      # the kernel's name of `cc` (eBPF CCs: per run), TCP only
+    ipv6: bool = False       # to the destination's IPv6 address
 
     @property
     def tool(self) -> str:
@@ -58,11 +59,11 @@ def resolve_flows(exp: Experiment) -> list[Flow]:
         dur = f.duration if f.duration is not None or f.bytes is not None \
             else exp.duration - f.start
         flows.append(Flow(f.name or f"f{i + 1}", f.src, f.dst, f.start, dur, f.bytes,
-                          f.cc or exp.cc, f.parallel, f.protocol, f.rate))
+                          f.cc or exp.cc, f.parallel, f.protocol, f.rate, ipv6=f.ipv6))
     for b in exp.workload.incast:
         for s in b.senders:
             flows.append(Flow(f"{b.name}-{s}", s, b.dst, b.start, b.duration, b.bytes,
-                              b.cc or exp.cc, group=b.name))
+                              b.cc or exp.cc, group=b.name, ipv6=b.ipv6))
     ports: dict[str, int] = {}
     for fl in flows:
         if fl.tool == "burst":
@@ -110,11 +111,11 @@ class IperfWorkload:
                 # Python starts before the release and waits on stdin: no start-up delay.
                 self.clients[f.name] = self.net[f.src].popen(
                     [sys.executable, "-m", "testbed.workload.burst", "send", "--dst",
-                     self.net.ip(f.dst), "--port", str(f.port), "--bytes", str(f.bytes),
+                     self.net.ip(f.dst, f.ipv6), "--port", str(f.port), "--bytes", str(f.bytes),
                      "--cc", f.kernel_cc, "-o", str(self.outdir / f"{f.name}.burst.json")],
                     stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
                 continue
-            cmd = ["iperf3", "-c", self.net.ip(f.dst), "-p", str(f.port), "-J",
+            cmd = ["iperf3", "-c", self.net.ip(f.dst, f.ipv6), "-p", str(f.port), "-J",
                    "-i", str(REPORT_INTERVAL), "--logfile", str(self.outdir / f"{f.name}.client.json"),
                    "--connect-timeout", "3000"]
             if f.bytes is not None:
