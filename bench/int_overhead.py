@@ -160,7 +160,7 @@ def main() -> int:
         ax.set_xticklabels(list(CONFIGS))
         ax.axhline(0.9, ls="--", color="grey", lw=1)
         ax.set_ylabel("throughput / plain bridge (same mode)")
-        ax.set_title(f"TCP-INT tagging × offloads: 1 flow, 1 kernel switch\n"
+        ax.set_title(f"TCP-INT tagging × offloads: 1 {a.cc} flow, 1 kernel switch\n"
                      f"(unshaped veth, {a.seconds} s × {a.reps} rounds, "
                      f"{'RPS to CPU 0' if a.rps else 'no RPS'})", fontsize=10)
         ax.set_ylim(0, 1.3)
