@@ -290,6 +290,8 @@ class Runner:
         for inst in instruments:
             outputs += [str(p.relative_to(pdir)) for p in inst.write()]
         meta["outputs"] = outputs
+        if ctx.notes:
+            meta["notes"] = ctx.notes
         meta["bottleneck"] = bottleneck_check(pdir, net, meta["cpu_busy_pct"], exp.duration)
         if errors:
             raise RunError("workload: " + "; ".join(errors))

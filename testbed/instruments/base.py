@@ -52,6 +52,8 @@ class InstrumentContext:
     flows: list = field(default_factory=list)   # the point's resolved iperf3 flows
     # Shared across the points of one run (e.g. a compiled BPF object), keyed by instrument.
     run_cache: dict[str, Any] = field(default_factory=dict)
+    # What an instrument did otherwise than asked, and why: meta.json "notes".
+    notes: list[str] = field(default_factory=list)
 
 
 class Instrument(ABC):

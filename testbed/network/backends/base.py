@@ -31,7 +31,8 @@ class QueueSource:
     """Where a node's egress queues are read. `qdisc`: each port's root qdisc, by netlink
     in the node's namespace. `bmv2`: the P4 program's registers over BMv2's Thrift API
     (queues counted in packets of `pkt_bytes`), with `python`, `env` and `bm_path` to run
-    its Thrift client."""
+    its Thrift client. `min_interval`: the shortest default sampling period that does not
+    disturb the switch (s)."""
     kind: str = "qdisc"
     thrift_port: int = 0
     ports: dict[str, int] = field(default_factory=dict)    # interface → BMv2 port
@@ -39,6 +40,7 @@ class QueueSource:
     python: str = ""
     env: dict[str, str] | None = None
     bm_path: str = ""
+    min_interval: float = 0.0
 
 
 class SwitchBackend(ABC):
