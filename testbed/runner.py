@@ -89,7 +89,8 @@ class Runner:
         src = Path(self.plan.file)
         if src.exists():
             (self.run_dir / "experiment.yaml").write_text(src.read_text())
-        old_term = signal.signal(signal.SIGTERM, _raise_interrupted)
+        old_term = signal.signal(signal.SIGTERM, _on_signal)
+        old_int = signal.signal(signal.SIGINT, _on_signal)
         try:
             with RunTracker() as tracker, self._display() as show:
                 ccs = self._congestion_controls(tracker)
@@ -100,11 +101,14 @@ class Runner:
                         show(i, point, "done earlier (resume)")
                         continue
                     pdir.mkdir(parents=True, exist_ok=True)
-                    self.statuses[point.name] = self._run_point(point, pdir, tracker, ccs,
-                                                                lambda ph: show(i, point, ph))
+                    self.statuses[point.name] = self._run_point(
+                        point, pdir, tracker, ccs,
+                        lambda ph, i=i, point=point: (_checkpoint(), show(i, point, ph)))
                     self._write_run_json()
         finally:
             signal.signal(signal.SIGTERM, old_term)
+            signal.signal(signal.SIGINT, old_int)
+            _SIGNALLED.clear()
             self._write_run_json()
         self._summary()
         self._claims()
@@ -180,6 +184,7 @@ class Runner:
                 self._execute(point, pdir, tracker, ccs, phase, meta)
             meta["status"] = "ok"
         except (KeyboardInterrupt, Interrupted):
+            _SIGNALLED.clear()   # raised and being handled: no checkpoint raises it again
             meta.update(status="interrupted", ended=time.time())
             results.write_json(pdir / "meta.json", meta)
             raise
@@ -342,6 +347,7 @@ def bottleneck_check(pdir: Path, net: Network, cpu_busy: float, duration: float)
 
 def _sleep_until(deadline_ns: int, tick: Callable[[float], None]) -> None:
     while True:
+        _checkpoint()
         left = (deadline_ns - time.monotonic_ns()) / 1e9
         if left <= 0:
             return
@@ -349,5 +355,19 @@ def _sleep_until(deadline_ns: int, tick: Callable[[float], None]) -> None:
         time.sleep(min(left, 0.1))
 
 
-def _raise_interrupted(*_):
-    raise Interrupted()
+# Ctrl-C / SIGTERM received. The handler raises at once, but where Python ignores
+# exceptions the raise is lost: a signal landing in an at-fork hook (logging's, on every
+# subprocess spawn) printed "Exception ignored in _releaseLock" and the run went on for
+# its whole duration (seen in CI). The next checkpoint (every phase, every 0.1 s of the
+# workload) raises it again.
+_SIGNALLED: list[int] = []
+
+
+def _on_signal(signum, _frame):
+    _SIGNALLED.append(signum)
+    _checkpoint()
+
+
+def _checkpoint() -> None:
+    if _SIGNALLED:
+        raise KeyboardInterrupt() if _SIGNALLED[-1] == signal.SIGINT else Interrupted()

@@ -362,9 +362,17 @@ def congested_run(backend: str, seconds: float = 3.0, queue: int = 40) -> dict:
             net.run(h, "ethtool -K " + net.graph.nodes[h].intfs[0].name +
                     " tso off gso off gro off tx off")
         start_int(net)
+        # HopLat of each segment entering r2 (after r1) and reaching h2 (after r2)
+        before = Capture(net, "r2", "r2-eth0", "tcp and dst port 5201")
         cap = Capture(net, "h2", "h2-eth0", "tcp and src port not 5201")
         iperf(net, "h1", "h2", seconds)
-        opts = tagged_data(cap.stop(), net.ip("h1"))
+        at_r2 = {p[TCP].seq: v04(o)["hoplat"] for p in before.stop()
+                 if IP in p and len(p[TCP].payload) and (o := int_option(p))}
+        pkts = [p for p in cap.stop() if IP in p and p[IP].src == net.ip("h1")]
+        opts = tagged_data(pkts, net.ip("h1"))
+        seqs = [p[TCP].seq for p in pkts if len(p[TCP].payload) and int_option(p)]
+    for f, seq in zip(opts, seqs):
+        f["hoplat_r2"] = f["hoplat"] - at_r2[seq] if seq in at_r2 else None
     return {"opts": opts}
 
 
@@ -372,12 +380,13 @@ def congested_run(backend: str, seconds: float = 3.0, queue: int = 40) -> dict:
 def test_parity_with_kernel_under_congestion():
     """The same experiment on both backends: the congested router names itself (HopID);
     the queue depth it reports tracks the queue the packet really waited in — within one
-    quantum (+ a frame either way) of the depth its queueing delay implies (BMv2 measures
-    that delay independently: deq_timedelta) — and never exceeds the FIFO."""
+    quantum (+ a frame either way) of the depth its queueing delay at r2 implies (what r2
+    added to HopLat, from captures entering r2 and at h2; BMv2 measures that delay
+    independently: deq_timedelta) — and never exceeds the FIFO."""
     queue, rate = 40, 10e6
     quantum = 1 << qdepth_shift("public")
     limit = queue * FRAME
-    ser_ns = sum(FRAME * 8e9 / bw for bw in (50e6, 10e6))   # r1 and r2 serialize it
+    ser_ns = FRAME * 8e9 / 10e6                               # r2 serializes it
     modes = {}
     for backend in ("kernel", "bmv2"):
         opts = congested_run(backend, queue=queue)["opts"]
@@ -386,13 +395,17 @@ def test_parity_with_kernel_under_congestion():
         hops = [f["hopid"] for f in queued]
         modes[backend] = statistics.mode(hops)
         assert modes[backend] == 62, (backend, hops[:20])      # r2 after its decrement
-        depths = [decode_qdepth(f["intval"], "public") for f in queued]
+        # the FIFO bound and the delay model are r2's: a busy BMv2 r1 can queue too (its
+        # FIFO is 400 packets), and then it is the worse hop and names itself (seen in CI);
+        # r2's own HopLat is what it added (captured entering r2 and at h2)
+        at_r2 = [f for f in queued if f["hopid"] == 62 and f["hoplat_r2"] is not None]
+        depths = [decode_qdepth(f["intval"], "public") for f in at_r2]
         assert limit // 2 <= max(depths) <= limit + quantum, (backend, max(depths), limit)
         close = 0
-        for f, depth in zip(queued, depths):
-            waited = max(0.0, f["hoplat"] * HOPLAT_NS - ser_ns) * rate / 8e9   # bytes
+        for f, depth in zip(at_r2, depths):
+            waited = max(0.0, f["hoplat_r2"] * HOPLAT_NS - ser_ns) * rate / 8e9   # bytes
             close += depth - quantum - FRAME <= waited <= depth + quantum + 2 * FRAME
-        assert close >= 0.8 * len(queued), (backend, close, len(queued))
+        assert close >= 0.8 * len(at_r2), (backend, close, len(at_r2))
     assert modes["kernel"] == modes["bmv2"]
 
 
