@@ -3,8 +3,7 @@
 One sampler process per forwarding node, inside its namespace: qsample reads the root
 qdisc (HTB over the FIFO) of every shaped port; on a BMv2 node bmv2_qsample reads the P4
 program's queue registers instead (queues in packets; bytes = packets × 1514; every
-10 ms by default: faster polling takes the switch's CPU). Output
-`queue.csv`:
+10 ms at the shortest: faster polling takes the switch's CPU). Output `queue.csv`:
 time,node,iface,backlog_bytes,qlen_pkts,drops,sent_bytes (time: s since the point's t0).
 """
 from __future__ import annotations
