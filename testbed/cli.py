@@ -30,7 +30,8 @@ def _run(a) -> int:
 
     plan = load_experiment(a.file, a.set)
     runner = Runner(plan, Path(a.out) if a.out else None, a.resume, a.cli,
-                    progress=sys.stderr.isatty() and not a.quiet, sets=a.set)
+                    progress="off" if a.quiet else "bar" if sys.stderr.isatty() else "lines",
+                    sets=a.set)
     code = runner.run()
     print(f"results: {runner.run_dir}")
     for v in runner.verdicts:
@@ -164,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="results directory (default results/<exp>/<run-id>)")
     p.add_argument("--resume", action="store_true", help="skip points finished earlier")
     p.add_argument("--cli", action="store_true", help="Mininet CLI after bring-up")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress (bar on a terminal, phase lines otherwise)")
     p.set_defaults(fn=_run)
     p = sub.add_parser("validate", help="check experiment/topology files, start nothing")
     p.add_argument("files", nargs="+")

@@ -17,7 +17,7 @@ import time
 import traceback
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Literal
 
 import yaml
 
@@ -68,7 +68,7 @@ def preflight(plan: Plan) -> None:
 
 class Runner:
     def __init__(self, plan: Plan, out: Path | None = None, resume: bool = False,
-                 cli: bool = False, progress: bool = True, argv: list[str] | None = None,
+                 cli: bool = False, progress: Literal["bar", "lines", "off"] = "bar", argv: list[str] | None = None,
                  sets: list[str] | None = None):
         self.plan, self.cli, self.progress = plan, cli, progress
         exp = plan.experiment
@@ -132,8 +132,13 @@ class Runner:
         if self.plan.experiment.name in noobprobe.EXPECT:
             from .claims import Verdict
             for v in noobprobe.check(self.run_dir):
-                detail = ", ".join(f"{k}={x}" for k, x in v.items() if k not in ("claim", "pass")
-                                   and isinstance(x, (int, float, str)))
+                checks = v.get("checks", {})
+                failed = [c for c, ok in checks.items() if not ok]
+                detail = "; ".join(
+                    ([f"failed: {', '.join(failed)}"] if failed else
+                     [f"{len(checks)} checks hold"] if checks else []) +
+                    [f"{k}={x}" for k, x in v.items() if k not in ("claim", "pass")
+                     and isinstance(x, (int, float, str))])
                 self.verdicts.append(Verdict(v["claim"], None, bool(v["pass"]), detail[:300]))
 
     def _congestion_controls(self, tracker: RunTracker):
@@ -146,8 +151,15 @@ class Runner:
     @contextmanager
     def _display(self) -> Iterator[Callable[[int, Point, str], None]]:
         n = len(self.plan.points)
-        if not self.progress:
+        if self.progress != "bar":
+            last = [0.0]
+
             def show(i: int, point: Point, phase: str) -> None:
+                # Logs get each phase, and the workload's clock every 5 s (not 10 lines/s).
+                if self.progress == "off" or (phase.startswith("t=")
+                                               and time.monotonic() - last[0] < 5):
+                    return
+                last[0] = time.monotonic()
                 print(f"[{i + 1}/{n}] {point.name}: {phase}", file=sys.stderr, flush=True)
             yield show
             return
@@ -211,9 +223,14 @@ class Runner:
         net.experiment = exp  # backends read experiment keys (bmv2: `int:`)
         net.start()
         meta["addresses"] = {n: net.ip(n) for n in net.graph.nodes if net.graph.nodes[n].is_l3}
-        from .network.backends.kernel import BR_NETFILTER, ROUTER_SYSCTLS, SWITCH_SYSCTLS
-        if any(g.kind == "router" for g in net.graph.switches):
+        from .network.backends.kernel import (BR_NETFILTER, ECMP_HASH, ROUTER_SYSCTLS,
+                                              SWITCH_SYSCTLS)
+        routers = [g for g in net.graph.switches if g.kind == "router"]
+        if routers:
             meta["router_sysctls"] = ROUTER_SYSCTLS
+            meta["ecmp_hash"] = {g.name: {"mode": g.spec.ecmp_hash,
+                                          "sysctls": ECMP_HASH[g.spec.ecmp_hash]}
+                                 for g in routers if g.spec.backend == "kernel"}
         if BR_NETFILTER.exists() and any(g.kind == "switch" and g.spec.backend == "kernel"
                                          for g in net.graph.switches):
             meta["switch_sysctls"] = SWITCH_SYSCTLS

@@ -104,7 +104,82 @@ def test_leafspine_has_ecmp_routes_with_l4_hash():
     with running_network({"builtin": "leafspine"}) as net:
         r = net["l1"].cmd("ip route show 10.0.2.0/24")
         assert r.count("nexthop") == 2, r
-        assert net["l1"].cmd("sysctl -n net.ipv4.fib_multipath_hash_policy").strip() == "1"
+        for fam in ("ipv4", "ipv6"):
+            got = net["l1"].cmd(f"sysctl -n net.{fam}.fib_multipath_hash_policy "
+                                f"net.{fam}.fib_multipath_hash_fields").split()
+            assert got == ["3", str(0x37)], (fam, got)
+
+
+# One TCP connection per line of stdin, each from the port given on that line.
+_CONNECTOR = """
+import socket, sys
+for line in sys.stdin:
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.settimeout(5)
+    s.bind(("0.0.0.0", int(line)))
+    s.connect((sys.argv[1], 5999))
+    s.sendall(b"x" * 200000)
+    s.shutdown(socket.SHUT_WR)   # the server closes first: no TIME_WAIT on our port
+    s.recv(1)
+    s.close()
+    print("ok", flush=True)
+"""
+_SINK = """
+import socket
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", 5999))
+s.listen(64)
+print("listening", flush=True)
+for _ in range(64):
+    c, _ = s.accept()
+    while c.recv(65536):
+        pass
+    c.close()
+"""
+
+
+def test_ecmp_path_is_a_function_of_the_5_tuple(tmp_path):
+    """A router's ECMP choice depends on the 5-tuple only, as on a hardware switch: new
+    connections from one source port all take the same spine, and source ports spread
+    over the spines. (With policy 1 a packet's socket txhash decided: the same 5-tuple
+    took random spines, one N3 flow's probes named two.)"""
+    import subprocess
+    (tmp_path / "c.py").write_text(_CONNECTOR)
+    (tmp_path / "s.py").write_text(_SINK)
+    with running_network({"builtin": "leafspine"}) as net:
+        src, dst = net["h1"], net["h3"]        # h1 on l1, h3 on l2: crossing a spine
+        sink = dst.popen(["python3", str(tmp_path / "s.py")], stdout=subprocess.PIPE,
+                         text=True)
+        conn = src.popen(["python3", str(tmp_path / "c.py"), net.ip("h3")],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            assert sink.stdout.readline().strip() == "listening"
+
+            def rx() -> dict[str, int]:
+                out = {}
+                for sp in ("sp1", "sp2"):
+                    lines = net[sp].cmd("cat /proc/net/dev").splitlines()[2:]
+                    out[sp] = sum(int(ln.split(":", 1)[1].split()[0]) for ln in lines
+                                  if "-eth" in ln)
+                return out
+
+            def spine(port: int) -> str:
+                a = rx()
+                conn.stdin.write(f"{port}\n")
+                conn.stdin.flush()
+                assert conn.stdout.readline().strip() == "ok"
+                b = rx()
+                return max(b, key=lambda k: b[k] - a[k])   # the 200 KB went there
+
+            same = [spine(40123) for _ in range(8)]
+            assert len(set(same)) == 1, same
+            spread = {spine(41000 + 7 * i) for i in range(16)}
+            assert spread == {"sp1", "sp2"}, spread
+        finally:
+            conn.kill()
+            sink.kill()
 
 
 def test_offloads_and_qdiscs_are_configured():

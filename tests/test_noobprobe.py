@@ -678,8 +678,45 @@ def test_noob_experiment_claims(exp, claim, tmp_path):
     r = subprocess.run([PY, "-m", "testbed", "run", str(REPO / f"experiments/{exp}.yaml"),
                         "-q", "--out", str(out)], cwd=str(REPO), capture_output=True,
                        text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     verdicts = check(out)
     assert [v["claim"] for v in verdicts] == [claim]
     assert verdicts[0]["pass"], verdicts[0]
     assert (out / "noobprobe_claims.json").exists()
+
+
+def test_ecmp_paths_attributes_probes_by_port_and_time(tmp_path):
+    """N3's analysis: a probe belongs to the flow whose ephemeral port it carries *and*
+    that ran when it was sent — iperf3 tests reuse ports (CI saw t05 and t10 share one)
+    and port-only matching merged two flows' paths into 'several paths'. A flow whose own
+    probes name two spines is still reported."""
+    import csv
+    import json
+    from testbed.instruments.noobprobe import COLUMNS
+    from testbed.plots.noobprobe import ecmp_paths
+    pdir = tmp_path / "default"
+    (pdir / "iperf").mkdir(parents=True)
+    (tmp_path / "experiment.yaml").write_text("name: noob_n3\n")
+    # (flow, port, start, spine(s) its probes name, Mb/s)
+    flows = [("a", 50000, 0.0, ["S1"], 95.0), ("b", 50002, 1.0, ["S2"], 38.0),
+             ("c", 50000, 2.0, ["S2"], 38.0), ("d", 50004, 3.0, ["S1"], 95.0),
+             ("e", 50006, 4.0, ["S1", "S2"], 60.0)]
+    with (pdir / "flows.csv").open("w") as f:
+        w = csv.writer(f)
+        w.writerow(["flow", "start", "end"])
+        w.writerows([name, start, start + 1.0] for name, _, start, _, _ in flows)
+    with (pdir / "noobprobe.csv").open("w") as f, (pdir / "throughput.csv").open("w") as g:
+        w, wt = csv.DictWriter(f, COLUMNS, restval=0), csv.writer(g)
+        w.writeheader()
+        wt.writerow(["time", "flow", "bps"])
+        for name, port, start, spines, mbps in flows:
+            (pdir / "iperf" / f"{name}.client.json").write_text(
+                json.dumps({"start": {"connected": [{"local_port": port}]}}))
+            for k in range(10):
+                w.writerow({"time": start + 0.05 + 0.09 * k, "responder": spines[k % len(spines)],
+                            "outttl": 2, "latency": 0.001, "sport": port})
+                wt.writerow([start + 0.1 * k, name, (mbps + 0.1 * k) * 1e6])
+    v = ecmp_paths(tmp_path)
+    assert v["flows_per_path"] == {"S1": ["a", "d"], "S2": ["b", "c"]}, v
+    assert v["flows_with_several_paths"] == {"e": ["S1", "S2"]}, v
+    assert v["checks"]["one path per flow"] is False and not v["pass"]

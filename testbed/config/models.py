@@ -120,7 +120,7 @@ class SwitchSpec(Model):
 
 
 class RouterSpec(SwitchSpec):
-    ecmp_hash: Literal["l3", "l4"] = "l4"   # fib_multipath_hash_policy 0 / 1
+    ecmp_hash: Literal["l3", "l4"] = "l4"   # addresses / 5-tuple (backends.kernel.ECMP_HASH)
 
 
 class TopologyDefaults(Model):

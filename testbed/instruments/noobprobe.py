@@ -585,7 +585,8 @@ class NoobprobeInstrument(Instrument):
     def _router_sysctls(self) -> dict:
         out = {}
         keys = ["net.ipv4.icmp_ratelimit", "net.ipv4.icmp_msgs_per_sec",
-                "net.ipv6.icmp.ratelimit", "net.ipv4.fib_multipath_hash_policy"]
+                "net.ipv6.icmp.ratelimit", "net.ipv4.fib_multipath_hash_policy",
+                "net.ipv4.fib_multipath_hash_fields"]
         for node in getattr(self.ctx.net, "switches", []):
             try:
                 vals = node.cmd("sysctl -n " + " ".join(keys)).split()

@@ -225,8 +225,18 @@ def flow_ports(pdir: Path) -> dict[str, list[int]]:
     return out
 
 
+def flow_windows(pdir: Path) -> dict[str, tuple[float, float]]:
+    """Each flow's (start, end) in seconds of the run's time base, from flows.csv."""
+    path = Path(pdir) / "flows.csv"
+    if not path.exists():
+        return {}
+    with path.open() as f:
+        return {r["flow"]: (float(r["start"]), float(r["end"])) for r in csv.DictReader(f)
+                if r.get("start") and r.get("end")}
+
+
 def ecmp_paths(bundle: Path, hop: int = 2, alpha: float = 0.01, min_probes: int = 3,
-               point: str = "default") -> dict:
+               point: str = "default", slack: float = 0.2) -> dict:
     """N3: each flow's path is its hop-`hop` responder (the spine); per-path throughput
     distributions differ (KS 2-sample between the fastest and slowest path)."""
     from scipy import stats
@@ -234,9 +244,14 @@ def ecmp_paths(bundle: Path, hop: int = 2, alpha: float = 0.01, min_probes: int 
     rows = read_samples(pdir)
     path_of: dict[str, str] = {}
     multi: dict[str, list[str]] = {}
+    windows = flow_windows(pdir)
     for flow, ports in flow_ports(pdir).items():
+        # A later flow may reuse an ephemeral port: a probe is the flow's if its port
+        # matches and it was sent while the flow ran.
+        t0, t1 = windows.get(flow, (float("-inf"), float("inf")))
         resp = [r["responder"] for r in rows if int(r["sport"]) in ports
-                and int(r["outttl"]) == hop and float(r["latency"]) >= 0]
+                and int(r["outttl"]) == hop and float(r["latency"]) >= 0
+                and t0 - slack <= float(r["time"]) <= t1 + slack]
         if len(resp) < min_probes:
             continue
         if len(set(resp)) == 1:

@@ -2,7 +2,7 @@
 
 - switch: a Linux bridge (no STP; the topology refuses L2 loops) joining every port;
   bridged frames bypass netfilter.
-- router: IPv4/IPv6 forwarding with the graph's routes (multipath for ECMP, L4 hash),
+- router: IPv4/IPv6 forwarding with the graph's routes (multipath for ECMP, 5-tuple hash),
   TTL decrement and ICMP time-exceeded by the kernel, ICMP rate limits off for the run
   so every probe is answered (recorded in the results' meta).
 Egress queues are the HTB+FIFO of each shaped port (network.shaping); the TCP-INT
@@ -24,6 +24,18 @@ ROUTER_SYSCTLS = {
     "net.ipv6.icmp.ratelimit": 0,
     "net.ipv4.conf.all.rp_filter": 0,
     "net.ipv4.conf.default.rp_filter": 0,
+}
+
+# ECMP next-hop choice. `l4` is a hash of the 5-tuple, as a hardware switch computes it:
+# policy 3 (custom) over fields 0x37 = src/dst address, protocol, src/dst port. Policy 1
+# ("L4") would not do: for a forwarded packet that already carries an L4 hash it takes that
+# hash, and a packet from a host's socket carries the socket's random txhash (veth keeps
+# it) — so two connections with the same 5-tuple took different spines (measured: a reused
+# ephemeral port split one N3 flow's probes over two spines), and TCP re-rolls the txhash
+# on a retransmission timeout, moving a flow mid-way.
+ECMP_HASH = {
+    "l3": {"fib_multipath_hash_policy": 0},
+    "l4": {"fib_multipath_hash_policy": 3, "fib_multipath_hash_fields": "0x0037"},
 }
 
 # Switches: bridged frames skip netfilter. With br_netfilter in the kernel (built in here)
@@ -52,10 +64,10 @@ class KernelBackend(SwitchBackend):
             lines += [f"ip link set {i.name} master br0" for i in gnode.intfs]
             lines.append("ip link set br0 up")
             return lines
-        hash_policy = 1 if gnode.spec.ecmp_hash == "l4" else 0
         sysctls = dict(ROUTER_SYSCTLS)
-        sysctls["net.ipv4.fib_multipath_hash_policy"] = hash_policy
-        sysctls["net.ipv6.fib_multipath_hash_policy"] = hash_policy
+        for fam in ("ipv4", "ipv6"):
+            sysctls.update({f"net.{fam}.{k}": v
+                            for k, v in ECMP_HASH[gnode.spec.ecmp_hash].items()})
         return ["sysctl -qw " + " ".join(f"{k}={v}" for k, v in sysctls.items())]
 
 
