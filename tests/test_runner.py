@@ -40,6 +40,7 @@ def test_small_experiment_writes_a_full_bundle(write, tmp_path):
     out = tmp_path / "res"
     r = _run(["run", str(write("small.yaml", SMALL)), "--out", str(out), "-q"])
     assert r.returncode == 0, r.stderr
+    assert "[1/1]" not in r.stderr, r.stderr          # -q: no progress lines in logs
     p = out / "default"
     meta = json.loads((p / "meta.json").read_text())
     assert meta["status"] == "ok" and meta["versions"]["kernel"]
