@@ -353,6 +353,13 @@ def test_ipv6_flow_stamped_and_echoed(backend):
     assert sum(1 for e in echoes if e[0] >= 0x7f) > len(segs) // 4, echoes[:5]  # INTvalEcr
 
 
+def hoplat_by_seq(pkts) -> dict[int, int]:
+    """HopLat of each captured TCP-INT data segment, by sequence number: the same segment
+    captured at two points tells what the hops between them added."""
+    return {p[TCP].seq: v04(o)["hoplat"] for p in pkts
+            if IP in p and len(p[TCP].payload) and (o := int_option(p))}
+
+
 def congested_run(backend: str, seconds: float = 3.0, queue: int = 40) -> dict:
     """h1 - r1 - r2 - h2, bottleneck r2 → h2 at 10 Mb/s with a FIFO of `queue` packets
     (the other links' FIFOs are deep: the bottleneck is the only place that drops)."""
@@ -366,8 +373,7 @@ def congested_run(backend: str, seconds: float = 3.0, queue: int = 40) -> dict:
         before = Capture(net, "r2", "r2-eth0", "tcp and dst port 5201")
         cap = Capture(net, "h2", "h2-eth0", "tcp and src port not 5201")
         iperf(net, "h1", "h2", seconds)
-        at_r2 = {p[TCP].seq: v04(o)["hoplat"] for p in before.stop()
-                 if IP in p and len(p[TCP].payload) and (o := int_option(p))}
+        at_r2 = hoplat_by_seq(before.stop())
         pkts = [p for p in cap.stop() if IP in p and p[IP].src == net.ip("h1")]
         opts = tagged_data(pkts, net.ip("h1"))
         seqs = [p[TCP].seq for p in pkts if len(p[TCP].payload) and int_option(p)]
@@ -426,8 +432,7 @@ def test_hoplat_accumulates_like_kernel():
             iperf(net, "h1", "h2", 1.0, extra="-b 4M")
             per_hop = []
             for c in caps:
-                per_hop.append({p[TCP].seq: v04(o)["hoplat"] for p in c.stop()
-                                if len(p[TCP].payload) and (o := int_option(p))})
+                per_hop.append(hoplat_by_seq(c.stop()))
         common = set(per_hop[0]) & set(per_hop[1])
         assert len(common) > 20, backend
         assert all(0 < per_hop[0][s] < per_hop[1][s] for s in common), backend

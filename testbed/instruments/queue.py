@@ -50,16 +50,20 @@ class QueueSampler(Instrument):
                                               stderr=subprocess.PIPE))
         self.ctx.tracker.defer("queue samplers", self.stop)
 
+    def _period(self, src) -> float:
+        """The sampling period for a queue source: the asked one, raised to the source's
+        floor (with a note in the point's meta.json saying so)."""
+        if self.options.interval >= src.min_interval:
+            return self.options.interval
+        note = (f"queue: {src.kind} queues sampled every {src.min_interval * 1e3:g} ms, not "
+                f"{self.options.interval * 1e6:g} µs: faster reads take the switch's CPU")
+        if note not in self.ctx.notes:
+            self.ctx.notes.append(note)
+        return src.min_interval
+
     def _sampler(self, src, ifaces: list[str], out: Path) -> tuple[list[str], dict | None]:
         """The sampler's command line and environment for one node's queues."""
-        period = self.options.interval
-        if period < src.min_interval:
-            period = src.min_interval
-            note = (f"queue: {src.kind} queues sampled every {period * 1e3:g} ms, not "
-                    f"{self.options.interval * 1e6:g} µs: faster reads take the switch's CPU")
-            if note not in self.ctx.notes:
-                self.ctx.notes.append(note)
-        interval = str(int(period * 1e6))
+        interval = str(int(self._period(src) * 1e6))
         if src.kind == "bmv2":
             return [src.python, str(Path(__file__).with_name("bmv2_qsample.py")),
                     "--thrift-port", str(src.thrift_port), "--bm-path", src.bm_path,
