@@ -457,20 +457,31 @@ def test_teardown_through_tracker_without_stop():
     assert programs_gone()
 
 
-def test_tag_every_n_tags_one_in_n_segments():
+@pytest.mark.parametrize("echo", [False, True], ids=["no-echo", "echo"])
+def test_tag_every_n_tags_one_in_n_segments(echo):
+    """1 in 16 data segments carry the option; with echo on, each is echoed once on an
+    ACK and the echo ends there (an echoed ACK's own telemetry is not echoed back: that
+    chain had tagged 96 % of the data segments)."""
     topo = topo_line({"ends": ["h1", "s1"]},
                      {"ends": ["s1", "h2"], "bw": 50, "queue": {"packets": 100}})
     with running_network(topo) as net:
         offloads(net, ["h1", "h2"], False)
-        TcpInt(IntOptions(enabled=True, tag_every=16, echo=False), net).start()
-        cap = Capture(net, "h2", "h2-eth0", "tcp", direction="in")
+        TcpInt(IntOptions(enabled=True, tag_every=16, echo=echo), net).start()
+        cap = Capture(net, "h2", "h2-eth0", "tcp")
         iperf(net, "h1", "h2", 1.0)
         pkts = cap.stop()
     sender = net_ip(pkts)
     data = [p for p in pkts if len(p[TCP].payload) > 100 and p[IP].src == sender]
     tagged = sum(1 for p in data if int_option(p))
+    acks = [int_option(p) for p in pkts if p[IP].dst == sender and not len(p[TCP].payload)]
+    echoes = [o for o in acks if o and v04(o[1])["idecr"]]   # naming a hop of the data path
     assert len(data) > 500
     assert abs(tagged / len(data) - 1 / 16) < 0.02, (tagged, len(data))
+    if echo:
+        assert 0.5 * tagged <= len(echoes) <= sum(1 for o in acks if o) <= tagged + 2, \
+            (len(echoes), tagged, len(acks))
+    else:
+        assert not any(acks), sum(1 for o in acks if o)
 
 
 def net_ip(pkts) -> str:
