@@ -16,8 +16,10 @@ test: setup
 test-fast: setup
 	$(PY) -m pytest -q -rs -m "not slow"
 
+# 3 repetitions: claims judge the median run (one run disturbed by the shared 2-core
+# machine does not decide a regression; the worst is reported beside it)
 regress: setup
-	$(PY) -m testbed run experiments/powertcp_incast.yaml
+	$(PY) -m testbed run experiments/powertcp_incast.yaml --set repetitions=3
 	$(PY) -m testbed run experiments/powertcp_fairness.yaml
 
 bench: setup

@@ -224,6 +224,43 @@ def test_powertcp_reads_tcp_int_telemetry():
         assert statistics.median(queued) > 1 << ccmod.POWER_SHIFT
 
 
+REPEATED = """
+name: tbtest_pwr_reps
+topology: {builtin: incast, senders: 2, bw: 1000, bottleneck_bw: 100, bottleneck_queue: 100,
+           ipv6: false}
+hosts: {offloads: off, quickack: true}
+duration: 1.5
+cc: powertcp
+congestion_control:
+  powertcp: {base_rtt_us: 200, host_bw_mbps: 100, hop_bw_mbps: 100}
+int: {enabled: true, scale: fine}
+workload:
+  flows: [{name: long, src: h1, dst: h0, start: 0, duration: 1.5}]
+instruments: [cc_trace]
+repetitions: 2
+"""
+
+
+def test_powertcp_sees_telemetry_in_every_repetition(tmp_path):
+    """Every sweep point starts TCP-INT with a new state map; a PowerTCP loaded in an
+    earlier point read the old one and ran blind from the second point on (its trace was
+    empty). Each point's PowerTCP now updates from INT telemetry."""
+    exp = tmp_path / "reps.yaml"
+    exp.write_text(REPEATED)
+    out = tmp_path / "out"
+    r = subprocess.run([PY, "-m", "testbed", "run", str(exp), "--out", str(out), "-q"],
+                       cwd=REPO, capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    names = set()
+    for rep in (0, 1):
+        pdir = out / f"default,rep={rep}"
+        rows = (pdir / "cc_trace.csv").read_text().splitlines()[1:]
+        tx = [int(line.split(",")[11]) for line in rows]
+        assert len(rows) > 100 and sum(tx) > 1_000_000, (rep, len(rows), sum(tx))
+        names.add(json.loads((pdir / "meta.json").read_text())["cc_names"]["powertcp"])
+    assert len(names) == 2, names      # loaded again against the point's own INT map
+
+
 HOLDER = textwrap.dedent("""
     import sys, time, signal
     sys.path.insert(0, {repo!r})

@@ -231,6 +231,7 @@ class LoadedCC:
     stop: threading.Event = field(default_factory=threading.Event)
     lock: threading.Lock = field(default_factory=threading.Lock)
     closed: bool = False
+    int_map_id: int = 0             # the TCP-INT state map it reads (0: none)
 
     def lost(self) -> int:
         if self.closed:
@@ -269,6 +270,7 @@ class CongestionControls:
         # Validated now: a broken parameter fails before anything is loaded.
         self.params = {n: parse_params(n, p, where) for n, p in (params or {}).items()}
         self.loaded: dict[tuple[str, CCParams], LoadedCC] = {}
+        self._names: dict[str, int] = {}   # kernel names given so far, by suffix
         self._recorders: set[TraceRecorder] = set()
         self._closed = False
         CongestionControls._by_run[tracker.run_id] = self
@@ -290,12 +292,34 @@ class CongestionControls:
         p = parse_params(name, params) if params is not None else \
             self.params.get(name) or parse_params(name, None)
         key = (name, p)
-        if key not in self.loaded or self.loaded[key].closed:
+        old = self.loaded.get(key)
+        if old is not None and not old.closed and EBPF_CCS[name].needs_int and \
+                old.int_map_id != self._int_map_id():
+            # Each sweep point starts TCP-INT anew, with a new state map: a CC loaded in an
+            # earlier point would read the old one and see no telemetry (it did: with
+            # repetitions, PowerTCP ran blind from the second point on). Load it again.
+            old.close()
+        if old is None or old.closed:
             self.loaded[key] = self._load(name, p)
         return self.loaded[key].kernel_name
 
+    def _int_map_id(self) -> int:
+        """Id of the TCP-INT state map pinned now for the run (0: none pinned)."""
+        from . import libbpf
+
+        pin = self.tracker.bpffs / INT_MAP
+        if not pin.exists():
+            return 0
+        m = libbpf.pinned_map(pin, 0, 0)
+        try:
+            return libbpf.map_id(m.fd)
+        finally:
+            os.close(m.fd)
+
     def _unique_name(self, entry: EbpfCC) -> str:
-        n = sum(1 for (nm, _p) in self.loaded if EBPF_CCS[nm].suffix == entry.suffix)
+        # never a name used before in this run: an unregistered CC's name may not be free
+        # again at once
+        n = self._names[entry.suffix] = self._names.get(entry.suffix, -1) + 1
         name = f"{self.tracker.short}_{entry.suffix}{n if n else ''}"
         if len(name) > CC_NAME_MAX:
             raise RunError(f"CC name {name!r} longer than {CC_NAME_MAX} characters")
@@ -310,12 +334,14 @@ class CongestionControls:
         obj = libbpf.BpfObject(obj_path)
         try:
             obj.set_rodata(**params.rodata())
+            int_id = 0
             if entry.needs_int:
                 pin = self.tracker.bpffs / INT_MAP
                 if pin.exists():
                     m = libbpf.pinned_map(pin, 0, 0)
                     try:
                         obj.reuse_map(INT_MAP, m.fd)  # libbpf dups the fd
+                        int_id = libbpf.map_id(m.fd)
                     finally:
                         os.close(m.fd)
                 elif self.require_int:
@@ -326,7 +352,7 @@ class CongestionControls:
         except BaseException:
             obj.close()
             raise
-        cc = LoadedCC(name, kname, params, obj, link)
+        cc = LoadedCC(name, kname, params, obj, link, int_map_id=int_id)
         # Registered: every exit path unregisters it: close() (deferred with the tracker
         # when this registry was made: run-wide, not per sweep point, so the CC is built
         # once per run) or, if the process dies, the kernel closing the link.

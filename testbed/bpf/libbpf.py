@@ -69,6 +69,7 @@ if _lib is not None:
     _delete = _fn("bpf_map_delete_elem", C.c_int, C.c_int, _P)
     _next_key = _fn("bpf_map_get_next_key", C.c_int, C.c_int, _P, _P)
     _obj_get = _fn("bpf_obj_get", C.c_int, C.c_char_p)
+    _obj_info = _fn("bpf_obj_get_info_by_fd", C.c_int, C.c_int, _P, C.POINTER(C.c_uint32))
     RB_CB = C.CFUNCTYPE(C.c_int, _P, _P, C.c_size_t)
     _rb_new = _fn("ring_buffer__new", _P, C.c_int, RB_CB, _P, _P)
     _rb_poll = _fn("ring_buffer__poll", C.c_int, _P, C.c_int)
@@ -373,6 +374,15 @@ class BpfObject:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def map_id(fd: int) -> int:
+    """The kernel's id of the map behind `fd` (struct bpf_map_info: type, id, …)."""
+    buf = C.create_string_buffer(96)   # ≥ sizeof(struct bpf_map_info) of this kernel's era
+    n = C.c_uint32(len(buf))
+    if _obj_info(fd, buf, C.byref(n)) != 0:
+        raise _err("bpf_obj_get_info_by_fd")
+    return int.from_bytes(buf.raw[4:8], "little")
 
 
 def pinned_map(path: Path, key_size: int, value_size: int, percpu=False) -> Map:
