@@ -277,3 +277,40 @@ def test_emulation_rps_keeps_a_cpu_bound_flow_in_order():
         out = _iperf(net, "h1", "h2")
     assert out["end"]["sum_received"]["bits_per_second"] > 100e6
     assert out["end"]["sum_sent"]["retransmits"] == 0, out["end"]["sum_sent"]
+
+
+_READ_ROOTS = """
+import json, socket, sys
+sys.path.insert(0, {repo!r})
+from testbed.instruments.qsample import QdiscReader
+names = {names!r}
+idx = {{socket.if_nametoindex(n): n for n in names}}
+r = QdiscReader()
+few = r.read(set(list(idx)[:QdiscReader.GET_AT_MOST]))   # one RTM_GETQDISC each
+every = r.read(set(idx))                                  # one dump
+print(json.dumps({{"few": {{idx[i]: v for i, v in few.items()}},
+                   "every": {{idx[i]: v for i, v in every.items()}}}}))
+"""
+
+
+def test_qsample_reads_root_qdiscs_by_get_and_by_dump(tmp_path):
+    """The queue sampler reads a few ports one by one and many by one dump: both give each
+    port's root qdisc (HTB) counters, the same as `tc -s qdisc`."""
+    import json
+    import sys
+    from pathlib import Path
+    spec = {"builtin": "incast", "senders": 6, "bw": 100, "bottleneck_bw": 20, "ipv6": False}
+    with running_network(spec) as net:
+        ping_all(net)     # some bytes through every port
+        names = [i.name for i in net.graph.nodes["s1"].intfs]
+        script = tmp_path / "read_roots.py"
+        script.write_text(_READ_ROOTS.format(repo=str(Path(__file__).resolve().parents[1]),
+                                             names=names))
+        got = json.loads(net["s1"].cmd(f"{sys.executable} {script}").strip().splitlines()[-1])
+        tc = net["s1"].cmd("tc -s qdisc show")
+    assert len(got["few"]) == 4 and len(got["every"]) == len(names) == 7, got
+    for name, (backlog, qlen, drops, sent) in got["few"].items():
+        assert got["every"][name] == [backlog, qlen, drops, sent], name
+    for name, (_b, _q, _d, sent) in got["every"].items():
+        root = re.search(rf"qdisc htb 1: dev {name} root.*?\n\s*Sent (\d+) bytes", tc, re.S)
+        assert root and int(root.group(1)) == sent > 0, (name, sent, tc[:300])
