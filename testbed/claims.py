@@ -6,8 +6,9 @@ backlog_bytes, qlen_pkts, drops, sent_bytes), `throughput.csv` (time, flow, src,
 needs (by their `cc`) and returns a Verdict with the numbers it measured.
 
 With repetitions (several points per CC), a claim judges the typical run: the median
-repetition (of an even count, the worse of the two middle ones), and reports the worst
-beside it — one run disturbed by the shared machine does not decide a regression.
+repetition (of an even count, the worse of the two middle ones; queue_peak_ratio compares
+the plain medians of both sides' peaks), and reports the worst beside it — one run
+disturbed by the shared machine does not decide a regression.
 
 Claims (the PowerTCP paper's, figures P1/P2 of the specs):
 - queue_peak_ratio: `cc`'s peak bottleneck queue after the burst ≤ max_ratio × baseline's.
@@ -334,7 +335,7 @@ class QueueDrains(_Claim):
             runs.append({**m, "ok": ok})
         typ = _typical(runs, lambda m: m["drain_rtts"], worse_high=True)
         worst = max(runs, key=lambda m: m["drain_rtts"])
-        ok_typ = typ.pop("ok")
+        ok_typ = typ["ok"]
         worst_s = f"{worst['drain_rtts']:.1f} RTTs"
         verdict = {True: "≤", False: ">", None: ">"}[ok_typ]
         note = (f"; unresolved: queue sampling gaps up to "
@@ -349,7 +350,8 @@ class QueueDrains(_Claim):
                        f"{typ['base_rtt_s'] * 1e6:.0f} µs)"
                        f"{_of_reps(len(runs), worst_s)}{note}",
                        [p.name for p in mine],
-                       {**typ, "worst_drain_rtts": worst["drain_rtts"], "repetitions": len(runs)})
+                       {**{k: v for k, v in typ.items() if k != "ok"},
+                        "worst_drain_rtts": worst["drain_rtts"], "repetitions": len(runs)})
 
 
 def _measured_rtt_s(pdir: Path, t0: float, t1: float) -> float | None:

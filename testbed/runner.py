@@ -68,8 +68,8 @@ def preflight(plan: Plan) -> None:
 
 class Runner:
     def __init__(self, plan: Plan, out: Path | None = None, resume: bool = False,
-                 cli: bool = False, progress: Literal["bar", "lines", "off"] = "bar", argv: list[str] | None = None,
-                 sets: list[str] | None = None):
+                 cli: bool = False, progress: Literal["bar", "lines", "off"] = "bar",
+                 argv: list[str] | None = None, sets: list[str] | None = None):
         self.plan, self.cli, self.progress = plan, cli, progress
         exp = plan.experiment
         preflight(plan)  # before anything exists, even the results directory

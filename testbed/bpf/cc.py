@@ -26,9 +26,10 @@ import os
 import re
 import struct
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar, Iterator, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -303,18 +304,26 @@ class CongestionControls:
             self.loaded[key] = self._load(name, p)
         return self.loaded[key].kernel_name
 
-    def _int_map_id(self) -> int:
-        """Id of the TCP-INT state map pinned now for the run (0: none pinned)."""
+    @contextmanager
+    def _pinned_int_map(self) -> Iterator[tuple[int, int] | None]:
+        """(fd, kernel id) of the TCP-INT state map pinned now for the run, or None; the
+        fd is closed on exit."""
         from . import libbpf
 
         pin = self.tracker.bpffs / INT_MAP
         if not pin.exists():
-            return 0
+            yield None
+            return
         m = libbpf.pinned_map(pin, 0, 0)
         try:
-            return libbpf.map_id(m.fd)
+            yield m.fd, libbpf.map_id(m.fd)
         finally:
             os.close(m.fd)
+
+    def _int_map_id(self) -> int:
+        """Id of the TCP-INT state map pinned now for the run (0: none pinned)."""
+        with self._pinned_int_map() as pinned:
+            return pinned[1] if pinned else 0
 
     def _unique_name(self, entry: EbpfCC) -> str:
         # never a name used before in this run: an unregistered CC's name may not be free
@@ -336,17 +345,14 @@ class CongestionControls:
             obj.set_rodata(**params.rodata())
             int_id = 0
             if entry.needs_int:
-                pin = self.tracker.bpffs / INT_MAP
-                if pin.exists():
-                    m = libbpf.pinned_map(pin, 0, 0)
-                    try:
-                        obj.reuse_map(INT_MAP, m.fd)  # libbpf dups the fd
-                        int_id = libbpf.map_id(m.fd)
-                    finally:
-                        os.close(m.fd)
-                elif self.require_int:
-                    raise RunError(f"{name} reads TCP-INT telemetry but {pin} is not pinned: "
-                                   f"enable TCP-INT on the senders (experiment key `int:`)")
+                with self._pinned_int_map() as pinned:
+                    if pinned:
+                        obj.reuse_map(INT_MAP, pinned[0])  # libbpf dups the fd
+                        int_id = pinned[1]
+                    elif self.require_int:
+                        raise RunError(f"{name} reads TCP-INT telemetry but "
+                                       f"{self.tracker.bpffs / INT_MAP} is not pinned: enable "
+                                       f"TCP-INT on the senders (experiment key `int:`)")
             obj.load()
             link = obj.attach_struct_ops(entry.source)
         except BaseException:

@@ -20,7 +20,7 @@ import sys
 import time
 
 RTM_NEWQDISC, RTM_GETQDISC = 36, 38
-NLM_F_REQUEST, NLM_F_ECHO, NLM_F_DUMP = 0x1, 0x8, 0x300
+NLM_F_REQUEST, NLM_F_MULTI, NLM_F_ECHO, NLM_F_DUMP = 0x1, 0x2, 0x8, 0x300
 NLMSG_DONE, NLMSG_ERROR = 3, 2
 TCA_STATS2 = 7
 TCA_STATS_BASIC, TCA_STATS_QUEUE = 1, 3
@@ -83,7 +83,7 @@ class QdiscReader:
             if typ == NLMSG_ERROR:
                 raise OSError("netlink error on qdisc read")
             if typ == RTM_NEWQDISC:
-                done = not flags & 0x2  # NLM_F_MULTI: part of a dump
+                done = not flags & NLM_F_MULTI  # a single reply, not a dump's part
                 _fam, ifi, _h, parent, _info = _TCM.unpack_from(buf, off + _NLH.size)
                 if parent == TC_H_ROOT and ifi in ifindexes:
                     start = off + _NLH.size + _TCM.size
