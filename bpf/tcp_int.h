@@ -40,7 +40,9 @@ struct tcp_int_state {
 	__u32 n_tx;         /* options written */
 	__u32 n_rx;         /* options parsed */
 	__u32 n_echo;       /* echoes carrying telemetry */
-	__u32 n_seg;        /* data segments seen (the 1-in-N tagging counter) */
+	__u32 n_seg;        /* data segments handed down, counted on the wire (1-in-N tagging) */
+	__u32 n_tagged;     /* of those, segments that carried the option */
+	__u32 tx_segs;      /* wire segments of the send being built (HDR_OPT_LEN → WRITE) */
 };
 
 /* One INT trace record (ring buffer `tcp_int_events`), sent when an echo is parsed. */

@@ -2,9 +2,9 @@
 /* TCP-INT host side: a sockops program attached to the experiment's cgroups.
  *
  * - ACTIVE/PASSIVE_ESTABLISHED: enable the header-option callbacks (SYN/SYN-ACK carry none).
- * - HDR_OPT_LEN_CB: reserve the 12-byte option on 1 in `tag_every` data segments and on
- *   any segment owing an echo; always for the kernel's MSS estimate (worst case), so a
- *   tagged segment never exceeds the MTU.
+ * - HDR_OPT_LEN_CB: reserve the 12-byte option on 1 in `tag_every` data segments (wire
+ *   segments: a send is tagged whole) and on any segment owing an echo; always for the
+ *   kernel's MSS estimate (worst case), so a tagged segment never exceeds the MTU.
  * - WRITE_HDR_OPT_CB: write INTval 0 (switches fill it) and the echo of the last value
  *   received from the peer.
  * - PARSE_HDR_OPT_CB: keep the received value for echo; decode the echoed one (our data
@@ -78,10 +78,18 @@ static __always_inline void on_hdr_opt_len(struct bpf_sock_ops *skops)
 	st = get_state(skops, 1);
 	if (!st)
 		return;
-	if (skops->skb_len > 0) { /* a data segment (pure ACKs have no payload) */
+	st->tx_segs = 0;
+	if (skops->skb_len > 0) { /* data (pure ACKs have no payload) */
 		__u32 n = tag_every ? tag_every : 1;
+		__u32 mss = skops->mss_cache ? skops->mss_cache : 1;
 
-		if (st->n_seg++ % n == 0)
+		/* TCP hands down whole sends (GSO, even with gso off on the device, kernel
+		 * ≥ 6.x), cut into wire segments after this callback, each carrying the option:
+		 * count wire segments, and tag a send when the tagged share has fallen below
+		 * 1 in n. Counting sends instead tagged 4-7 % of the wire at 1 in 16, in runs. */
+		st->tx_segs = (skops->skb_len + mss - 1) / mss;
+		st->n_seg += st->tx_segs;
+		if ((__u64)st->n_tagged * n < st->n_seg)
 			tag = 1;
 	}
 	if (echo && st->pending_ecr)
@@ -126,6 +134,7 @@ static __always_inline void on_write_hdr_opt(struct bpf_sock_ops *skops)
 	}
 	if (bpf_store_hdr_opt(skops, o, sizeof(o), 0) == 0) {
 		st->n_tx++;
+		st->n_tagged += st->tx_segs;
 		if (fresh)
 			st->pending_ecr = 0;
 	}

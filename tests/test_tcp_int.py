@@ -135,7 +135,7 @@ def test_header_is_parsed_not_copied():
     assert D("QDEPTH_SHIFT_PUBLIC") == 13 and D("HOPLAT_SHIFT") == 8
     assert D("TFK_SWITCH_DEFAULT") == 0xf and D("LS_MBPS_7") == 400000
     st = layout("tcp_int_state")
-    assert st.size == 64  # what the CC side maps, 8-byte aligned
+    assert st.size == 72  # what the CC side maps, 8-byte aligned
     assert layout("tcp_int_event").size % 8 == 0
 
 
@@ -467,9 +467,12 @@ def test_teardown_through_tracker_without_stop():
 
 @pytest.mark.parametrize("echo", [False, True], ids=["no-echo", "echo"])
 def test_tag_every_n_tags_one_in_n_segments(echo):
-    """1 in 16 data segments carry the option; with echo on, each is echoed once on an
-    ACK and the echo ends there (an echoed ACK's own telemetry is not echoed back: that
-    chain had tagged 96 % of the data segments)."""
+    """1 in 16 data segments on the wire carry the option. TCP hands down whole sends (GSO,
+    even with gso off on the device) and each wire segment cut from a tagged send carries
+    it, so they come in runs: tagging counts wire segments, not sends (counting sends
+    tagged 4-7 % here). With echo on, every run is echoed, and the echo ends there (an
+    echoed ACK's own telemetry is not echoed back: that chain had tagged 96 % of the
+    data segments)."""
     topo = topo_line({"ends": ["h1", "s1"]},
                      {"ends": ["s1", "h2"], "bw": 50, "queue": {"packets": 100}})
     with running_network(topo) as net:
@@ -479,15 +482,23 @@ def test_tag_every_n_tags_one_in_n_segments(echo):
         iperf(net, "h1", "h2", 1.0)
         pkts = cap.stop()
     sender = net_ip(pkts)
-    data = [p for p in pkts if len(p[TCP].payload) > 100 and p[IP].src == sender]
-    tagged = sum(1 for p in data if int_option(p))
+    data = [bool(int_option(p)) for p in pkts
+            if len(p[TCP].payload) > 100 and p[IP].src == sender]
+    tagged = sum(data)
+    runs = sum(1 for a, b in zip([False] + data, data) if b and not a)
+    longest = max(len(r) for r in "".join("x" if t else " " for t in data).split())
     acks = [int_option(p) for p in pkts if p[IP].dst == sender and not len(p[TCP].payload)]
     echoes = [o for o in acks if o and v04(o[1])["idecr"]]   # naming a hop of the data path
     assert len(data) > 500
-    assert abs(tagged / len(data) - 1 / 16) < 0.02, (tagged, len(data))
+    # a send is tagged when the tagged share has fallen below 1/16: off by one send at most
+    # (+ 0.5 % for what the switch dropped before the capture); counting sends missed by 45
+    assert abs(tagged - len(data) / 16) <= longest + 0.005 * len(data), \
+        (tagged, len(data), longest)
+    assert runs >= 3, runs
     if echo:
-        assert 0.5 * tagged <= len(echoes) <= sum(1 for o in acks if o) <= tagged + 2, \
-            (len(echoes), tagged, len(acks))
+        # the receiver ACKs every other segment: a run of k gets about k/2 echoes, at least 1
+        assert runs <= len(echoes) <= sum(1 for o in acks if o) <= tagged + 2, \
+            (runs, len(echoes), tagged)
     else:
         assert not any(acks), sum(1 for o in acks if o)
 
