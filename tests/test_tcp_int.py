@@ -482,41 +482,42 @@ def test_tag_every_n_tags_one_in_n_segments(echo):
         iperf(net, "h1", "h2", 1.0)
         pkts = cap.stop()
     sender = net_ip(pkts)
-    data = [bool(int_option(p)) for p in pkts
-            if len(p[TCP].payload) > 100 and p[IP].src == sender]
-    tagged = sum(data)
-    longest = max(len(r) for r in "".join("x" if t else " " for t in data).split())
+    n_data, runs = tagged_runs(pkts, sender)
+    tagged = sum(length for length, _ in runs)
+    longest = max((length for length, _ in runs), default=0)
     acks = [int_option(p) for p in pkts if p[IP].dst == sender and not len(p[TCP].payload)]
     echoes = [o for o in acks if o and v04(o[1])["idecr"]]   # naming a hop of the data path
-    per_run = echoes_per_run(pkts, sender)
-    assert len(data) > 500
+    assert n_data > 500
     # a send is tagged when the tagged share has fallen below 1/16: off by one send at most
     # (+ 0.5 % for what the switch dropped before the capture); counting sends missed by 45
-    assert abs(tagged - len(data) / 16) <= longest + 0.005 * len(data), \
-        (tagged, len(data), longest)
-    assert len(per_run) >= 3, per_run
+    assert abs(tagged - n_data / 16) <= longest + 0.005 * n_data, (tagged, n_data, longest)
+    assert len(runs) >= 3, runs
     if echo:
         # the receiver ACKs every other segment: a run of k gets about k/2 echoes, at least
         # one before the next run (the capture may end inside the last)
-        assert all(per_run[:-1]), per_run
+        assert all(e for _, e in runs[:-1]), runs
         assert len(echoes) <= sum(1 for o in acks if o) <= tagged + 2, (len(echoes), tagged)
     else:
         assert not any(acks), sum(1 for o in acks if o)
 
 
-def echoes_per_run(pkts, sender: str) -> list[int]:
-    """For each run of tagged data segments: the ACKs naming a hop sent before the next run."""
-    per_run, prev = [], False
+def tagged_runs(pkts, sender: str) -> tuple[int, list[list[int]]]:
+    """The sender's data segments, counted, and each run of consecutive tagged ones as
+    [its length, the ACKs naming a hop that the receiver sent before the next run]."""
+    n_data, runs, prev = 0, [], False
     for p in pkts:
         if p[IP].src == sender and len(p[TCP].payload) > 100:
+            n_data += 1
             tagged = bool(int_option(p))
             if tagged and not prev:
-                per_run.append(0)
+                runs.append([0, 0])
+            if tagged:
+                runs[-1][0] += 1
             prev = tagged
-        elif p[IP].dst == sender and per_run:
+        elif p[IP].dst == sender and runs:
             o = int_option(p)
-            per_run[-1] += bool(o and v04(o[1])["idecr"])
-    return per_run
+            runs[-1][1] += bool(o and v04(o[1])["idecr"])
+    return n_data, runs
 
 
 def net_ip(pkts) -> str:

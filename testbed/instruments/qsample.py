@@ -57,19 +57,19 @@ class QdiscReader:
         out: dict[int, tuple[int, int, int, int]] = {}
         if len(ifindexes) <= self.GET_AT_MOST:
             for ifi in ifindexes:
-                self.seq += 1
-                self.sock.send(_NLH.pack(_NLH.size + _TCM.size, RTM_GETQDISC,
-                                         NLM_F_REQUEST | NLM_F_ECHO, self.seq, 0) +
-                               _TCM.pack(0, ifi, 0, TC_H_ROOT, 0))
+                self._ask(NLM_F_ECHO, ifi, TC_H_ROOT)
                 self._parse(self.sock.recv(65536), ifindexes, out)
             return out
-        self.seq += 1
-        self.sock.send(_NLH.pack(_NLH.size + _TCM.size, RTM_GETQDISC,
-                                 NLM_F_REQUEST | NLM_F_DUMP, self.seq, 0) +
-                       _TCM.pack(0, 0, 0, 0, 0))
+        self._ask(NLM_F_DUMP)
         while not self._parse(self.sock.recv(65536), ifindexes, out):
             pass
         return out
+
+    def _ask(self, flags: int, ifindex: int = 0, parent: int = 0) -> None:
+        """Send one RTM_GETQDISC request (ifindex/parent 0: any)."""
+        self.seq += 1
+        self.sock.send(_NLH.pack(_NLH.size + _TCM.size, RTM_GETQDISC, NLM_F_REQUEST | flags,
+                                 self.seq, 0) + _TCM.pack(0, ifindex, 0, parent, 0))
 
     @staticmethod
     def _parse(buf: bytes, ifindexes: set[int], out: dict) -> bool:
