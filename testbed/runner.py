@@ -64,6 +64,17 @@ def preflight(plan: Plan) -> None:
     if int_used:
         from .network.tcpint import TcpInt
         TcpInt.check()
+    if any(_kernel_marks(p.topology) for p in plan.points):
+        from .network.ecn import EcnMarking
+        EcnMarking.check()
+
+
+def _kernel_marks(topo) -> bool:
+    """Does a kernel-backend switch or router mark ECN (a link with `ecn_mark:`)?"""
+    fwd = {**topo.switches, **topo.routers}
+    return any(topo.link_params(l).ecn_mark is not None and
+               any(e in fwd and fwd[e].backend == "kernel" for e in l.ends)
+               for l in topo.links)
 
 
 class Runner:
@@ -311,6 +322,11 @@ class Runner:
         outputs = []
         for inst in instruments:
             outputs += [str(p.relative_to(pdir)) for p in inst.write()]
+        marks = net.ecn_counters()
+        if marks:  # beside queue.csv: what the switches' ECN marking did (network.ecn)
+            from .network.ecn import write_csv
+            outputs.append(str(write_csv(marks, pdir / "ecn.csv").relative_to(pdir)))
+            meta["ecn_marks"] = {f"{r['node']}:{r['iface']}": r["marked_pkts"] for r in marks}
         meta["outputs"] = outputs
         if ctx.notes:
             meta["notes"] = ctx.notes

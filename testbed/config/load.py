@@ -240,7 +240,12 @@ def _check_point(exp: Experiment, topo: TopologySpec, src: Source) -> None:
                 raise error_at(src, ("topology",), f"switch {name}: backend bmv2 unavailable: {why}")
     # Delay/loss need netem: refuse rather than silently drop them (Mininet would).
     for i, link in enumerate(topo.links):
-        needs = topo.link_params(link).needs_netem()
+        lp = topo.link_params(link)
+        if lp.ecn_mark is not None and lp.bw is None:
+            raise error_at(src, ("topology",),
+                           f"link {link.ends[0]}-{link.ends[1]}: ecn_mark needs bw (marking "
+                           f"reads the shaped egress queue; an unshaped veth never queues)")
+        needs = lp.needs_netem()
         if needs and not features.has_qdisc("netem"):
             raise error_at(src, ("topology",),
                            f"link {link.ends[0]}-{link.ends[1]}: {', '.join(needs)} needs "

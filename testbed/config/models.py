@@ -81,9 +81,58 @@ class Offloads(Model):
         return v
 
 
+class EcnMark(Model):
+    """ECN marking at a forwarding node's shaped egress (the switch sets CE on ECT packets).
+
+    `k`: DCTCP's rule, mark when the queue a packet finds is above K. Or a RED-like ramp on
+    the instantaneous queue: no mark up to `min`, probability rising linearly to `p` at
+    `max`, every packet above `max`. Thresholds in packets (`20`) or bytes (`30KB`), all
+    of one unit. `ecn_mark: 30KB` is short for `{k: 30KB}`."""
+
+    k: QueueLimit | None = None
+    min: QueueLimit | None = None
+    max: QueueLimit | None = None
+    p: float = Field(1.0, gt=0, le=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short(cls, v: Any) -> Any:
+        if isinstance(v, (int, str)) and not isinstance(v, bool):
+            return {"k": v}
+        return v
+
+    @model_validator(mode="after")
+    def _one(self) -> "EcnMark":
+        if self.k is not None:
+            if self.min is not None or self.max is not None:
+                raise ValueError("give k (a step at K) or min and max (a ramp), not both")
+        elif self.min is None or self.max is None:
+            raise ValueError("give k (mark above K) or both min and max (a RED-like ramp)")
+        elif self.unit != ("packets" if self.max.packets is not None else "bytes") or \
+                self.threshold(self.min) >= self.threshold(self.max):
+            raise ValueError("min and max need the same unit (packets or bytes) and min < max")
+        return self
+
+    @property
+    def unit(self) -> str:
+        q = self.k if self.k is not None else self.min
+        return "packets" if q.packets is not None else "bytes"
+
+    @staticmethod
+    def threshold(q: QueueLimit) -> int:
+        return q.packets if q.packets is not None else q.bytes
+
+    def bounds(self) -> tuple[int, int]:
+        """(min, max) in the unit: a step at K is min = max = K."""
+        if self.k is not None:
+            return self.threshold(self.k), self.threshold(self.k)
+        return self.threshold(self.min), self.threshold(self.max)
+
+
 class LinkParams(Model):
     bw: Rate | None = None           # Mb/s; None = not shaped
     queue: QueueLimit | None = None  # FIFO at each shaped egress
+    ecn_mark: EcnMark | None = None  # CE marking at forwarding nodes' egress (needs bw)
     delay: Duration | None = None    # needs netem
     jitter: Duration | None = None   # needs netem
     loss: float | None = Field(None, ge=0, le=100)  # percent; needs netem
@@ -288,6 +337,9 @@ class HostDefaults(Model):
 
     offloads: Offloads | None = None
     quickack: bool = False   # `ip route … quickack 1`: no delayed ACKs (see powertcp.md)
+    # net.ipv4.tcp_ecn: true requests ECN on every connection (for kernel CCs); None keeps
+    # the kernel's 2 (accept when asked). CCs that need ECN (dctcp) request it themselves.
+    ecn: bool | None = None
 
 
 class EmulationOptions(Model):

@@ -81,6 +81,10 @@ class Network:
         g = self.graph.nodes[node]
         return self.backend_of(g).queue_source(g)
 
+    def ecn_counters(self) -> list[dict]:
+        """ECN marks so far, per marking port (network.ecn)."""
+        return [r for b in self.backends.values() for r in b.ecn_counters()]
+
     # -- bring-up ------------------------------------------------------------------
     def start(self) -> "Network":
         if self.started:
@@ -124,6 +128,8 @@ class Network:
         sysctls, ip, tc, cmds = [], ["link set lo up"], [], []
         if host:
             sysctls.append(HOST_SYSCTLS)
+            if self.host_defaults.ecn is not None:
+                sysctls.append(f"net.ipv4.tcp_ecn={int(self.host_defaults.ecn)}")
         if any(i.ip6 for i in g.intfs):
             # The interfaces exist already: DAD is skipped only where both `all` and the
             # interface say so; a tentative link-local address breaks neighbour discovery.

@@ -112,11 +112,12 @@ class Layout:
 
 
 @functools.lru_cache(maxsize=None)
-def layout(struct_name: str) -> Layout:
-    text = STRUCTS_H.read_text()
+def layout(struct_name: str, header: Path = STRUCTS_H) -> Layout:
+    """A struct of tcp_int.h (or of another shared header of bpf/ written the same way)."""
+    text = header.read_text()
     m = re.search(rf"struct\s+{struct_name}\s*\{{(.*?)\n\}};", text, re.S)
     if not m:
-        raise RunError(f"{STRUCTS_H.name}: no struct {struct_name}")
+        raise RunError(f"{header.name}: no struct {struct_name}")
     fields = []
     for typ, name, count in re.findall(r"^\s*(__[us]\d+)\s+(\w+)(?:\[(\d+)\])?;",
                                        m.group(1), re.M):
@@ -124,7 +125,7 @@ def layout(struct_name: str) -> Layout:
     lay = Layout(struct_name, fields)
     # the C side has no implicit padding: '<' (packed) size == natural-alignment size
     if struct.calcsize(lay.fmt) != struct.calcsize("@" + lay.fmt[1:]):
-        raise RunError(f"struct {struct_name} in {STRUCTS_H.name} has implicit padding")
+        raise RunError(f"struct {struct_name} in {header.name} has implicit padding")
     return lay
 
 

@@ -14,7 +14,7 @@ from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..config.models import QueueLimit, Rate, TopologySpec
+from ..config.models import EcnMark, QueueLimit, Rate, TopologySpec
 
 
 class BuiltinError(ValueError):
@@ -35,12 +35,14 @@ class DumbbellParams(_P):
     pairs: int = Field(2, ge=1, le=64)
     bottleneck_bw: Rate | None = None
     bottleneck_queue: QueueLimit | None = None
+    bottleneck_ecn_mark: EcnMark | None = None   # CE marking at the bottleneck's egress
 
 
 class IncastParams(_P):
     senders: int = Field(10, ge=1, le=64)
     bottleneck_bw: Rate | None = None  # s1 → h0; default: bw
     bottleneck_queue: QueueLimit | None = None
+    bottleneck_ecn_mark: EcnMark | None = None   # CE marking at the bottleneck's egress
 
 
 class ChainParams(_P):
@@ -49,6 +51,7 @@ class ChainParams(_P):
     bottleneck: int | None = Field(None, ge=1)  # 1-based index of the router-router hop
     bottleneck_bw: Rate | None = None
     bottleneck_queue: QueueLimit | None = None
+    bottleneck_ecn_mark: EcnMark | None = None   # CE marking at the bottleneck's egress
 
 
 class LeafSpineParams(_P):
@@ -73,11 +76,14 @@ def _spec(p: _P, name: str, hosts: list[str], switches: list[str], routers: list
     return TopologySpec.model_validate(d)
 
 
-def _bn(link: dict, bw: float | None, q: QueueLimit | None) -> dict:
+def _bn(link: dict, bw: float | None, q: QueueLimit | None,
+        mark: EcnMark | None = None) -> dict:
     if bw is not None:
         link["bw"] = bw
     if q is not None:
         link["queue"] = _q(q)
+    if mark is not None:
+        link["ecn_mark"] = mark.model_dump(exclude_none=True)
     return link
 
 
@@ -85,13 +91,15 @@ def dumbbell(p: DumbbellParams) -> TopologySpec:
     left = [f"h{i}" for i in range(1, p.pairs + 1)]
     right = [f"h{i}" for i in range(p.pairs + 1, 2 * p.pairs + 1)]
     links = [{"ends": [h, "s1"]} for h in left] + [{"ends": [h, "s2"]} for h in right]
-    links.append(_bn({"ends": ["s1", "s2"]}, p.bottleneck_bw, p.bottleneck_queue))
+    links.append(_bn({"ends": ["s1", "s2"]}, p.bottleneck_bw, p.bottleneck_queue,
+                     p.bottleneck_ecn_mark))
     return _spec(p, "dumbbell", left + right, ["s1", "s2"], [], links)
 
 
 def incast(p: IncastParams) -> TopologySpec:
     senders = [f"h{i}" for i in range(1, p.senders + 1)]
-    links = [_bn({"ends": ["s1", "h0"]}, p.bottleneck_bw, p.bottleneck_queue)]
+    links = [_bn({"ends": ["s1", "h0"]}, p.bottleneck_bw, p.bottleneck_queue,
+                 p.bottleneck_ecn_mark)]
     links += [{"ends": [h, "s1"]} for h in senders]
     return _spec(p, "incast", ["h0"] + senders, ["s1"], [], links)
 
@@ -107,7 +115,7 @@ def chain(p: ChainParams) -> TopologySpec:
     for i in range(1, p.routers):
         link = {"ends": [f"r{i}", f"r{i + 1}"]}
         if p.bottleneck == i:
-            _bn(link, p.bottleneck_bw, p.bottleneck_queue)
+            _bn(link, p.bottleneck_bw, p.bottleneck_queue, p.bottleneck_ecn_mark)
         links.append(link)
     links += [{"ends": [h, routers[-1]]} for h in right]
     return _spec(p, "chain", left + right, [], routers, links)

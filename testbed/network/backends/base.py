@@ -72,3 +72,7 @@ class SwitchBackend(ABC):
 
     def queue_source(self, gnode: "Node") -> QueueSource:
         return QueueSource()
+
+    def ecn_counters(self) -> list[dict]:
+        """Per port marking CE (links with `ecn_mark:`): node, iface, rule, counters."""
+        return []

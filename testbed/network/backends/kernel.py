@@ -6,7 +6,8 @@
   TTL decrement and ICMP time-exceeded by the kernel, ICMP rate limits off for the run
   so every probe is answered (recorded in the results' meta).
 Egress queues are the HTB+FIFO of each shaped port (network.shaping); the TCP-INT
-switch program attaches to those ports (network.tcpint).
+switch program attaches to those ports (network.tcpint), and so does the ECN marking
+program on links with `ecn_mark:` (network.ecn), started and stopped with the backend.
 """
 from __future__ import annotations
 
@@ -69,6 +70,20 @@ class KernelBackend(SwitchBackend):
             sysctls.update({f"net.{fam}.{k}": v
                             for k, v in ECMP_HASH[gnode.spec.ecmp_hash].items()})
         return ["sysctl -qw " + " ".join(f"{k}={v}" for k, v in sysctls.items())]
+
+    def start(self) -> None:
+        from ..ecn import EcnMarking
+
+        self.ecn = EcnMarking(self.net).start()
+
+    def stop(self) -> None:
+        ecn = getattr(self, "ecn", None)
+        if ecn is not None:
+            ecn.stop()
+
+    def ecn_counters(self) -> list[dict]:
+        ecn = getattr(self, "ecn", None)
+        return ecn.counters() if ecn is not None else []
 
 
 BACKEND = KernelBackend

@@ -1,0 +1,200 @@
+"""ECN marking at the kernel backend's switch ports (eBPF, `bpf/ecn_mark.bpf.c`).
+
+A link with `ecn_mark:` (config.models.EcnMark) marks CE at the shaped egress of every
+kernel-backend forwarding node on it, on the queue each packet finds at the port's root
+qdisc (the HTB bottleneck): above K (DCTCP), or a RED-like ramp between min and max.
+BMv2 nodes apply the same rule in their P4 program. Hosts' own egress never marks.
+
+Classes:
+- EcnMarking: check() before any state; start() compiles, loads once, pins the program
+  and attaches it to each marking port (`tc filter … egress pref ECN_PREF bpf da pinned`);
+  counters() per port; stop() detaches and unpins (idempotent, registered with the tracker).
+
+Functions:
+- marking_ports(net, backend): (node, Intf, EcnMark) of the ports a backend must mark.
+- write_csv(rows, path): the per-port counters as `ecn.csv` beside `queue.csv`.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import re
+import subprocess
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from ..errors import MissingFeature, RunError
+from .tcpint import BPF_DIR, layout
+
+if TYPE_CHECKING:
+    from ..config.models import EcnMark
+    from .net import Network
+
+ECN_H = BPF_DIR / "ecn_mark.h"
+ECN_PREF = 29259  # our tc filter priority on clsact egress (TCP-INT's is 29258)
+P_ONE = 65536      # ECN_MARK_P_ONE
+COUNTERS = ("ip_pkts", "ect_pkts", "over_pkts", "marked_pkts", "not_ect_over")
+
+
+def marking_ports(net: "Network", backend: str) -> list[tuple[str, object, "EcnMark"]]:
+    out = []
+    for g in net.graph.switches:
+        if g.spec.backend != backend:
+            continue
+        for i in g.intfs:
+            m = i.link.params.ecn_mark
+            if m is not None and i.link.params.bw is not None:
+                out.append((g.name, i, m))
+    return out
+
+
+def port_value(mark: "EcnMark") -> bytes:
+    lo, hi = mark.bounds()
+    return layout("ecn_port", ECN_H).encode(
+        min=lo, max=hi, p_max=min(P_ONE, round(mark.p * P_ONE)),
+        unit=1 if mark.unit == "packets" else 0)
+
+
+class EcnMarking:
+    """One network's eBPF marking: loaded once, attached to every marking port."""
+
+    def __init__(self, net: "Network"):
+        self.net, self.tracker = net, net.tracker
+        self.obj = None
+        self.ports: list[tuple[str, str, int, int, "EcnMark"]] = []
+        self._clsact_added: list[tuple[str, str]] = []
+        self._pin: Path | None = None
+        self.started = False
+
+    @staticmethod
+    def check() -> None:
+        from ..bpf import libbpf
+        from .tcpint import _kallsyms
+
+        libbpf.available()
+        need = ("bpf_cast_to_kern_ctx", "cls_bpf_classify", "clsact_init")
+        missing = set(need) - _kallsyms(need)
+        if missing:
+            raise MissingFeature("ECN marking needs " + ", ".join(sorted(missing)),
+                                 "a kernel >= 6.2 with cls_bpf and clsact")
+        if not os.path.ismount("/sys/fs/bpf"):
+            raise MissingFeature("ECN marking: bpffs not mounted at /sys/fs/bpf",
+                                 "mount -t bpf bpf /sys/fs/bpf")
+
+    def start(self) -> "EcnMarking":
+        todo = marking_ports(self.net, "kernel")
+        if self.started or not todo:
+            return self
+        self.check()
+        from ..bpf.build import compile_bpf
+        from ..bpf.libbpf import BpfObject
+
+        self.tracker.defer("ecn marking", self.stop)
+        self.started = True
+        self.obj = BpfObject(compile_bpf("ecn_mark")).load()
+        self._pin = self.tracker.pin_dir() / "ecn_mark"
+        self._pin.unlink(missing_ok=True)
+        self.obj.pin_program("ecn_mark", self._pin)
+        ports_map = self.obj.map("ecn_ports")
+        key_l = layout("ecn_port_key", ECN_H)
+        by_node: dict[str, list] = {}
+        for node, intf, mark in todo:
+            by_node.setdefault(node, []).append((intf, mark))
+        for node, items in by_node.items():
+            pid = self.net[node].pid
+            netns = os.stat(f"/proc/{pid}/ns/net").st_ino
+            qdiscs = self._out(node, "tc", "qdisc", "show")
+            links = self._out(node, "ip", "-o", "link", "show")
+            lines = []
+            for intf, mark in items:
+                m = re.search(rf"^(\d+): {re.escape(intf.name)}[@:]", links, re.M)
+                if not m:
+                    raise RunError(f"{node}: no interface {intf.name}")
+                ifindex = int(m.group(1))
+                ports_map.update(key_l.encode(netns=netns, ifindex=ifindex), port_value(mark))
+                self.ports.append((node, intf.name, netns, ifindex, mark))
+                if not re.search(rf"qdisc clsact \S+ dev {re.escape(intf.name)} ", qdiscs):
+                    lines.append(f"qdisc add dev {intf.name} clsact")
+                    self._clsact_added.append((node, intf.name))
+                lines.append(f"filter add dev {intf.name} egress pref {ECN_PREF} "
+                             f"bpf da pinned {self._pin}")
+            self._tc(node, lines)
+        return self
+
+    # -- tc in the node's network namespace, our mount namespace (bpffs) ----------------
+    def _nsenter(self, node: str) -> list[str]:
+        return ["nsenter", f"--net=/proc/{self.net[node].pid}/ns/net"]
+
+    def _out(self, node: str, *argv: str) -> str:
+        return subprocess.run(self._nsenter(node) + list(argv), capture_output=True,
+                              text=True, timeout=30).stdout
+
+    def _tc(self, node: str, lines: list[str], force: bool = False) -> None:
+        batch = self.tracker.workdir / f"{node}.ecn.tc"
+        batch.write_text("\n".join(lines) + "\n")
+        r = subprocess.run(self._nsenter(node) + ["tc", *(["-force"] if force else []),
+                                                  "-batch", str(batch)],
+                           capture_output=True, text=True, timeout=30)
+        if r.returncode != 0:
+            raise RunError(f"{node}: tc -batch {batch} failed: {r.stderr.strip()}")
+
+    # -- reading -------------------------------------------------------------------
+    def counters(self) -> list[dict]:
+        """Per marking port: its rule and what the program counted so far."""
+        if self.obj is None:
+            return []
+        m = self.obj.map("ecn_ports")
+        key_l, val_l = layout("ecn_port_key", ECN_H), layout("ecn_port", ECN_H)
+        out = []
+        for node, intf, netns, ifindex, mark in self.ports:
+            raw = m.lookup(key_l.encode(netns=netns, ifindex=ifindex))
+            if raw is None:
+                continue
+            v = val_l.decode(raw)
+            out.append({"node": node, "iface": intf, "unit": mark.unit, "min": v["min"],
+                        "max": v["max"], "p": v["p_max"] / P_ONE,
+                        **{c: v[c] for c in COUNTERS}})
+        return out
+
+    # -- teardown ------------------------------------------------------------------
+    def stop(self) -> None:
+        if not self.started:
+            return
+        self.started = False
+        errors = []
+        if self.net.mn is not None:
+            by_node: dict[str, list[str]] = {}
+            for node, intf, _, _, _ in self.ports:
+                by_node.setdefault(node, []).append(f"filter del dev {intf} egress pref {ECN_PREF}")
+            for node, lines in by_node.items():
+                try:
+                    self._tc(node, lines, force=True)
+                except Exception as e:  # the namespace may be gone already
+                    errors.append(str(e))
+            for node, intf in self._clsact_added:
+                try:
+                    if not any(self._out(node, "tc", "filter", "show", "dev", intf, d).strip()
+                               for d in ("egress", "ingress")):
+                        self._tc(node, [f"qdisc del dev {intf} clsact"], force=True)
+                except Exception as e:
+                    errors.append(str(e))
+        self.ports.clear()
+        self._clsact_added.clear()
+        if self.obj is not None:
+            self.obj.close()
+            self.obj = None
+        if self._pin is not None:
+            self._pin.unlink(missing_ok=True)
+            self._pin = None
+        if errors:
+            raise RunError("ecn marking teardown: " + "; ".join(errors))
+
+
+def write_csv(rows: list[dict], path: Path) -> Path:
+    cols = ["node", "iface", "unit", "min", "max", "p", *COUNTERS]
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols)
+        w.writeheader()
+        for r in rows:
+            w.writerow({c: r.get(c, "") for c in cols})
+    return path
