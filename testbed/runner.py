@@ -262,6 +262,17 @@ class Runner:
         for f in {f.cc for f in flows if f.protocol == "tcp"}:
             cc_name(f)  # build and register eBPF CCs before the clock starts
         meta["cc_names"] = {f.cc: cc_name(f.cc) for f in flows if f.protocol == "tcp"}
+        receivers, ecn_senders = receiver_ccs(flows, cc_name)
+        for host, k in receivers.items():
+            # before servers listen: accepted sockets take the listener's CC
+            net.run(host, f"sysctl -qw net.ipv4.tcp_congestion_control={k}")
+        for host in ecn_senders:
+            # iperf3 sets its CC after connect(): the SYN asks for ECN by the sysctl
+            net.run(host, "sysctl -qw net.ipv4.tcp_ecn=1")
+        if receivers:
+            meta["receiver_cc"] = receivers
+        if ecn_senders:
+            meta["ecn_senders"] = sorted(ecn_senders)
         names = list(exp.instruments) or list(DEFAULT_INSTRUMENTS)
         ctx = InstrumentContext(net=net, outdir=pdir, tracker=tracker, experiment=exp,
                                 flows=flows, run_cache=self.run_cache)
@@ -348,6 +359,29 @@ class Runner:
             run_summary(self.run_dir)
         except Exception as e:
             print(f"summary plot failed: {e}", file=sys.stderr)
+
+
+def receiver_ccs(flows, cc_name: Callable[[str], str]) -> tuple[dict[str, str], set[str]]:
+    """Host settings a flow's CC needs: (receiving host → the CC its sockets must run,
+    sending hosts that must request ECN). DCTCP's receiver echoes the exact CE state, so
+    it becomes the receiving host's default; its senders ask for ECN in every SYN."""
+    try:
+        from .bpf.cc import needs_ecn, runs_at_receiver
+    except ImportError:
+        return {}, set()
+    out: dict[str, str] = {}
+    ecn: set[str] = set()
+    for f in flows:
+        if f.protocol != "tcp":
+            continue
+        if needs_ecn(f.cc):
+            ecn.add(f.src)
+        if runs_at_receiver(f.cc):
+            k = cc_name(f.cc)
+            if out.setdefault(f.dst, k) != k:
+                raise RunError(f"{f.dst} receives flows of two CCs that each need the "
+                               f"receiver to run them ({out[f.dst]}, {k})")
+    return out, ecn
 
 
 def bottleneck_check(pdir: Path, net: Network, cpu_busy: float, duration: float) -> dict:

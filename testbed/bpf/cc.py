@@ -102,12 +102,19 @@ class EbpfCC:
     params: type[CCParams]
     suffix: str                 # kernel name: <tracker.short>_<suffix>[<n>]
     needs_int: bool = False     # reads TCP-INT's per-socket state (map tcp_int_state)
+    receiver: bool = False      # receivers run it too (DCTCP's exact CE echo)
+    ecn: bool = False           # negotiates ECN (TCP_CONG_NEEDS_ECN; senders' tcp_ecn=1)
 
 
 EBPF_CCS: dict[str, EbpfCC] = {
     "powertcp": EbpfCC("powertcp", PowerTCPParams, "pwr", needs_int=True),
     "theta_powertcp": EbpfCC("theta_powertcp", ThetaPowerTCPParams, "tpw"),
 }
+from . import dccs as _dccs  # noqa: E402  (the comparison set: DCTCP, HPCC, TIMELY)
+
+EBPF_CCS.update({
+    "dctcp": EbpfCC("dctcp", _dccs.DctcpParams, "dct", receiver=True, ecn=True),
+})
 INT_MAP = "tcp_int_state"
 
 
@@ -117,6 +124,14 @@ def is_ebpf(name: str) -> bool:
 
 def needs_int(name: str) -> bool:
     return name in EBPF_CCS and EBPF_CCS[name].needs_int
+
+
+def runs_at_receiver(name: str) -> bool:
+    return name in EBPF_CCS and EBPF_CCS[name].receiver
+
+
+def needs_ecn(name: str) -> bool:
+    return name in EBPF_CCS and EBPF_CCS[name].ecn
 
 
 def kernel_ccs() -> list[str]:
