@@ -1,0 +1,167 @@
+"""The PowerTCP paper's comparison set as eBPF CCs (bpf/dctcp.bpf.c, hpcc.bpf.c,
+timely.bpf.c): each registers, carries a real flow, reacts to its own signal in the right
+direction and stops reacting when the signal is removed, takes its parameters, and is
+unregistered on every exit path."""
+from __future__ import annotations
+
+import csv
+import json
+import signal
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from testbed.bpf import cc as ccmod
+from testbed.bpf.cc import CongestionControls
+
+from test_cc import HOLDER, PY, REPO, available, iperf, pair
+
+FRAC = 1 << 16
+
+
+def run_exp(tmp_path: Path, text: str, timeout: float = 240) -> Path:
+    exp = tmp_path / "exp.yaml"
+    exp.write_text(text)
+    out = tmp_path / "out"
+    r = subprocess.run([PY, "-m", "testbed", "run", str(exp), "--out", str(out), "-q"],
+                       cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    return out
+
+
+def rows(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def main_flow(trace: list[dict]) -> list[dict]:
+    """The trace rows of the socket with the most updates (the data connection; not
+    iperf3's control connection, nor a receiver's socket)."""
+    by: dict[str, list[dict]] = {}
+    for r in trace:
+        by.setdefault(r["flow"], []).append(r)
+    return max(by.values(), key=len) if by else []
+
+
+def qlen(pdir: Path, after: float = 0.5) -> list[int]:
+    return [int(r["qlen_pkts"]) for r in rows(pdir / "queue.csv") if float(r["time"]) > after]
+
+
+DCTCP = """
+name: tbtest_dctcp
+topology: {builtin: incast, senders: 1, bw: 1000, bottleneck_bw: 100, bottleneck_queue: 100,
+           ipv6: false}
+hosts: {offloads: off, quickack: true}
+duration: 2.5
+cc: dctcp
+workload:
+  flows: [{name: long, src: h1, dst: h0, start: 0, duration: 2.5}]
+instruments:
+  queue: {interval: 1ms, ports: [s1-eth0]}
+  iperf: {}
+  cc_trace: {}
+sweep:
+  topology.bottleneck_ecn_mark: [20, null]
+"""
+
+
+def test_dctcp_holds_the_queue_at_k_and_stops_reacting_without_marks(tmp_path):
+    """Marking at K = 20 packets: the switch marks, the receiver echoes, α rises and the
+    queue stays near K at full rate. Without marking (the signal removed) α decays to 0
+    and DCTCP is Reno: the 100-packet FIFO fills."""
+    out = run_exp(tmp_path, DCTCP)
+    marked = out / "bottleneck_ecn_mark=20"
+    plain = out / "bottleneck_ecn_mark=None"
+    meta = json.loads((marked / "meta.json").read_text())
+    k = meta["cc_names"]["dctcp"]
+    assert meta["receiver_cc"] == {"h0": k} and meta["ecn_senders"] == ["h1"]
+    flow = rows(marked / "flows.csv")[0]
+    assert flow["kernel_cc"] == k and float(flow["mean_bps"]) > 85e6, flow
+    ecn = rows(marked / "ecn.csv")[0]
+    assert int(ecn["marked_pkts"]) > 100, ecn
+    tr = [r for r in main_flow(rows(marked / "cc_trace.csv")) if float(r["time"]) > 0.5]
+    assert len(tr) > 100 and all(r["cc"] == "dctcp" for r in tr)
+    alpha = statistics.median(float(r["p_smooth"]) for r in tr)
+    frac = [float(r["p_norm"]) for r in tr]
+    assert 0.02 < alpha < 0.9 and max(frac) > 0.1, (alpha, max(frac))
+    q = qlen(marked)
+    print("with marks: median queue", statistics.median(q), "alpha", alpha)
+    assert 10 <= statistics.median(q) <= 35 and max(q) < 80, (statistics.median(q), max(q))
+    # the signal removed
+    assert not (plain / "ecn.csv").exists()
+    tr = main_flow(rows(plain / "cc_trace.csv"))
+    assert tr and float(tr[-1]["p_smooth"]) < 0.01 and max(float(r["p_norm"]) for r in tr) == 0
+    q = qlen(plain)
+    print("without marks: median queue", statistics.median(q), "max", max(q))
+    assert max(q) >= 95 and statistics.median(q) > 40
+
+
+def test_dctcp_parameters_reach_the_program():
+    """No marks: each window's α = α·(1 − g), from α_init. Two parameter sets, two CCs."""
+    with pair(bottleneck_mbps=100) as net:
+        ccs = CongestionControls(net.tracker)
+        found = {}
+        for port, (a0, g) in enumerate(((0.5, 1 / 16), (0.5, 0.25)), start=5201):
+            k = ccs.kernel_name("dctcp", {"alpha_init": a0, "g": g})
+            rec = ccs.record()
+            res = iperf(net, k, 1, port=port)
+            sport = res["start"]["connected"][0]["local_port"]
+            evs = [e for e in rec.stop() if e.sport == sport]
+            assert len(evs) > 5
+            found[g] = [e.p_smooth / FRAC for e in evs[:3]]
+            assert all(e.p_norm == 0 for e in evs)  # no marks on this path
+        assert found[1 / 16] == pytest.approx([0.5 * (15 / 16) ** n for n in (1, 2, 3)],
+                                              abs=2e-3), found
+        assert found[0.25] == pytest.approx([0.5 * 0.75 ** n for n in (1, 2, 3)],
+                                            abs=2e-3), found
+
+
+@pytest.mark.parametrize("params, match", [
+    ({"g": 0}, r"congestion_control\.dctcp\.g: .*greater than 0"),
+    ({"alpha_init": 1.5}, r"congestion_control\.dctcp\.alpha_init"),
+    ({"gamma": 0.5}, r"congestion_control\.dctcp\.gamma: Extra inputs"),
+])
+def test_bad_parameters_are_config_errors(params, match):
+    from testbed.errors import ConfigError
+    from testbed.network.tracker import RunTracker
+
+    with RunTracker() as t:
+        with pytest.raises(ConfigError, match=match):
+            CongestionControls(t, {"dctcp": params})
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+@pytest.mark.parametrize("name", ["dctcp"])
+def test_cc_gone_when_holder_dies(name, sig):
+    p = subprocess.Popen([PY, "-c", HOLDER.format(repo=str(REPO), name=name)],
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        k = p.stdout.readline().strip()
+        assert k and k in available()
+        p.send_signal(sig)
+        p.wait(timeout=10)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    deadline = time.monotonic() + 3
+    while k in available() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert k not in available()
+    if sig == signal.SIGKILL:
+        from testbed.network.tracker import find_leftovers, remove_leftover
+        for lo in find_leftovers():
+            if k.startswith(f"tb{lo.run_id}_"):
+                remove_leftover(lo)
+
+
+@pytest.mark.parametrize("name", ["dctcp"])
+def test_registered_then_gone_after_the_run(name):
+    with pair() as net:
+        k = CongestionControls(net.tracker, require_int=False).kernel_name(name)
+        assert k in available() and k.startswith(net.tracker.short)
+    assert k not in available()
+    assert name in ccmod.EBPF_CCS
