@@ -43,23 +43,10 @@ def _run(a) -> int:
 
 
 def _validate(a) -> int:
-    from .config.load import load_experiment, load_topology
-    from .config.yamlsrc import load_source
+    from .config.load import validate_file
 
     for f in a.files:
-        src = load_source(f)
-        if isinstance(src.data, dict) and "topology" not in src.data and \
-                ("hosts" in src.data or "links" in src.data):
-            spec = load_topology(src)
-            from .topology.graph import Graph, TopologyError
-            try:
-                Graph(spec)
-            except TopologyError as e:
-                raise errors.ConfigError(str(e), f) from None
-            print(f"{f}: ok (topology: {len(spec.hosts)} hosts, {len(spec.links)} links)")
-        else:
-            plan = load_experiment(f, a.set)
-            print(f"{f}: ok ({len(plan.points)} point(s))")
+        print(f"{f}: {validate_file(f, a.set)}")
     return 0
 
 

@@ -23,6 +23,10 @@ class ConfigError(TestbedError):
 
     def __init__(self, message: str, file: str | None = None, line: int | None = None,
                  key: str | None = None):
+        # one line, whatever a value quoted in the message holds
+        message = " ".join(str(message).split())
+        if len(message) > 400:
+            message = message[:400] + "…"
         self.message, self.file, self.line, self.key = message, file, line, key
         super().__init__(str(self))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import difflib
 import itertools
+import math
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,9 @@ from pydantic import BaseModel, ValidationError
 from ..errors import ConfigError
 from .models import Experiment, TopologySpec
 from .yamlsrc import Source, apply_sets, load_source, parse_text
+
+
+MAX_POINTS = 10_000   # sweep points × repetitions of one experiment
 
 
 # --- pydantic errors → one line with file and line -------------------------------
@@ -46,7 +50,9 @@ def _model_at(model: Any, path: tuple) -> type[BaseModel] | None:
     for part in path:
         t = _unwrap(t)
         if isinstance(t, type) and issubclass(t, BaseModel):
-            f = t.model_fields.get(part) if isinstance(part, str) else None
+            f = t.model_fields.get(part) or next(
+                (f for f in t.model_fields.values() if f.alias == part), None) \
+                if isinstance(part, str) else None
             if f is None:
                 return None
             t = f.annotation
@@ -101,14 +107,13 @@ def config_error(e: ValidationError, src: Source, model: Any, prefix: tuple = ()
     if err["type"] == "extra_forbidden":
         key = loc[-1]
         m = _model_at(model, loc[len(prefix):-1])
-        valid = sorted(m.model_fields) if m else []
+        valid = sorted(f.alias or n for n, f in m.model_fields.items()) if m else []
         close = difflib.get_close_matches(str(key), valid, n=1)
         msg = f"unknown key {key!r}" + (f"; did you mean {close[0]!r}?" if close else "") + \
             (f" (valid: {', '.join(valid)})" if valid and not close else "")
     elif err["type"] == "missing":
         msg = f"missing required key {loc[-1]!r}"
-    line = src.line_of(loc)
-    return ConfigError(msg, src.file, line if line else None, _keypath(loc) or None)
+    return error_at(src, loc, msg)
 
 
 def validate(model: type[BaseModel], src: Source, prefix: tuple = ()) -> Any:
@@ -122,7 +127,12 @@ def validate(model: type[BaseModel], src: Source, prefix: tuple = ()) -> Any:
 
 
 def error_at(src: Source, loc: tuple, msg: str) -> ConfigError:
-    return ConfigError(msg, src.file, src.line_of(loc) or None, _keypath(loc) or None)
+    """An error at a key path: its line, or the `--set` that gave the value."""
+    line = src.line_of(loc)
+    given = src.set_of(loc) if line == 0 else None
+    if given:
+        msg = f"{msg} (from --set {given})"
+    return ConfigError(msg, src.file, line or None, _keypath(loc) or None)
 
 
 # --- topology --------------------------------------------------------------------
@@ -350,11 +360,16 @@ def load_experiment(path: str | Path, sets: list[str] | None = None,
     apply_sets(src, sets or [])
     base = validate(Experiment, src)
     keys = list(base.sweep)
+    n = math.prod(len(v) for v in base.sweep.values()) * base.repetitions
+    if n > MAX_POINTS:
+        loc = ("sweep",) if len(keys) else ("repetitions",)
+        raise error_at(src, loc, f"{n} runs (sweep points × repetitions), more than "
+                       f"{MAX_POINTS}: sweep fewer values or split the experiment")
     combos = list(itertools.product(*(base.sweep[k] for k in keys))) or [()]
     points: list[Point] = []
     for combo in combos:
         values = dict(zip(keys, combo))
-        psrc = Source(src.file, copy.deepcopy(src.data), dict(src.lines))
+        psrc = Source(src.file, copy.deepcopy(src.data), dict(src.lines), dict(src.sets))
         for k, v in values.items():
             apply_sets(psrc, [f"{k}={_yaml(v)}"])
             # a swept value's errors point at the sweep line
@@ -371,3 +386,21 @@ def load_experiment(path: str | Path, sets: list[str] | None = None,
             points.append(Point(name, {**values, **({"rep": rep} if exp.repetitions > 1 else {})},
                                 exp, topo, psrc.data))
     return Plan(str(path), base, points)
+
+
+def validate_file(path: str | Path, sets: list[str] | None = None) -> str:
+    """The whole check of one file, as `validate` and `run` make it; a one-line summary."""
+    src = load_source(path)
+    if isinstance(src.data, dict) and "topology" not in src.data and \
+            ("hosts" in src.data or "links" in src.data):
+        if sets:
+            apply_sets(src, sets)
+        spec = load_topology(src)
+        from ..topology.graph import Graph, TopologyError
+        try:
+            Graph(spec)
+        except TopologyError as e:
+            raise ConfigError(str(e), src.file, 1) from None
+        return f"ok (topology: {len(spec.hosts)} hosts, {len(spec.links)} links)"
+    plan = load_experiment(path, sets)
+    return f"ok ({len(plan.points)} point(s))"

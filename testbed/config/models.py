@@ -20,6 +20,7 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, model_valid
 from . import units
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9]{0,9}$")
+MAX_RANGE = 4096   # nodes named by one `h1..hN` range
 
 
 class Model(BaseModel):
@@ -190,6 +191,11 @@ class TopologySpec(Model):
     @classmethod
     def _listed(cls, v: Any) -> Any:
         if isinstance(v, list):  # `hosts: [h1, h2]`
+            for n in v:
+                _name(n)
+            dup = next((n for i, n in enumerate(v) if n in v[:i]), None)
+            if dup:
+                raise ValueError(f"{dup} is listed twice")
             return {n: None for n in v}
         return v
 
@@ -246,6 +252,8 @@ def _expand_names(v: Any) -> Any:
         lo, hi = int(m.group(2)), int(m.group(4))
         if hi < lo:
             raise ValueError(f"empty range {v!r}")
+        if hi - lo >= MAX_RANGE:
+            raise ValueError(f"range {v!r} names {hi - lo + 1} nodes, more than {MAX_RANGE}")
         return [f"{m.group(1)}{i}" for i in range(lo, hi + 1)]
     return v
 

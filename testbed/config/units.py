@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import math
 import re
 
 _NUM = r"([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
@@ -16,13 +17,22 @@ def _split(value: object, what: str) -> tuple[float, str]:
     if isinstance(value, bool):
         raise ValueError(f"expected a {what}, got {value!r}")
     if isinstance(value, (int, float)):
-        return float(value), ""
+        try:
+            num = float(value)
+        except OverflowError:
+            raise ValueError(f"{what} out of range") from None
+        if not math.isfinite(num):
+            raise ValueError(f"expected a finite {what}, got {value!r}")
+        return num, ""
     if not isinstance(value, str):
         raise ValueError(f"expected a {what}, got {type(value).__name__}")
     m = re.fullmatch(_NUM + r"\s*([A-Za-z/]*)", value.strip())
     if not m:
         raise ValueError(f"expected a {what} like {_EXAMPLES[what]}, got {value!r}")
-    return float(m.group(1)), m.group(2)
+    num = float(m.group(1))
+    if not math.isfinite(num):
+        raise ValueError(f"{what} out of range: {value!r}")
+    return num, m.group(2)
 
 
 _EXAMPLES = {"rate": "'300Mbit' or 300 (Mb/s)", "size": "'64KB' or 1500 (bytes)",
@@ -37,7 +47,7 @@ def rate_mbps(value: object) -> float:
         raise ValueError(f"unknown rate unit {unit!r}: use Kbit, Mbit or Gbit")
     if num <= 0:
         raise ValueError("a rate must be > 0")
-    return num * scale
+    return _finite(num * scale, "rate")
 
 
 def size_bytes(value: object) -> int:
@@ -51,7 +61,7 @@ def size_bytes(value: object) -> int:
         raise ValueError(f"unknown size unit {unit!r}: use B, KB, MB (or KiB, MiB)")
     if num <= 0:
         raise ValueError("a size must be > 0")
-    return int(round(num * base ** power))
+    return int(_finite(round(num * base ** power), "size"))
 
 
 def duration_s(value: object) -> float:
@@ -62,4 +72,10 @@ def duration_s(value: object) -> float:
         raise ValueError(f"unknown time unit {unit!r}: use s, ms or us")
     if num < 0:
         raise ValueError("a duration must be >= 0")
-    return num * scale
+    return _finite(num * scale, "duration")
+
+
+def _finite(x: float, what: str) -> float:
+    if not math.isfinite(x):
+        raise ValueError(f"{what} out of range")
+    return x
