@@ -464,9 +464,41 @@ CLAIMS = {c.model_fields["claim"].default: c
 _ADAPTER = TypeAdapter(list[ClaimSpec])
 
 
+# Metrics `python -m testbed compare` judges between two runs (testbed/results/compare.py);
+# an `expect:` entry {metric: NAME, tolerance: REL} sets how far one may move.
+COMPARE_METRICS = ("goodput_mbps", "queue_p50_bytes", "queue_p99_bytes", "drain_ms", "jain",
+                   "retransmits", "hop_latency_p50_us", "int_hop_latency_p50_us")
+
+
+class MetricTolerance(BaseModel):
+    """`expect:` entry for `compare`: the relative change of `metric` (or every metric:
+    "*") against the base run that still passes, e.g. 0.1 = 10 %."""
+    model_config = ConfigDict(extra="forbid")
+    metric: Literal[COMPARE_METRICS + ("*",)]  # type: ignore[valid-type]
+    tolerance: float = Field(gt=0)
+
+
+def tolerances(raw: list[dict[str, Any]] | None) -> list[MetricTolerance]:
+    """The `expect:` entries that are compare tolerances (validated)."""
+    return [MetricTolerance.model_validate(e) for e in raw or []
+            if isinstance(e, dict) and "metric" in e]
+
+
 def parse_expect(raw: list[dict[str, Any]], where: str = "expect") -> list[_Claim]:
-    """An experiment's `expect:` list → claims (ConfigError naming the entry and key)."""
+    """An experiment's `expect:` list → claims (ConfigError naming the entry and key);
+    compare's tolerance entries ({metric:, tolerance:}) are validated and left out."""
     try:
+        tol = [i for i, e in enumerate(raw) if isinstance(e, dict) and "metric" in e]
+        for i in tol:
+            try:
+                MetricTolerance.model_validate(raw[i])
+            except ValidationError as e:
+                err = e.errors()[0]
+                loc = ".".join(str(x) for x in (i, *err["loc"]))
+                raise ConfigError(f"{err['msg']} (compare metrics: "
+                                  f"{', '.join(COMPARE_METRICS)}, or *)",
+                                  key=f"{where}[{loc}]") from None
+        raw = [e for i, e in enumerate(raw) if i not in tol]
         return list(_ADAPTER.validate_python(raw))
     except ValidationError as e:
         err = e.errors()[0]
@@ -498,7 +530,9 @@ def check(results: Path | str, expect: list[dict[str, Any]] | None = None,
     pts = load_bundle(results)
     if expect is None:
         expect = next((p.config.get("expect") for p in pts if p.config.get("expect")), None)
-    claims = parse_expect(expect) if expect else default_claims(pts)
+    claims = parse_expect(expect) if expect else []
+    if not expect or (not claims and len(tolerances(expect)) == len(expect)):
+        claims = default_claims(pts)
     if names:
         unknown = [n for n in names if n not in CLAIMS]
         if unknown:

@@ -1,7 +1,7 @@
 """python -m testbed: argument parsing and exit codes; the work is done elsewhere.
 
 Commands: run, validate, clean, doctor, plot, list, and the tools in testbed/tools/
-(probe, flows, check), each a module exposing add_parser(subparsers).
+(probe, flows, check; export, report, compare), each a module exposing add_parser(subparsers).
 Exit codes (testbed.errors): 0 ok, 1 run failure, 2 bad input / missing feature, 130 Ctrl-C.
 """
 from __future__ import annotations
@@ -13,7 +13,8 @@ from pathlib import Path
 
 from . import errors
 
-TOOLS = ("testbed.tools.probe", "testbed.tools.flows", "testbed.tools.check")
+TOOLS = ("testbed.tools.probe", "testbed.tools.flows", "testbed.tools.check",
+         "testbed.tools.results")
 
 EPILOG = """examples:
   python -m testbed run experiments/powertcp_incast.yaml

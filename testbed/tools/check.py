@@ -6,7 +6,7 @@ paper's claims the bundle can answer: queue peak vs CUBIC, drain time, utilizati
 fairness), prints one row per claim and writes claims.json into the bundle.
 
 USAGE: python -m testbed check RESULTS [--claim NAME]... [--ci] [--strict]
-                                       [--expect FILE] [--json] [--no-write]
+                                       [--expect FILE] [--json] [--no-write] [--junit FILE]
 
 Exit codes: 0 every claim holds, 1 a claim failed (a regression), 2 bad input (not a
 bundle, an unknown claim, a malformed expect list). Claims that cannot be judged (N/A:
@@ -49,6 +49,7 @@ def _build(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="a claim that cannot be judged (N/A) fails too")
     p.add_argument("--json", action="store_true", help="print the verdicts as JSON")
     p.add_argument("--no-write", action="store_true", help="do not write claims.json")
+    p.add_argument("--junit", metavar="FILE", help="write JUnit XML (one test case per claim)")
     return p
 
 
@@ -83,6 +84,9 @@ def run(args: argparse.Namespace) -> int:
         return e.exit_code
     if not args.no_write:
         claims.write_verdicts(args.results, verdicts)
+    if getattr(args, "junit", None):
+        from ..results.junit import write_check
+        write_check(verdicts, args.results, args.junit, args.strict)
     if args.json:
         print(json.dumps([{**asdict(v), "status": v.status} for v in verdicts], indent=2,
                          default=float))

@@ -10,7 +10,10 @@ Layout:
             queue.csv  throughput.csv  flows.csv  … one CSV per instrument
             iperf/  logs/  plots/
 
-Functions: new_run_dir, latest_run_dir, point_done, write_meta, versions, read_csv.
+This module writes bundles (new_run_dir, latest_run_dir, point_done, write_json,
+versions, read_csv, cpu_times). Reading them: `load(run_dir)` → a `Run` of pandas tables
+(frames.py); one HTML page per run (report.py); two runs side by side (compare.py);
+JUnit XML for CI (junit.py). pandas is imported only when a bundle is loaded.
 """
 from __future__ import annotations
 
@@ -25,7 +28,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 RESULTS = Path(os.environ.get("TESTBED_RESULTS", "results"))
 
 
@@ -113,3 +116,16 @@ def cpu_times() -> tuple[int, int]:
         vals = [int(x) for x in f.readline().split()[1:]]
     idle = vals[3] + vals[4]
     return sum(vals) - idle, sum(vals)
+
+
+def load(run_dir: str | Path):
+    """A run's bundle as tidy pandas tables (testbed.results.frames.Run)."""
+    from .frames import load as _load
+    return _load(run_dir)
+
+
+def __getattr__(name: str):
+    if name == "Run":
+        from .frames import Run
+        return Run
+    raise AttributeError(name)
