@@ -8,7 +8,7 @@ venv=${TESTBED_VENV:-$here/.venv}
 
 if [ "$(id -u)" != 0 ]; then echo "setup.sh: run as root (namespaces and BPF need it)" >&2; exit 2; fi
 
-pkgs=(mininet bridge-utils iproute2 iperf3 iputils-ping traceroute tcpdump tshark
+pkgs=(mininet bridge-utils iproute2 iperf3 iputils-ping traceroute tcpdump tshark chromium
       python3-bpfcc bpfcc-tools clang llvm libbpf-dev
       python3-venv python3-dev ethtool procps make gcc libelf-dev zlib1g-dev pkg-config)
 . /etc/os-release

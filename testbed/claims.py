@@ -495,7 +495,9 @@ def parse_expect(raw: list[dict[str, Any]], where: str = "expect") -> list[_Clai
             except ValidationError as e:
                 err = e.errors()[0]
                 loc = ".".join(str(x) for x in (i, *err["loc"]))
-                raise ConfigError(f"{err['msg']} (compare metrics: "
+                msg = (f"unknown metric {raw[i].get('metric')!r}"
+                       if err["type"] == "literal_error" else err["msg"])
+                raise ConfigError(f"{msg} (compare metrics: "
                                   f"{', '.join(COMPARE_METRICS)}, or *)",
                                   key=f"{where}[{loc}]") from None
         raw = [e for i, e in enumerate(raw) if i not in tol]

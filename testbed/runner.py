@@ -2,7 +2,8 @@
 
 Per point: bring up the network → TCP-INT (if enabled) → instruments → workload
 (servers, pre-spawned clients and commands, then the clock: releases and events on time)
-→ settle → stop instruments → write CSVs → tear down → meta.json and plots.
+→ settle → stop instruments → write CSVs → tear down → meta.json and plots. After the
+sweep: summary, claims, report.html.
 A failed point is recorded (status, error, log) and the sweep goes on; Ctrl-C stops the
 sweep, and every exit path tears down what exists (RunTracker).
 
@@ -123,6 +124,7 @@ class Runner:
             self._write_run_json()
         self._summary()
         self._claims()
+        self._report()
         ok = all(s["status"] == "ok" for s in self.statuses.values())
         return 0 if ok and not any(v.status == "FAIL" for v in self.verdicts) else 1
 
@@ -352,6 +354,15 @@ class Runner:
             "argv": self.argv, "sets": self.sets,
             "points": {p.name: self.statuses.get(p.name, {"status": "pending"})
                        for p in self.plan.points}})
+
+    def _report(self) -> None:
+        """report.html: the whole run on one self-contained page."""
+        try:
+            from .results.report import write_report
+            write_report(self.run_dir)
+        except Exception as e:  # the data stands without its page
+            print(f"report failed: {e} (python -m testbed report {self.run_dir})",
+                  file=sys.stderr)
 
     def _summary(self) -> None:
         try:
