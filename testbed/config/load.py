@@ -229,6 +229,14 @@ def _check_point(exp: Experiment, topo: TopologySpec, src: Source) -> None:
                     raise error_at(src, ("workload", key, i, "ipv6"),
                                    "the topology has no IPv6 addresses: set the "
                                    "topology's `ipv6: true` or drop the flow's `ipv6`")
+    every = set(topo.hosts) | set(topo.switches) | set(topo.routers)
+    for name, opts in exp.instruments.items():   # instruments that take nodes (queue, pcap)
+        for j, n in enumerate(getattr(opts, "nodes", None) or []):
+            if n not in every:
+                close = difflib.get_close_matches(n, sorted(every), n=1)
+                raise error_at(src, ("instruments", name, "nodes", j), f"unknown node {n!r}" +
+                               (f"; did you mean {close[0]!r}?" if close else
+                                f" (nodes: {', '.join(sorted(every))})"))
     links = {frozenset(l.ends) for l in topo.links}
     for i, ev in enumerate(w.events):
         if ev.link and frozenset(ev.link) not in links:
