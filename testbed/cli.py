@@ -32,7 +32,7 @@ def _run(a) -> int:
     plan = load_experiment(a.file, a.set)
     runner = Runner(plan, Path(a.out) if a.out else None, a.resume, a.cli,
                     progress="off" if a.quiet else "bar" if sys.stderr.isatty() else "lines",
-                    sets=a.set)
+                    sets=a.set, verbose=a.verbose)
     code = runner.run()
     print(f"results: {runner.run_dir}")
     for v in runner.verdicts:
@@ -155,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cli", action="store_true", help="Mininet CLI after bring-up")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="no progress (bar on a terminal, phase lines otherwise)")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="print each phase's duration as it ends, and each point's")
     p.set_defaults(fn=_run)
     p = sub.add_parser("validate", help="check experiment/topology files, start nothing")
     p.add_argument("files", nargs="+")

@@ -16,9 +16,8 @@ import signal
 import sys
 import time
 import traceback
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, Literal
+from typing import Callable, Literal
 
 import yaml
 
@@ -81,8 +80,9 @@ def _kernel_marks(topo) -> bool:
 class Runner:
     def __init__(self, plan: Plan, out: Path | None = None, resume: bool = False,
                  cli: bool = False, progress: Literal["bar", "lines", "off"] = "bar",
-                 argv: list[str] | None = None, sets: list[str] | None = None):
-        self.plan, self.cli, self.progress = plan, cli, progress
+                 argv: list[str] | None = None, sets: list[str] | None = None,
+                 verbose: bool = False):
+        self.plan, self.cli, self.progress, self.verbose = plan, cli, progress, verbose
         exp = plan.experiment
         preflight(plan)  # before anything exists, even the results directory
         if resume and out is None:
@@ -95,6 +95,7 @@ class Runner:
         self.statuses: dict[str, dict] = {}
         self.verdicts: list = []
         self.run_cache: dict = {}  # instruments' compiled objects, shared by all points
+        self.display = self._display()
 
     # -- the sweep -------------------------------------------------------------------
     def run(self) -> int:
@@ -104,18 +105,20 @@ class Runner:
         old_term = signal.signal(signal.SIGTERM, _on_signal)
         old_int = signal.signal(signal.SIGINT, _on_signal)
         try:
-            with RunTracker() as tracker, self._display() as show:
+            with RunTracker() as tracker, self.display as show:
                 ccs = self._congestion_controls(tracker)
                 for i, point in enumerate(self.plan.points):
                     pdir = self.run_dir / point.name
                     if self.resume and results.point_done(pdir):
                         self.statuses[point.name] = {"status": "ok", "resumed": True}
-                        show(i, point, "done earlier (resume)")
+                        show.point_done(i, point.name, "done earlier (resume)", skipped=True)
                         continue
                     pdir.mkdir(parents=True, exist_ok=True)
                     self.statuses[point.name] = self._run_point(
                         point, pdir, tracker, ccs,
-                        lambda ph, i=i, point=point: (_checkpoint(), show(i, point, ph)))
+                        lambda ph, i=i, point=point: (_checkpoint(),
+                                                      show.phase(i, point.name, ph)))
+                    show.point_done(i, point.name, self.statuses[point.name]["status"])
                     self._write_run_json()
         finally:
             signal.signal(signal.SIGTERM, old_term)
@@ -161,32 +164,11 @@ class Runner:
             return None
         return CongestionControls(tracker, {}, where=self.plan.file)
 
-    @contextmanager
-    def _display(self) -> Iterator[Callable[[int, Point, str], None]]:
-        n = len(self.plan.points)
-        if self.progress != "bar":
-            last = [0.0]
-
-            def show(i: int, point: Point, phase: str) -> None:
-                # Logs get each phase, and the workload's clock every 5 s (not 10 lines/s).
-                if self.progress == "off" or (phase.startswith("t=")
-                                               and time.monotonic() - last[0] < 5):
-                    return
-                last[0] = time.monotonic()
-                print(f"[{i + 1}/{n}] {point.name}: {phase}", file=sys.stderr, flush=True)
-            yield show
-            return
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                                   TimeElapsedColumn)
-        with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("{task.fields[phase]}"), TimeElapsedColumn(),
-                      transient=False) as prog:
-            task = prog.add_task(self.plan.experiment.name, total=n, phase="")
-
-            def show(i: int, point: Point, phase: str) -> None:
-                prog.update(task, completed=i, phase=f"{point.name}: {phase}")
-            yield show
-            prog.update(task, completed=n, phase="done")
+    def _display(self):
+        from .progress import Display
+        return Display(self.plan.experiment.name,
+                       [p.experiment.duration + p.experiment.settle for p in self.plan.points],
+                       self.progress, self.verbose)
 
     # -- one point -------------------------------------------------------------------
     def _run_point(self, point: Point, pdir: Path, tracker: RunTracker, ccs,
@@ -296,8 +278,10 @@ class Runner:
         cmds.prepare()
         if self.cli:
             from mininet.cli import CLI
-            print(f"\nMininet CLI on {point.name}; `exit` starts the workload.", file=sys.stderr)
-            CLI(net.mn)
+            with self.display.paused():   # the bar would draw into the CLI's prompt
+                print(f"\nMininet CLI on {point.name}; `exit` starts the workload.",
+                      file=sys.stderr)
+                CLI(net.mn)
         schedule = sorted(Events(net, exp.workload.events).events(), key=lambda e: e[0])
         busy0 = results.cpu_times()
         # t0 a little ahead, so every client has its start time before the clock starts
