@@ -26,7 +26,10 @@ Classes:
   an experiment's `expect:` entry, `claim:` selects the kind) and its `evaluate()`.
 - Verdict: pass/fail (or not applicable) with the measured values and a one-line reason.
 Functions: load_bundle(dir), default_claims(points), check(dir, expect) → verdicts,
-write_verdicts(dir, verdicts).
+failed(verdicts, strict) → those that decide the exit code, write_verdicts(dir, verdicts).
+
+Without an `expect:` block the default claims are judged and reported but are not
+binding: they do not fail a run, nor `check` unless `--strict`.
 """
 from __future__ import annotations
 
@@ -212,6 +215,9 @@ class Verdict:
     reason: str
     points: list[str] = field(default_factory=list)
     measured: dict[str, float] = field(default_factory=dict)
+    # An `expect:` claim decides the exit code; a default claim (the experiment has no
+    # `expect:`) is reported only, unless `check --strict`.
+    binding: bool = True
 
     @property
     def status(self) -> str:
@@ -533,6 +539,7 @@ def check(results: Path | str, expect: list[dict[str, Any]] | None = None,
     if expect is None:
         expect = next((p.config.get("expect") for p in pts if p.config.get("expect")), None)
     claims = parse_expect(expect) if expect else []
+    binding = bool(claims)   # the experiment's own claims decide; defaults are reported
     if not expect or (not claims and len(tolerances(expect)) == len(expect)):
         claims = default_claims(pts)
     if names:
@@ -546,10 +553,19 @@ def check(results: Path | str, expect: list[dict[str, Any]] | None = None,
     out = []
     for c in claims:
         try:
-            out.append(c.evaluate(pts))
+            v = c.evaluate(pts)
         except ValueError as e:
-            out.append(Verdict(c.claim, c.cc, False, str(e)))
+            v = Verdict(c.claim, c.cc, False, str(e))
+        v.binding = binding
+        out.append(v)
     return out
+
+
+def failed(verdicts: list[Verdict], strict: bool = False) -> list[Verdict]:
+    """The verdicts that make a run or `check` fail: a binding claim that failed; with
+    `strict`, also a default claim that failed and any claim that could not be judged."""
+    return [v for v in verdicts if (v.passed is False and (v.binding or strict))
+            or (strict and v.passed is None)]
 
 
 def write_verdicts(results: Path | str, verdicts: list[Verdict]) -> Path:

@@ -37,6 +37,9 @@ def _run(a) -> int:
     print(f"results: {runner.run_dir}")
     for v in runner.verdicts:
         print(f"  claim {v.status:4} {v.claim} [{v.cc}]: {v.reason}")
+    if runner.verdicts and not any(v.binding for v in runner.verdicts):
+        print("  (default claims, reported only: an expect: block or "
+              "`python -m testbed check --strict` makes them decide the exit code)")
     for name, st in runner.statuses.items():
         if st["status"] != "ok":
             print(f"  {name}: {st['status']}: {st.get('error', '')}", file=sys.stderr)

@@ -154,8 +154,21 @@ def test_check_command_exit_codes(tmp_path):
     assert "PASS   queue_peak_ratio" in r.stdout
     assert json.loads((good / "claims.json").read_text())[0]["status"] == "PASS"
     bad = _incast_bundle(tmp_path / "bad", 60_000, 0.05, 0.8)
+    # no expect: block: the default claims are reported, not binding...
     r = _cli(bad)
+    assert r.returncode == 0 and "FAIL" in r.stdout and "--strict" in r.stdout, r.stdout
+    assert all(not v["binding"] for v in json.loads((bad / "claims.json").read_text()))
+    # ...unless --strict, or an expect: list (given here as a file) makes them decide
+    r = _cli(bad, "--strict")
     assert r.returncode == 1 and "FAIL" in r.stdout
+    exp = tmp_path / "expect.yaml"
+    exp.write_text("- {claim: utilization, cc: powertcp, min: 0.9}\n")
+    r = _cli(bad, "--expect", exp)
+    assert r.returncode == 1 and "FAIL   utilization" in r.stdout, r.stdout
+    cfg = bad / "cc=powertcp" / "config.yaml"   # the same list as the experiment's expect:
+    cfg.write_text(cfg.read_text() + "expect:\n- {claim: utilization, cc: powertcp, min: 0.9}\n")
+    r = _cli(bad)
+    assert r.returncode == 1 and "FAIL   utilization" in r.stdout, r.stdout
     r = _cli(tmp_path / "missing")
     assert r.returncode == 2 and "not a directory" in r.stderr
     r = _cli(good, "--claim", "nonsense")

@@ -11,7 +11,9 @@ USAGE: python -m testbed check RESULTS [--claim NAME]... [--ci] [--strict]
 Exit codes: 0 every claim holds, 1 a claim failed (a regression), 2 bad input (not a
 bundle, an unknown claim, a malformed expect list). Claims that cannot be judged (N/A:
 the bundle lacks the points they compare, the CPU rather than the link limited the run,
-the queue sampling was too coarse) are reported and fail only with --strict.
+the queue sampling was too coarse, a flow started late) are reported and fail only with
+--strict. Without an `expect:` block (in the experiment or --expect) the default claims
+are reported but decide the exit code only with --strict.
 
 Functions: add_parser(subparsers) registers the subcommand; run(args) is its handler;
 main(argv) runs it standalone (`python -m testbed.tools.check`).
@@ -46,7 +48,8 @@ def _build(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--expect", metavar="FILE", default=None,
                    help="a YAML list of claims to use instead of the experiment's expect:")
     p.add_argument("--strict", action="store_true",
-                   help="a claim that cannot be judged (N/A) fails too")
+                   help="a claim that cannot be judged (N/A) fails too, and so does a "
+                   "failed default claim (no expect: block)")
     p.add_argument("--json", action="store_true", help="print the verdicts as JSON")
     p.add_argument("--no-write", action="store_true", help="do not write claims.json")
     p.add_argument("--junit", metavar="FILE", help="write JUnit XML (one test case per claim)")
@@ -94,14 +97,16 @@ def run(args: argparse.Namespace) -> int:
         print(ROW.format("RESULT", "CLAIM", "CC", "MEASURED"))
         for v in verdicts:
             print(ROW.format(v.status, v.claim, v.cc or "-", v.reason))
+        if verdicts and not any(v.binding for v in verdicts) and not args.strict:
+            print("(default claims: no expect: block; they decide the exit code only "
+                  "with --strict)")
     n = {s: sum(v.status == s for v in verdicts) for s in ("PASS", "FAIL", "N/A")}
     print(f"check: {n['PASS']} passed, {n['FAIL']} failed, {n['N/A']} not judged",
           file=sys.stderr)
     if not verdicts:
         print("check: no claim applies to this bundle", file=sys.stderr)
         return RUN_FAILURE if args.strict else OK
-    bad = [v for v in verdicts if v.passed is False or (args.strict and v.passed is None)]
-    return RUN_FAILURE if bad else OK
+    return RUN_FAILURE if claims.failed(verdicts, args.strict) else OK
 
 
 def main(argv: list[str] | None = None) -> int:
