@@ -71,6 +71,9 @@ class PointData:
     rate_bps: float | None = None
     burst_at: float | None = None
     trace_base_rtt_us: float | None = None  # median τ in cc_trace.csv (eBPF CCs)
+    # flows.csv rows whose status is not ok (late, short, never connected): the point's
+    # series do not show the experiment asked for, so claims leave the point out
+    flow_problems: list[str] = field(default_factory=list)
 
     def base_rtt_s(self, override_us: float | None = None) -> float:
         if override_us:
@@ -187,6 +190,14 @@ def load_point(d: Path) -> PointData:
         taus = [_num(r.get("base_rtt_us")) for r in _read_csv(d / "cc_trace.csv")]
         taus = [x for x in taus if x == x and x > 0]
         p.trace_base_rtt_us = float(np.median(taus)) if taus else None
+    if (d / "flows.csv").exists():
+        for r in _read_csv(d / "flows.csv"):
+            st = r.get("status") or "ok"
+            if st != "ok":
+                syn = r.get("syn_retransmits") or "0"
+                p.flow_problems.append(
+                    f"{r['flow']} {st} (scheduled {r.get('scheduled') or '?'} s, first data "
+                    f"{r.get('start') or 'never'} s, {syn} SYN retransmit(s))")
     rate = meta.get("bottleneck_bps") or (meta.get("bottleneck_mbps") or 0) * 1e6 or None
     p.rate_bps = float(rate) if rate else _topology_rate_bps(d / "config.yaml", config)
     p.burst_at = meta.get("burst_at") if meta.get("burst_at") is not None else _burst_at(config)
@@ -237,6 +248,16 @@ def _window(s: Series, t0: float, t1: float) -> Series:
 
 
 # ----------------------------------------------------------------------------- claims
+class _Excluded(Exception):
+    """Every point a claim needs has a flow that did not run as asked."""
+
+    def __init__(self, cc: str, pts: list[PointData]):
+        self.cc, self.pts = cc, pts
+        super().__init__(f"not judged: every cc={cc} point has a flow that did not run as "
+                         f"asked: " + "; ".join(f"{p.name}: {', '.join(p.flow_problems)}"
+                                                for p in pts))
+
+
 class _Claim(BaseModel):
     model_config = ConfigDict(extra="forbid")
     cc: str = "powertcp"
@@ -244,7 +265,12 @@ class _Claim(BaseModel):
     ci: bool = False                  # part of the small CI subset
 
     def points(self, pts: list[PointData], cc: str) -> list[PointData]:
-        return [p for p in pts if p.cc == cc]
+        """The points of `cc` a claim may judge: those whose flows ran as asked."""
+        mine = [p for p in pts if p.cc == cc]
+        good = [p for p in mine if not p.flow_problems]
+        if mine and not good:
+            raise _Excluded(cc, mine)
+        return good
 
     def na(self, why: str) -> Verdict:
         return Verdict(self.claim, self.cc, None, why)  # type: ignore[attr-defined]
@@ -551,11 +577,19 @@ def check(results: Path | str, expect: list[dict[str, Any]] | None = None,
     if ci:
         claims = [c for c in claims if c.ci]
     out = []
+    left_out = [p for p in pts if p.flow_problems]
     for c in claims:
         try:
             v = c.evaluate(pts)
+        except _Excluded as e:
+            v = Verdict(c.claim, c.cc, None, str(e), [p.name for p in e.pts])
         except ValueError as e:
             v = Verdict(c.claim, c.cc, False, str(e))
+        skipped = [p for p in left_out if p.name not in v.points and
+                   p.cc in (c.cc, getattr(c, "baseline", None))]
+        if skipped and v.passed is not None:
+            v.reason += ("; left out (a flow did not run as asked): " +
+                         "; ".join(f"{p.name}: {', '.join(p.flow_problems)}" for p in skipped))
         v.binding = binding
         out.append(v)
     return out

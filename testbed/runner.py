@@ -306,15 +306,9 @@ class Runner:
         errors = iperf.finish(grace=exp.settle + 2.0)
         iperf.started()
         busy1 = results.cpu_times()
-        starts: dict[float, list[float]] = {}
-        for f in flows:
-            if f.released_ns:
-                starts.setdefault(f.start, []).append((f.released_ns - t0) / 1e6 - f.start * 1e3)
-        fired += [{"at": at, "late_ms": round(max(lates), 3), "spread_ms": round(max(lates) - min(lates), 3),
-                   "what": f"start {len(lates)} flow(s)"} for at, lates in starts.items()]
-        meta["schedule"] = sorted(fired, key=lambda e: e["at"])
         meta["cpu_busy_pct"] = round(100.0 * (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]), 1)
         cmds.finish()
+        meta["tcp_counters"] = tcp_counters(net, sorted({h for f in flows for h in (f.src, f.dst)}))
         phase("collect")
         for inst in instruments:
             inst.stop()
@@ -327,6 +321,7 @@ class Runner:
             outputs.append(str(write_csv(marks, pdir / "ecn.csv").relative_to(pdir)))
             meta["ecn_marks"] = {f"{r['node']}:{r['iface']}": r["marked_pkts"] for r in marks}
         meta["outputs"] = outputs
+        meta["schedule"] = sorted(fired + release_spread(flows, t0), key=lambda e: e["at"])
         if ctx.notes:
             meta["notes"] = ctx.notes
         meta["bottleneck"] = bottleneck_check(pdir, net, meta["cpu_busy_pct"], exp.duration)
@@ -407,6 +402,46 @@ def bottleneck_check(pdir: Path, net: Network, cpu_busy: float, duration: float)
     verdict = "link" if busiest >= 90 else ("cpu" if cpu_busy >= 90 else "neither")
     return {"ports": out, "cpu_busy_pct": cpu_busy, "verdict": verdict,
             "note": "utilization over the workload's window; cpu = whole machine"}
+
+
+def release_spread(flows: list, t0: int) -> list[dict]:
+    """Per start instant: how late its flows were let go (late_ms: the latest one;
+    spread_ms: latest − earliest release) and, where the iperf instrument saw them on the
+    wire, the spread of their first data at the receivers (data_spread_ms)."""
+    out = []
+    for at in sorted({f.start for f in flows}):
+        group = [f for f in flows if f.start == at]
+        lates = [(f.released_ns - t0) / 1e6 - at * 1e3 for f in group if f.released_ns]
+        if not lates:
+            continue
+        ev = {"at": at, "late_ms": round(max(lates), 3),
+              "spread_ms": round(max(lates) - min(lates), 3),
+              "what": f"start {len(lates)} flow(s)"}
+        data = [f.wire_start_ns for f in group if f.wire_start_ns]
+        if len(data) > 1:
+            ev["data_spread_ms"] = round((max(data) - min(data)) / 1e6, 3)
+        out.append(ev)
+    return out
+
+
+# SNMP counters of each host's namespace (fresh per point, so they start at 0) that say
+# whether handshakes or data were lost: SYN retransmits, retransmitted segments, RTOs.
+TCP_COUNTERS = {"TcpExt": ("TCPSynRetrans", "TCPTimeouts"), "Tcp": ("RetransSegs",)}
+
+
+def tcp_counters(net: Network, hosts: list[str]) -> dict[str, dict[str, int]]:
+    out = {}
+    for h in hosts:
+        text = net[h].cmd("cat /proc/net/netstat /proc/net/snmp")
+        lines = [l.split() for l in text.splitlines() if ":" in l]
+        got = {}
+        for names, vals in zip(lines[::2], lines[1::2]):
+            sect = names[0].rstrip(":")
+            if sect in TCP_COUNTERS and vals[0] == names[0]:
+                row = dict(zip(names[1:], vals[1:]))
+                got.update({k: int(row[k]) for k in TCP_COUNTERS[sect] if k in row})
+        out[h] = got
+    return out
 
 
 def _sleep_until(deadline_ns: int, tick: Callable[[float], None]) -> None:

@@ -296,11 +296,17 @@ class IncastSpec(Model):
     cc: str | None = None
     ipv6: bool = False
     name: str = "incast"
+    # Connect before the clock starts and only send at `start`: the burst measures the
+    # burst, not whether a SYN got through a full queue (its handshake is on an idle net).
+    warm: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> "IncastSpec":
         if (self.bytes is None) == (self.duration is None):
             raise ValueError("give exactly one of bytes (per sender) or duration")
+        if self.warm and self.bytes is None:
+            raise ValueError("warm: true needs bytes: (our burst sender holds a connection "
+                             "open until its start; iperf3, used for duration:, cannot)")
         if self.dst in self.senders:
             raise ValueError(f"{self.dst} is both a sender and the receiver")
         return self

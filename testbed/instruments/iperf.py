@@ -1,51 +1,181 @@
 """Instrument `iperf`: per-flow throughput over time and a per-flow summary, from the
-iperf3 JSON reports the workload leaves in <outdir>/iperf/.
+workload's reports (<outdir>/iperf/) and from the wire (testbed.bpf.flowacct).
 
 `throughput.csv`: time,flow,src,dst,bps — receiver-side 100 ms intervals from the
 server's stamped text report (time = when the interval was printed, i.e. its end, on the
 testbed's clock); the sender's JSON intervals, shifted to the release time, only where
 no server report exists.
-`flows.csv`: flow,src,dst,cc,start,end,bytes,mean_bps,retransmits,error,kernel_cc — for
-bursts (sized incast transfers) from the burst sink: end = last byte received, so
-end − start is the flow completion time. kernel_cc is what the sender's kernel says the
-socket ran (iperf3's sender_tcp_congestion, TCP_CONGESTION read back by a burst; the
-workload fails the point where it is not the CC asked for).
+
+`flows.csv`, one row per flow. Columns (the first eleven as they always were):
+- flow, src, dst, cc
+- start, end: the flow's first and last data at the receiver, seen by its kernel (the
+  segment that took a connection past 64 payload bytes — iperf3 opens a data connection
+  with a 37-byte cookie before its test — and the last segment that brought new data),
+  seconds since t0. For a sized incast burst, end − released is the flow completion time.
+- bytes: unique payload bytes the receiver got (sequence space: a retransmitted segment
+  counts once); mean_bps = bytes over [start, end].
+- retransmits: the sender's retransmitted segments (iperf3's report; empty for bursts)
+- error: what the client reported; kernel_cc: the CC the sender's kernel ran
+- scheduled: the start the experiment asked for; released: when the sender was let go
+- connect_ms: the longest SYN → SYN-ACK of the flow's connections, at the sender
+- syn_retransmits: SYNs the sender sent beyond one per connection
+- warm: 1 when every data connection was established before t0 (workload `warm: true`)
+- status: `ok`, or what is wrong, comma-separated: `late` (a SYN retransmitted after t0,
+  or data arrived more than `late_after` s after the scheduled start), `short` (fewer
+  bytes than asked, or a timed flow's data spanned less than 90 % of its duration),
+  `no_data`, `no_connection`. Claims exclude points with such flows.
+- group: the incast a flow belongs to (empty for `flows:`)
+- source: `wire` (the kernel's records) or `app` (the tools' own reports: UDP flows, or
+  where the wire records are missing)
 """
 from __future__ import annotations
 
 import csv
+import ipaddress
 import json
 import re
 from pathlib import Path
 
+from pydantic import Field
+
 from .base import Instrument, InstrumentOptions, register
+
+COLUMNS = ["flow", "src", "dst", "cc", "start", "end", "bytes", "mean_bps", "retransmits",
+           "error", "kernel_cc", "scheduled", "released", "connect_ms", "syn_retransmits",
+           "warm", "status", "group", "source"]
+
+
+class IperfOptions(InstrumentOptions):
+    wire: bool = True                       # false: flows.csv from the tools' reports only
+    late_after: float = Field(0.25, gt=0)   # s after its scheduled start: a late flow
 
 
 @register
 class IperfReports(Instrument):
     name = "iperf"
-    Options = InstrumentOptions
+    Options = IperfOptions
 
     def start(self) -> None:
-        pass
+        self.acct = None
+        self.conns = []
+        if not self.options.wire:
+            return
+        from ..bpf.flowacct import FlowAcct
+        self.acct = FlowAcct()
+        self.ctx.tracker.defer("flow accounting", self._close)
+        for g in self.ctx.net.graph.hosts:
+            self.acct.attach(self.ctx.tracker.node_cgroup(g.name))
+
+    def _close(self) -> None:
+        if self.acct is not None:
+            self.acct.close()
+            self.acct = None
 
     def stop(self) -> None:
-        pass
+        if self.acct is None:
+            return
+        self.conns = self.acct.conns()
+        if self.acct.full():
+            self.ctx.notes.append(f"iperf: {self.acct.full()} connection records refused "
+                                  "(flow accounting table full): their flows read from "
+                                  "the tools' reports")
+        self._close()
 
-    def _burst_row(self, f, sink: dict[int, dict]) -> list:
-        """A burst's row: bytes the sink got, end = its last byte (FCT = end − start)."""
+    # -- per flow ----------------------------------------------------------------------
+    def _wire(self, f, sports: list[int] | None) -> dict | None:
+        """The flow's numbers from the kernel's records; None where it has none.
+        `sports`: the data connections' source ports (None: every connection but the
+        first, iperf3's control connection)."""
+        if not self.conns:
+            return None
+        net, t0 = self.ctx.net, self.ctx.t0_ns
+        src = str(ipaddress.ip_address(net.ip(f.src, f.ipv6)))
+        dst = str(ipaddress.ip_address(net.ip(f.dst, f.ipv6)))
+        from ..bpf.flowacct import defines
+        d_in, d_out = defines()["FA_DIR_IN"], defines()["FA_DIR_OUT"]
+        out = {(c.saddr, c.daddr, c.sport, c.dport): c for c in self.conns if c.dir == d_out}
+        inn = {(c.saddr, c.daddr, c.sport, c.dport): c for c in self.conns if c.dir == d_in}
+        mine = [k[2] for k in {*out, *inn} if k[0] == src and k[1] == dst and k[3] == f.port]
+        if not mine:
+            return None
+        first_syn = {p: (out.get((src, dst, p, f.port)) or inn.get((src, dst, p, f.port)))
+                     .syn_first_ns or 0 for p in mine}
+        mine.sort(key=first_syn.get)
+        if f.tool == "burst":   # its own connection (several bursts may share the sink)
+            mine = data = [p for p in mine if p in sports] if sports else mine
+        else:                   # iperf3: its data connections, not the control one
+            data = [p for p in mine if p in sports] if sports else (mine[1:] or mine)
+        syn_rtx, connect, synacks = 0, 0.0, {}
+        for p in mine:
+            sent = out.get((src, dst, p, f.port)) or inn.get((src, dst, p, f.port))
+            syn_rtx += max(0, sent.syns - 1)
+            back = inn.get((dst, src, f.port, p))   # the SYN-ACK, where the sender got it
+            if back and back.syn_first_ns:
+                synacks[p] = back.syn_first_ns
+                if sent.syn_first_ns:
+                    connect = max(connect, (back.syn_first_ns - sent.syn_first_ns) / 1e6)
+        rx = [inn[(src, dst, p, f.port)] for p in data if (src, dst, p, f.port) in inn]
+        got = sum(c.bytes for c in rx)
+        starts = [c.start_ns or c.data_first_ns for c in rx if c.data_first_ns]
+        ends = [c.data_last_ns for c in rx if c.data_last_ns]
+        return {"connected": any(p in synacks for p in data), "bytes": got,
+                "start": (min(starts) - t0) / 1e9 if starts else None,
+                "end": (max(ends) - t0) / 1e9 if ends else None,
+                "connect_ms": connect, "syn_retransmits": syn_rtx,
+                # a SYN lost before the clock started delays nothing measured
+                "late_syns": sum(1 for p in mine if p in synacks and synacks[p] > t0
+                                 and (out.get((src, dst, p, f.port)) or
+                                      inn.get((src, dst, p, f.port))).syns > 1),
+                "warm": bool(data) and all(synacks.get(p, t0 + 1) < t0 for p in data)}
+
+    def _row(self, f, app: dict, sports: list[int] | None) -> list:
+        """One flows.csv row: the wire's numbers where it has them, else the app's."""
+        w = self._wire(f, sports) if f.protocol == "tcp" else None
+        t0 = self.ctx.t0_ns
+        released = (f.released_ns - t0) / 1e9 if f.released_ns else None
+        src = "app"
+        start, end, got = app["start"], app["end"], app["bytes"]
+        if w is not None and (w["bytes"] or not got):
+            src, start, end, got = "wire", w["start"], w["end"], w["bytes"]
+        mean = got * 8 / (end - start) if got and start is not None and end and end > start \
+            else (app["mean_bps"] if src == "app" else 0)
+        status = []
+        if w is not None and not w["connected"] and not got:
+            status.append("no_connection")
+        elif not got:
+            status.append("no_data")
+        else:
+            late = w is not None and w["late_syns"] > 0
+            if start is not None and start - f.start > self.options.late_after:
+                late = True
+            if late:
+                status.append("late")
+            if f.bytes is not None and got < f.bytes:
+                status.append("short")
+            elif f.bytes is None and f.duration and start is not None and end is not None \
+                    and end - start < 0.9 * f.duration:
+                status.append("short")
+        f.wire_start_ns = int(start * 1e9) + t0 if start is not None and src == "wire" else 0
+        fmt = lambda x, n=6: f"{x:.{n}f}" if x is not None else ""  # noqa: E731
+        return [f.name, f.src, f.dst, f.cc, fmt(start), fmt(end), got, f"{mean:.0f}",
+                app.get("retransmits", ""), app.get("error", ""), app.get("kernel_cc", ""),
+                fmt(f.start, 3), fmt(released), fmt(w["connect_ms"], 3) if w else "",
+                w["syn_retransmits"] if w else "", int(w["warm"]) if w else "",
+                ",".join(status) or "ok", f.group, src]
+
+    def _burst_app(self, f, sink: dict[int, dict]) -> tuple[dict, list[int] | None]:
+        """A burst's own reports: bytes the sink got, its first and last byte."""
         rep = _load(self.ctx.outdir / "iperf" / f"{f.name}.burst.json") or {}
         t0 = self.ctx.t0_ns
-        start = (rep.get("start_ns", f.released_ns or t0) - t0) / 1e9
         conn = sink.get(rep.get("sport", -1), {})
         got = conn.get("bytes", 0)
-        end = ((conn.get("last_ns") or 0) - t0) / 1e9 if conn.get("last_ns") else None
+        start = (conn["first_ns"] - t0) / 1e9 if conn.get("first_ns") else None
+        end = (conn["last_ns"] - t0) / 1e9 if conn.get("last_ns") else None
         err = rep.get("error", "") or ("" if got == f.bytes else f"sink got {got} of {f.bytes} B")
-        mean = got * 8 / (end - start) if end and end > start else 0
-        ran = rep.get("kernel_cc", "")
-        return [f.name, f.src, f.dst, f.cc, f"{start:.6f}",
-                f"{end:.6f}" if end is not None else "", got, f"{mean:.0f}", "",
-                err, ran]
+        mean = got * 8 / (end - start) if end and start is not None and end > start else 0
+        return ({"start": start, "end": end, "bytes": got, "mean_bps": mean, "error": err,
+                 "kernel_cc": rep.get("kernel_cc", ""), "retransmits": ""},
+                [rep["sport"]] if rep.get("sport") else None)
 
     def write(self) -> list[Path]:
         flows = self.ctx.flows
@@ -57,7 +187,7 @@ class IperfReports(Instrument):
                     rep = _load(self.ctx.outdir / "iperf" / f"{f.dst}.sink.json") or {}
                     sinks[f.dst] = {int(c["peer"].rsplit(":", 1)[1]): c
                                     for c in rep.get("connections", [])}
-                summary.append(self._burst_row(f, sinks[f.dst]))
+                summary.append(self._row(f, *self._burst_app(f, sinks[f.dst])))
                 continue
             client = _load(self.ctx.outdir / "iperf" / f"{f.name}.client.json")
             base = (f.released_ns - self.ctx.t0_ns) / 1e9 if f.released_ns else f.start
@@ -74,25 +204,25 @@ class IperfReports(Instrument):
             end = (client or {}).get("end", {})
             recv = end.get("sum_received") or end.get("sum") or {}
             sent = end.get("sum_sent") or {}
-            ran = end.get("sender_tcp_congestion", "") if f.protocol == "tcp" else ""
-            summary.append([f.name, f.src, f.dst, f.cc, f"{base:.3f}",
-                            f"{base + recv.get('end', 0):.3f}", recv.get("bytes", 0),
-                            f"{recv.get('bits_per_second', 0):.0f}",
-                            sent.get("retransmits", ""),
-                            (client or {}).get("error", "") if client else "no report",
-                            ran])
+            app = {"start": base, "end": base + recv.get("end", 0) if recv else None,
+                   "bytes": recv.get("bytes", 0), "mean_bps": recv.get("bits_per_second", 0),
+                   "retransmits": sent.get("retransmits", ""),
+                   "error": (client or {}).get("error", "") if client else "no report",
+                   "kernel_cc": end.get("sender_tcp_congestion", "") if f.protocol == "tcp"
+                   else ""}
+            sports = [c["local_port"] for c in (client or {}).get("start", {})
+                      .get("connected", []) if c.get("local_port")] or None
+            summary.append(self._row(f, app, sports))
         rows.sort(key=lambda r: (float(r[0]), r[1]))
         out1 = self.ctx.outdir / "throughput.csv"
         with open(out1, "w", newline="") as fh:
             w = csv.writer(fh)
             w.writerow(["time", "flow", "src", "dst", "bps"])
             w.writerows(rows)
-        rows.sort(key=lambda r: (float(r[0]), r[1]))
         out2 = self.ctx.outdir / "flows.csv"
         with open(out2, "w", newline="") as fh:
             w = csv.writer(fh)
-            w.writerow(["flow", "src", "dst", "cc", "start", "end", "bytes", "mean_bps",
-                        "retransmits", "error", "kernel_cc"])
+            w.writerow(COLUMNS)
             w.writerows(summary)
         return [out1, out2]
 

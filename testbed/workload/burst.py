@@ -7,8 +7,9 @@ machine), and the sender the time it was released: FCT = last byte − release.
 
   python -m testbed.workload.burst sink --port 6000 --expect 10 -o sink.json
   python -m testbed.workload.burst send --dst 10.0.0.1 --port 6000 --bytes 65536 \
-      --cc cubic -o send.json   # reads its start time (CLOCK_MONOTONIC ns) on stdin,
-                                # waits for it, then connects and sends
+      --cc cubic [--warm] -o send.json   # reads its start time (CLOCK_MONOTONIC ns) on
+                                # stdin, waits for it, then connects and sends; --warm:
+                                # connects first (prints "connected"), then waits
 """
 from __future__ import annotations
 
@@ -74,24 +75,45 @@ def sink(a) -> int:
     return 0
 
 
-def send(a) -> int:
-    from .at import sleep_until
-
-    rep = {"dst": a.dst, "port": a.port, "bytes": a.bytes, "cc": a.cc}
-    line = sys.stdin.readline().strip()  # the start time (ns), sent ahead by the runner
-    if not line:
-        return 0
-    rep["start_ns"] = sleep_until(int(line))
+def _connect(a, rep: dict) -> socket.socket:
+    s = socket.socket(socket.AF_INET6 if ":" in a.dst else socket.AF_INET)
     try:
-        s = socket.socket(socket.AF_INET6 if ":" in a.dst else socket.AF_INET)
         if a.cc:
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, a.cc.encode())
         s.connect((a.dst, a.port))
-        rep["sport"] = s.getsockname()[1]
-        # what the kernel runs for this socket (TCP_CA_NAME_MAX = 16)
-        rep["kernel_cc"] = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION,
-                                        16).rstrip(b"\0").decode()
-        rep["connected_ns"] = time.monotonic_ns()
+    except OSError:
+        s.close()
+        raise
+    rep["sport"] = s.getsockname()[1]
+    # what the kernel runs for this socket (TCP_CA_NAME_MAX = 16)
+    rep["kernel_cc"] = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION,
+                                    16).rstrip(b"\0").decode()
+    rep["connected_ns"] = time.monotonic_ns()
+    return s
+
+
+def send(a) -> int:
+    from .at import sleep_until
+
+    rep = {"dst": a.dst, "port": a.port, "bytes": a.bytes, "cc": a.cc, "warm": a.warm}
+    s = None
+    if a.warm:
+        # Connected before the clock starts: the release sends at once, and a SYN lost
+        # to a full queue cannot delay the burst. "connected" tells the runner.
+        try:
+            s = _connect(a, rep)
+        except OSError as e:
+            rep["warm_error"] = str(e)   # connects again when released
+        print("connected" if s else "not connected", flush=True)
+    line = sys.stdin.readline().strip()  # the start time (ns), sent ahead by the runner
+    if not line:
+        if s:
+            s.close()
+        return 0
+    rep["start_ns"] = sleep_until(int(line))
+    try:
+        if s is None:
+            s = _connect(a, rep)
         s.sendall(b"\0" * a.bytes)
         rep["written_ns"] = time.monotonic_ns()
         s.shutdown(socket.SHUT_WR)
@@ -120,6 +142,8 @@ def main(argv=None) -> int:
     p.add_argument("--port", type=int, required=True)
     p.add_argument("--bytes", type=int, required=True)
     p.add_argument("--cc", default="")
+    p.add_argument("--warm", action="store_true",
+                   help="connect at once, before the start time; print 'connected'")
     p.add_argument("-o", "--out", required=True)
     p.set_defaults(fn=send)
     a = ap.parse_args(argv)

@@ -6,6 +6,9 @@ Classes:
   sink per receiver of bursts) before the point's clock starts, pre-spawns every client
   blocked on its stdin, and releases each at its start time — so the ten senders of an
   incast start within microseconds of each other instead of one fork apart.
+  Incast bursts with `warm: true` connect when spawned and prepare() waits until each
+  says so: their handshakes happen before t0 on an idle network; the release only sends.
+  (iperf3 flows cannot be warm: its client connects and starts its test in one go.)
   Reports land in <outdir>/iperf/: <flow>.client.json and <flow>.server.txt (iperf3;
   the server's text intervals stamped with CLOCK_MONOTONIC by workload.stamp),
   <flow>.burst.json and <host>.sink.json (burst).
@@ -13,6 +16,7 @@ Classes:
 from __future__ import annotations
 
 import json
+import select
 import shlex
 import subprocess
 import sys
@@ -46,6 +50,8 @@ class Flow:
     released_ns: int = 0     # CLOCK_MONOTONIC when the client was let go
     kernel_cc: str = ""      # the kernel's name of `cc` (eBPF CCs: per run), TCP only
     ipv6: bool = False       # to the destination's IPv6 address
+    warm: bool = False       # connected before t0, released to send at its start
+    wire_start_ns: int = 0   # its first data at the receiver (the iperf instrument's)
 
     @property
     def tool(self) -> str:
@@ -63,7 +69,7 @@ def resolve_flows(exp: Experiment) -> list[Flow]:
     for b in exp.workload.incast:
         for s in b.senders:
             flows.append(Flow(f"{b.name}-{s}", s, b.dst, b.start, b.duration, b.bytes,
-                              b.cc or exp.cc, group=b.name, ipv6=b.ipv6))
+                              b.cc or exp.cc, group=b.name, ipv6=b.ipv6, warm=b.warm))
     ports: dict[str, int] = {}
     for fl in flows:
         if fl.tool == "burst":
@@ -112,8 +118,11 @@ class IperfWorkload:
                 self.clients[f.name] = self.net[f.src].popen(
                     [sys.executable, "-m", "testbed.workload.burst", "send", "--dst",
                      self.net.ip(f.dst, f.ipv6), "--port", str(f.port), "--bytes", str(f.bytes),
-                     "--cc", f.kernel_cc, "-o", str(self.outdir / f"{f.name}.burst.json")],
-                    stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                     "--cc", f.kernel_cc, "-o", str(self.outdir / f"{f.name}.burst.json")]
+                    + (["--warm"] if f.warm else []),
+                    stdin=subprocess.PIPE,
+                    stdout=subprocess.PIPE if f.warm else subprocess.DEVNULL,
+                    stderr=subprocess.PIPE)
                 continue
             cmd = ["iperf3", "-c", self.net.ip(f.dst, f.ipv6), "-p", str(f.port), "-J",
                    "-i", str(REPORT_INTERVAL), "--logfile", str(self.outdir / f"{f.name}.client.json"),
@@ -135,6 +144,22 @@ class IperfWorkload:
             self.clients[f.name] = self.net[f.src].popen(
                 wrapped, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE)
+        self._wait_warm()
+
+    def _wait_warm(self, timeout: float = 20.0) -> None:
+        """Every warm sender connected (it says so) before the clock starts: its
+        handshake then happens on an idle network, not in the experiment."""
+        deadline = time.monotonic() + timeout
+        for f in self.flows:
+            if not f.warm:
+                continue
+            p = self.clients[f.name]
+            ready, _, _ = select.select([p.stdout], [], [], max(0.0, deadline - time.monotonic()))
+            line = p.stdout.readline().decode().strip() if ready else ""
+            if line != "connected":
+                err = "" if ready else f"not connected after {timeout:g} s"
+                raise RunError(f"{f.name}: warm connection to {f.dst} failed: "
+                               f"{line or err or 'sender exited'}")
 
     def _cc_mismatches(self) -> list[str]:
         """A flow whose socket ran another CC than asked (the kernel's word, from the
@@ -218,8 +243,9 @@ class IperfWorkload:
                 p.kill()
                 p.wait()
         for p in list(self.clients.values()):
-            if p.stderr:
-                p.stderr.close()
+            for pipe in (p.stderr, p.stdout):
+                if pipe:
+                    pipe.close()
         return errors
 
 
