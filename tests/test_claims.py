@@ -187,7 +187,7 @@ congestion_control:
   theta_powertcp: {base_rtt_us: 200, host_bw_mbps: 100}
 workload:
   flows: [{name: long, src: h1, dst: h0, start: 0, duration: 2}]
-  incast: [{name: incast, senders: h2..h5, dst: h0, start: 0.8, bytes: 256KB}]
+  incast: [{name: incast, senders: h2..h5, dst: h0, start: 0.8, bytes: 256KB, warm: true}]
 instruments: {queue: {interval: 500us}, iperf: {}, cc_trace: {}}
 sweep: {cc: [cubic, theta_powertcp]}
 expect:

@@ -136,7 +136,7 @@ def test_fresh_flows_lose_no_syn(tmp_path):
     r = _run(exp, out, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     flows, syns, late = 0, [], []
-    for p in sorted(out.glob("rep=*")):
+    for p in sorted(out.glob("*rep=*")):
         meta = json.loads((p / "meta.json").read_text())
         syns += [(p.name, h) for h, c in meta["tcp_counters"].items() if c["TCPSynRetrans"]]
         for f in _flows(p).values():
