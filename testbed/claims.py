@@ -5,6 +5,10 @@ backlog_bytes, qlen_pkts, drops, sent_bytes), `throughput.csv` (time, flow, src,
 `meta.json` and `config.yaml` (the point's experiment). Each claim reads the points it
 needs (by their `cc`) and returns a Verdict with the numbers it measured.
 
+A point whose flows.csv marks a flow as not run as asked (status late, short, no_data,
+no_connection: e.g. a SYN lost and retransmitted 1 s later) is left out of every claim,
+named in the verdict; a claim left with no point is N/A, never judged on such data.
+
 With repetitions (several points per CC), a claim judges the typical run: the median
 repetition (of an even count, the worse of the two middle ones; queue_peak_ratio compares
 the plain medians of both sides' peaks), and reports the worst beside it — one run
