@@ -149,7 +149,8 @@ def test_report_renders_in_chromium(runs, tmp_path):
     probed.unlink()
     probe = json.loads(re.search(r'<pre id="probe">(.*?)</pre>', dom).group(1)
                        .replace("&quot;", '"').replace("&amp;", "&"))
-    pngs = list(base.glob("*.png")) + list(base.glob("*/plots/*.png"))
+    pngs = list(base.glob("*.png")) + list(base.glob("*/plots/*.png")) + \
+        list(base.glob("*/*.png"))
     assert probe["images"] == probe["decoded"] == len(pngs) >= 5, probe
     assert probe["failed"] == [] and probe["fetched"] == [], probe   # nothing from outside
     assert "<h1>tiny</h1>" in dom and "test: 50 Mb/s bottleneck" in dom
