@@ -8,14 +8,15 @@ venv=${TESTBED_VENV:-$here/.venv}
 
 if [ "$(id -u)" != 0 ]; then echo "setup.sh: run as root (namespaces and BPF need it)" >&2; exit 2; fi
 
-pkgs=(mininet bridge-utils iproute2 iperf3 iputils-ping traceroute tcpdump tshark chromium
+pkgs=(mininet bridge-utils iproute2 iperf3 iputils-ping traceroute tcpdump tshark
       python3-bpfcc bpfcc-tools clang llvm libbpf-dev
       python3-venv python3-dev ethtool procps make gcc libelf-dev zlib1g-dev pkg-config)
 . /etc/os-release
 case "${ID:-debian}" in
   # Ubuntu (the Vagrant VM): its kernel has headers; bpftool comes with linux-tools
   ubuntu) pkgs+=("linux-headers-$(uname -r)" linux-tools-common "linux-tools-$(uname -r)") ;;
-  *) pkgs+=(bpftool linux-headers-amd64) ;;
+  # chromium renders report.html in the tests (Ubuntu ships it only as a snap: skipped there)
+  *) pkgs+=(bpftool linux-headers-amd64 chromium) ;;
 esac
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

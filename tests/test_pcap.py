@@ -72,3 +72,6 @@ def test_pcap_unknown_node_is_refused_before_anything(write):
     assert r.returncode == 2 and "instruments.pcap.nodes[1]: unknown node 's7'" in r.stderr
     r = _tb("validate", str(write("bad2.yaml", EXP.replace("snaplen: 512", "snaplen: 10"))))
     assert r.returncode == 2 and "snaplen" in r.stderr, r.stderr
+    r = _tb("validate", str(write("bad3.yaml", EXP.replace("s1-eth1]", "s1-eth5]"))))
+    assert r.returncode == 2 and "instruments.pcap.interfaces[1]: no interface 's1-eth5'" \
+        in r.stderr, r.stderr

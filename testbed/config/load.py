@@ -237,6 +237,22 @@ def _check_point(exp: Experiment, topo: TopologySpec, src: Source) -> None:
                 raise error_at(src, ("instruments", name, "nodes", j), f"unknown node {n!r}" +
                                (f"; did you mean {close[0]!r}?" if close else
                                 f" (nodes: {', '.join(sorted(every))})"))
+    # interface names as the topology graph makes them: <node>-eth<i>, in link order
+    seen: dict[str, int] = {}
+    ifaces = set()
+    for l in topo.links:
+        for n in l.ends:
+            ifaces.add(f"{n}-eth{seen.get(n, 0)}")
+            seen[n] = seen.get(n, 0) + 1
+    for name, opts in exp.instruments.items():   # queue's ports, pcap's interfaces
+        for key in ("ports", "interfaces"):
+            for j, i in enumerate(getattr(opts, key, None) or []):
+                if isinstance(i, str) and i not in ifaces:
+                    close = difflib.get_close_matches(i, sorted(ifaces), n=1)
+                    raise error_at(src, ("instruments", name, key, j),
+                                   f"no interface {i!r} in the topology" +
+                                   (f"; did you mean {close[0]!r}?" if close else
+                                    " (interfaces are named <node>-eth<i> in link order)"))
     links = {frozenset(l.ends) for l in topo.links}
     for i, ev in enumerate(w.events):
         if ev.link and frozenset(ev.link) not in links:
