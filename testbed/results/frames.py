@@ -56,9 +56,9 @@ class Run:
     """One run's bundle. Tables are read on first use and kept."""
 
     dir: Path
-    info: dict                                   # run.json
-    meta: dict[str, dict]                        # point name → its meta.json
-    params: list[str]                            # the swept keys (without rep)
+    info: dict = field(repr=False)               # run.json
+    meta: dict[str, dict] = field(repr=False)    # point name → its meta.json
+    params: list[str] = field(default_factory=list)   # the swept keys (without rep)
     _cache: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
 
     @property

@@ -5,7 +5,7 @@ and command line; the topology drawn (link rates, queues, the ports whose queue 
 sampled); the claims with their measured values and verdicts; every figure (embedded as
 data: URIs, so the page reads offline and travels as one file); per point its status,
 kernel, tool versions, CPU busy, bottleneck verdict, notes and errors; links to the
-point's CSVs and packet captures (relative, so they resolve inside the bundle).
+point's CSVs, packet captures and logs (relative, so they resolve inside the bundle).
 
 Functions: render(run_dir) → str, write_report(run_dir, out=None) → Path.
 """
@@ -167,12 +167,15 @@ def _files(run_dir: Path, points: list[tuple[str, dict]]) -> str:
         caps = sorted((pdir / "pcap").glob("*")) if (pdir / "pcap").is_dir() else []
         pcaps = [f'<a href="{escape(f"{name}/pcap/{f.name}", quote=True)}">{escape(f.name)}</a>'
                  f' <span class="muted">{_size(f.stat().st_size)}</span>' for f in caps]
-        rows.append([escape(name), "<br>".join(links) or "-", "<br>".join(pcaps) or "-"])
+        logs = [f'<a href="{escape(f"{name}/logs/{f.name}", quote=True)}">{escape(f.name)}</a>'
+                for f in sorted((pdir / "logs").glob("*"))] if (pdir / "logs").is_dir() else []
+        rows.append([escape(name), "<br>".join(links) or "-", "<br>".join(pcaps) or "-",
+                     "<br>".join(logs) or "-"])
     top = [f'<a href="{escape(f.name, quote=True)}">{escape(f.name)}</a>'
            for f in sorted(run_dir.glob("*")) if f.is_file() and f.suffix in
            (".csv", ".json", ".yaml") ]
     return ("<p>run: " + " · ".join(top) + "</p>" if top else "") + \
-        _table(["point", "data", "packet captures (pcap/)"], rows, raw=True)
+        _table(["point", "data", "packet captures (pcap/)", "logs"], rows, raw=True)
 
 
 def _figures(run_dir: Path, points: list[tuple[str, dict]]) -> str:
