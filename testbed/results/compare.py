@@ -5,7 +5,8 @@ matched point and each key metric, and for each claim of the runs, a Row holds b
 the change and a verdict:
 
 - REGRESSED: the metric moved the wrong way by more than its tolerance (relative change,
-  default 10 %, from `expect: [{metric: NAME, tolerance: REL}]` or `--tolerance`) and by
+  default 10 %, from `expect: [{metric: NAME, tolerance: REL}]` or `--tolerance`; order:
+  --tolerance METRIC=REL, expect's metric, --tolerance REL, expect's "*") and by
   more than its noise floor (absolute, FLOORS) — and, with repetitions on both sides,
   a one-sided Mann-Whitney U test says NEW is worse at α (default 0.05). Where the
   repetitions are too few for the test ever to reach α (2 vs 2: the smallest p is 1/6),
