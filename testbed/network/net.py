@@ -8,13 +8,17 @@ Classes:
   forwarding nodes to their backend; tears everything down through the RunTracker on
   every exit path.
 
-Bring-up cost is kept near bare Mininet's: one shell round-trip per link and one
-configuration script per node (instead of one command per setting); bare Mininet
-returns before its links carry traffic, we wait for carrier (1.3× its time).
+Bring-up cost is linear in the number of nodes and near bare Mininet's (see
+docs/scale.md): every veth pair of the topology in one `ip -batch`; one configuration
+script per node (ip/tc in batch mode, sysctls written by shell builtins), all nodes at
+once; then one wait, in this process, until every link carries traffic (reading each
+node's own sysfs through /proc/<pid>/root: no process per check). Bare Mininet returns
+before its links carry traffic; we return once they do.
 """
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from pathlib import Path
 from typing import Iterator
@@ -105,13 +109,16 @@ class Network:
                 params.update(self.backend_of(g).node_params(g))
                 self.mn.addSwitch(g.name, cls=TbSwitch, dpid=f"{len(self.mn.switches) + 1:016x}",
                                   inNamespace=True, **params)
-        for k, l in enumerate(self.graph.links):
+        links = [
             # up=None: no per-interface ifconfig round-trips; the node script brings them up.
             # Indexes from 10 up, two per link: no two interfaces of the run share one.
             VethLink(self.mn[l.a.node], self.mn[l.b.node], 10 + 2 * k, 11 + 2 * k,
                      intfName1=l.a.name, intfName2=l.b.name, params1={"up": None},
                      params2={"up": None})
+            for k, l in enumerate(self.graph.links)]
+        self._make_links(links)
         self._run_scripts({g.name: self._script(g) for g in self.graph.nodes.values()})
+        self._wait_ready()
         for g in self.graph.nodes.values():  # so Mininet's CLI (`h1 ping h2`) knows them
             for i in g.intfs:
                 if i.ip4:
@@ -164,7 +171,7 @@ class Network:
             ip += [f"route replace {i.ip4.network} dev {i.name} proto kernel scope link "
                    f"src {i.ip4.ip}{quick}" for i in g.intfs if i.ip4]
         ip += self._route_lines(g, quick)
-        lines = [f"sysctl -qw {' '.join(sysctls)}"] if sysctls else []
+        lines = [_sysctl_builtins(" ".join(sysctls))] if sysctls else []
         lines += cmds
         base = self.tracker.workdir / g.name
         Path(f"{base}.ip").write_text("\n".join(ip) + "\n")
@@ -172,28 +179,37 @@ class Network:
         if tc:
             Path(f"{base}.tc").write_text("\n".join(tc) + "\n")
             lines.append(f"tc -batch {base}.tc")
-        lines.append(self._ready_wait(g))
         return lines
 
-    @staticmethod
-    def _ready_wait(g: Node, seconds: float = 5.0) -> str:
-        """Shell lines that wait (bounded) until the node's links carry traffic: the
-        kernel learns of a veth's carrier in its linkwatch work, after `ip link set up`
-        returns, and until then the qdisc drops and a bridge port drops as not forwarding
-        (seen: a run's first ARP lost, 1 s lost to its retry; see network.link). Every
-        interface's operstate up; on a bridge, every port forwarding (state 3). Builtins
-        only (`read`): no process per check."""
-        if not g.intfs:
-            return "true"
-        names = " ".join(i.name for i in g.intfs)
-        return (f"ready() {{ local i s; for i in {names}; do "
-                f"read -r s < /sys/class/net/$i/operstate; [ \"$s\" = up ] || return 1; "
-                f"[ -e /sys/class/net/$i/brport/state ] || continue; "
-                f"read -r s < /sys/class/net/$i/brport/state; [ \"$s\" = 3 ] || return 1; "
-                f"done; }}\n"
-                f"n=0; until ready; do n=$((n+1)); [ $n -lt {int(seconds / 0.01)} ] || "
-                f"{{ echo 'links not up after {seconds:g} s:' {names}; ip -br link; exit 1; }}; "
-                f"sleep 0.01; done")
+    def _make_links(self, links: list[VethLink]) -> None:
+        """Every veth pair in one `ip -batch` from here, each end created in its node's
+        namespace (never in the root namespace): one process for the whole topology."""
+        if not links:
+            return
+        r = subprocess.run(["ip", "-batch", "-"], input="\n".join(l.batch_line() for l in links)
+                           + "\n", capture_output=True, text=True)
+        if r.returncode != 0:
+            raise RunError(f"creating veths: {(r.stderr or r.stdout).strip()}")
+
+    def _wait_ready(self, seconds: float = 5.0) -> None:
+        """Wait (bounded) until every link carries traffic: the kernel learns of a veth's
+        carrier in its linkwatch work, after `ip link set up` returns, and until then the
+        qdisc drops and a bridge port drops as not forwarding (seen: a run's first ARP
+        lost, 1 s lost to its retry; see network.link). Every interface's operstate up;
+        on a bridge, every port forwarding (state 3). Read from each node's own sysfs
+        (mnexec mounts one per namespace) through /proc/<pid>/root."""
+        todo = [(g.name, i.name, Path(f"/proc/{self.mn[g.name].pid}/root/sys/class/net/{i.name}"))
+                for g in self.graph.nodes.values() for i in g.intfs]
+        deadline = time.monotonic() + seconds
+        while True:
+            todo = [t for t in todo if not _ready(t[2])]
+            if not todo:
+                return
+            if time.monotonic() > deadline:
+                raise RunError(f"links not up after {seconds:g} s: "
+                               + ", ".join(f"{n}:{i}" for n, i, _ in todo[:20])
+                               + (f" (+{len(todo) - 20} more)" if len(todo) > 20 else ""))
+            time.sleep(0.002)
 
     def _route_lines(self, g: Node, quick: str = "") -> list[str]:
         """`ip route replace` lines (batch syntax) for the graph's routes of a node."""
@@ -304,3 +320,21 @@ class Network:
         self.started = False
         if errors:
             raise RunError("teardown: " + "; ".join(errors))
+
+
+def _ready(sysdir: Path) -> bool:
+    try:
+        if (sysdir / "operstate").read_text().strip() != "up":
+            return False
+        return (sysdir / "brport/state").read_text().strip() == "3"
+    except FileNotFoundError:  # not a bridge port: carrier is all it needs
+        return (sysdir / "operstate").exists()
+
+
+def _sysctl_builtins(settings: str) -> str:
+    """`a.b.c=v …` as shell builtins writing /proc/sys (no sysctl process per node)."""
+    out = []
+    for kv in settings.split():
+        k, v = kv.split("=", 1)
+        out.append(f"echo {v} > /proc/sys/{k.replace('.', '/')}")
+    return "; ".join(out)

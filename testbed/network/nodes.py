@@ -25,10 +25,11 @@ class TbNode:
             # so a runner killed right after the spawn cannot leave the shell outside
             # (where `clean` would not find it); and no preexec_fn (a slow fork). Before
             # mnexec: it mounts a fresh /sys, without the cgroup tree, for the shell.
+            # No second move from here: Mininet waits for the shell's prompt, which
+            # comes after the move (a write from here raced the child's exec: ms a node).
             procs = cgroup / "cgroup.procs"
-            p = Popen(["sh", "-c", f'echo $$ > "{procs}"; exec "$@"', "sh", *cmd], **params)
-            procs.write_text(str(p.pid))        # harmless if the shell did it already
-            return p
+            return Popen(["sh", "-c", f'echo $$ > "{procs}" && exec "$@"', "sh", *cmd],
+                         **params)
         enter = self.params.get("enter")
         if enter is not None and "preexec_fn" not in params:
             # Anything else may fork at once: enter the cgroup before exec.

@@ -12,7 +12,7 @@ from __future__ import annotations
 import difflib
 from typing import Any, Callable, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ..config.models import EcnMark, QueueLimit, Rate, TopologySpec
 
@@ -21,6 +21,9 @@ class BuiltinError(ValueError):
     def __init__(self, message: str, key: str | None = None):
         super().__init__(message)
         self.message, self.key = message, key
+
+
+MAX_HOSTS = 256  # bring-up measured linear up to here (bench/bringup.py, docs/scale.md)
 
 
 class _P(BaseModel):
@@ -32,14 +35,14 @@ class _P(BaseModel):
 
 
 class DumbbellParams(_P):
-    pairs: int = Field(2, ge=1, le=64)
+    pairs: int = Field(2, ge=1, le=128)
     bottleneck_bw: Rate | None = None
     bottleneck_queue: QueueLimit | None = None
     bottleneck_ecn_mark: EcnMark | None = None   # CE marking at the bottleneck's egress
 
 
 class IncastParams(_P):
-    senders: int = Field(10, ge=1, le=64)
+    senders: int = Field(10, ge=1, le=255)
     bottleneck_bw: Rate | None = None  # s1 → h0; default: bw
     bottleneck_queue: QueueLimit | None = None
     bottleneck_ecn_mark: EcnMark | None = None   # CE marking at the bottleneck's egress
@@ -57,7 +60,14 @@ class ChainParams(_P):
 class LeafSpineParams(_P):
     leaves: int = Field(2, ge=2, le=16)
     spines: int = Field(2, ge=1, le=16)
-    hosts_per_leaf: int = Field(2, ge=1, le=32)
+    hosts_per_leaf: int = Field(2, ge=1, le=128)
+
+    @model_validator(mode="after")
+    def _at_most_256_hosts(self) -> "LeafSpineParams":
+        if self.leaves * self.hosts_per_leaf > MAX_HOSTS:
+            raise ValueError(f"leaves × hosts_per_leaf = {self.leaves * self.hosts_per_leaf} "
+                             f"hosts; at most {MAX_HOSTS} (fewer hosts_per_leaf)")
+        return self
 
 
 def _q(q: QueueLimit | None) -> Any:

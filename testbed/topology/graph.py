@@ -5,7 +5,7 @@ Classes:
 - Link: two Intfs and the link's parameters (rate, queue, …).
 - Node: a host, an L2 switch or an L3 router, with its interfaces.
 - Segment: one L2 broadcast domain (hosts and router ports joined by links and switches),
-  with an IPv4 /24 and an IPv6 /64.
+  with an IPv4 /24 (wider where more than 254 members share it) and an IPv6 /64.
 - Route: a destination prefix on a node, with one next hop or several (ECMP).
 - Graph: built from a TopologySpec: names, segments, addresses, shortest-path routes.
 """
@@ -191,14 +191,25 @@ class Graph:
                 explicit[s] = nets.pop()
                 used4.add(explicit[s])
         k = 0
+        wide = [n for n in used4 if n.prefixlen != 24]
         for s in self.segments:
             if s in explicit:
                 s.net4 = explicit[s]
             else:
-                while IPv4Net(f"10.0.{k}.0/24") in used4:
+                # a /24 per segment; wider (aligned) where more than 254 members share one
+                plen = 24
+                while 2 ** (32 - plen) - 2 < len(s.members) and plen > 16:
+                    plen -= 1
+                while True:
+                    cand = IPv4Net(f"10.{k // 256}.{k % 256}.0/24").supernet(new_prefix=plen)
+                    if cand not in used4 and not any(cand.overlaps(w) for w in wide) and \
+                            (plen == 24 or not any(cand.overlaps(u) for u in used4)):
+                        break
                     k += 1
-                s.net4 = IPv4Net(f"10.0.{k}.0/24")
+                s.net4 = cand
                 used4.add(s.net4)
+                if plen != 24:
+                    wide.append(s.net4)
             s.net6 = IPv6Net(f"fd00:0:0:{s.index:x}::/64") if self.spec.ipv6 else None
             taken = {self.host_spec(i.node).ip.ip for i in s.members
                      if self.nodes[i.node].kind == "host" and self.host_spec(i.node).ip}
@@ -224,17 +235,34 @@ class Graph:
                         n6 += 1
 
     def _routes(self) -> dict[str, list[Route]]:
-        """Shortest paths in segment hops; every equal-cost next hop is kept (ECMP)."""
+        """Shortest paths in segment hops; every equal-cost next hop is kept (ECMP).
+
+        A host with one interface and one router on its segment gets one default route
+        (v4, v6) through it: every path leaves that way, and a route per segment made the
+        routing tables, and their computation, grow with hosts × segments."""
         l3 = [n for n in self.nodes.values() if n.is_l3]
-        adj: dict[str, list[tuple[Intf, Intf]]] = defaultdict(list)  # node → (mine, theirs)
+        # node → (its interface, a router's interface on the same segment)
+        adj: dict[str, list[tuple[Intf, Intf]]] = defaultdict(list)
         for s in self.segments:
-            for a in s.members:
-                for b in s.members:
-                    if a.node != b.node:
-                        adj[a.node].append((a, b))
+            rts = [i for i in s.members if self.nodes[i.node].kind == "router"]
+            if rts:
+                for a in s.members:
+                    adj[a.node] += [(a, b) for b in rts if b.node != a.node]
         routes: dict[str, list[Route]] = {n.name: [] for n in l3}
+        per_segment = []
+        for n in l3:
+            if not adj[n.name]:
+                continue  # nothing beyond its own segments
+            gws = {t.node for _, t in adj[n.name]}
+            if n.kind == "host" and len(n.intfs) == 1 and len(gws) == 1:
+                (mine, t), = adj[n.name][:1]
+                routes[n.name].append(Route(IPv4Net("0.0.0.0/0"), [str(t.ip4.ip)], [mine.name]))
+                if t.ip6 is not None and mine.ip6 is not None:
+                    routes[n.name].append(Route(IPv6Net("::/0"), [str(t.ip6.ip)], [mine.name]))
+            else:
+                per_segment.append(n)
         for s in self.segments:
-            # distance of every L3 node to s; only routers pass packets on
+            # distance of every router to s (routers pass packets on, hosts do not)
             dist = {i.node: 0 for i in s.members}
             q = deque(i.node for i in s.members if self.nodes[i.node].kind == "router")
             while q:
@@ -242,18 +270,17 @@ class Graph:
                 for _, theirs in adj[r]:
                     if theirs.node not in dist:
                         dist[theirs.node] = dist[r] + 1
-                        if self.nodes[theirs.node].kind == "router":
-                            q.append(theirs.node)
-            for n in l3:
-                d = dist.get(n.name)
-                if d is None or d == 0:
+                        q.append(theirs.node)
+            for n in per_segment:
+                if dist.get(n.name) == 0:
                     continue
+                near = [dist[t.node] for _, t in adj[n.name] if t.node in dist]
+                if not near:
+                    continue
+                d = min(near) + 1
                 hops = sorted({(m.name, t.ip4, t.ip6) for m, t in adj[n.name]
-                               if self.nodes[t.node].kind == "router"
-                               and dist.get(t.node) == d - 1},
+                               if dist.get(t.node) == d - 1},
                               key=lambda h: natural_key(h[0]) + (str(h[1]),))
-                if not hops:
-                    continue
                 routes[n.name].append(Route(s.net4, [str(h[1].ip) for h in hops],
                                             [h[0] for h in hops]))
                 if s.net6 is not None:
