@@ -18,13 +18,29 @@ case "${ID:-debian}" in
   # chromium renders report.html in the tests (Ubuntu ships it only as a snap: skipped there)
   *) pkgs+=(bpftool linux-headers-amd64 chromium) ;;
 esac
+# Slurm (the `--executor slurm` client; the test suite starts its own one-node cluster
+# from these daemons, by hand): installed without starting the distribution's services.
+slurm_pkgs=(slurm-client slurmctld slurmd munge)
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
-if [ ${#missing[@]} -gt 0 ]; then
+slurm_missing=()
+for p in "${slurm_pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || slurm_missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ] || [ ${#slurm_missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
   apt-get update -qq
+fi
+if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+if [ ${#slurm_missing[@]} -gt 0 ]; then
+  policy=/usr/sbin/policy-rc.d
+  if [ ! -e "$policy" ]; then  # no daemon started by the install (the tests start theirs)
+    printf '#!/bin/sh\nexit 101\n' > "$policy"; chmod +x "$policy"
+    trap 'rm -f "$policy"' EXIT
+  fi
+  apt-get install -y -qq --no-install-recommends "${slurm_missing[@]}" >/dev/null
+  if [ -n "$(trap -p EXIT)" ]; then rm -f "$policy"; trap - EXIT; fi
 fi
 
 # bcc compiles against /lib/modules/$(uname -r)/{build,source}. Kernels built outside

@@ -562,9 +562,21 @@ def default_claims(pts: list[PointData]) -> list[_Claim]:
     return out
 
 
+def kernels(pts: list[PointData]) -> dict[str, list[str]]:
+    """kernel release → the points that ran on it (from each point's meta.json)."""
+    out: dict[str, list[str]] = defaultdict(list)
+    for p in pts:
+        k = (p.meta.get("node") or {}).get("kernel") or (p.meta.get("versions") or {}).get("kernel")
+        out[k or "unknown"].append(p.name)
+    return dict(out)
+
+
 def check(results: Path | str, expect: list[dict[str, Any]] | None = None,
-          names: list[str] | None = None, ci: bool = False) -> list[Verdict]:
-    """Evaluate claims on a bundle: `expect` (else the config's `expect:`, else defaults)."""
+          names: list[str] | None = None, ci: bool = False,
+          mixed_kernels: bool = False) -> list[Verdict]:
+    """Evaluate claims on a bundle: `expect` (else the config's `expect:`, else defaults).
+    Points that ran on different kernels (e.g. Slurm nodes of a mixed cluster) are not
+    compared: every claim fails saying so, unless `mixed_kernels`."""
     pts = load_bundle(results)
     if expect is None:
         expect = next((p.config.get("expect") for p in pts if p.config.get("expect")), None)
@@ -580,6 +592,12 @@ def check(results: Path | str, expect: list[dict[str, Any]] | None = None,
         claims = [c for c in claims if c.claim in names]
     if ci:
         claims = [c for c in claims if c.ci]
+    ks = kernels(pts)
+    if len(ks) > 1 and not mixed_kernels:
+        why = ("points ran on different kernels (" + "; ".join(
+            f"{k}: {', '.join(v[:3])}{' …' if len(v) > 3 else ''}" for k, v in sorted(ks.items()))
+            + "): not compared; pass --mixed-kernels to compare anyway")
+        return [Verdict(c.claim, c.cc, False, why) for c in claims]
     out = []
     left_out = [p for p in pts if p.flow_problems]
     for c in claims:

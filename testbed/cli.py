@@ -30,9 +30,17 @@ def _run(a) -> int:
     from .runner import Runner
 
     plan = load_experiment(a.file, a.set)
+    slurm = None
+    if a.executor == "slurm":
+        from .slurm import SlurmOptions
+        slurm = SlurmOptions(partition=a.slurm_partition, time=a.slurm_time,
+                             parallel=a.slurm_parallel, extra=a.slurm_arg)
+    elif a.slurm_partition or a.slurm_arg or a.slurm_parallel or a.slurm_time:
+        raise errors.ConfigError("--slurm-* options need --executor slurm", key="--executor")
     runner = Runner(plan, Path(a.out) if a.out else None, a.resume, a.cli,
                     progress="off" if a.quiet else "bar" if sys.stderr.isatty() else "lines",
-                    sets=a.set, verbose=a.verbose)
+                    sets=a.set, verbose=a.verbose, executor=a.executor, slurm=slurm,
+                    mixed_kernels=a.mixed_kernels)
     code = runner.run()
     print(f"results: {runner.run_dir}")
     for v in runner.verdicts:
@@ -44,6 +52,15 @@ def _run(a) -> int:
         if st["status"] != "ok":
             print(f"  {name}: {st['status']}: {st.get('error', '')}", file=sys.stderr)
     return code
+
+
+def _run_point(a) -> int:
+    from .runner import Runner
+
+    st = Runner.run_point(Path(a.bundle), a.point, progress="off" if a.quiet else "lines")
+    print(f"{a.point}: {st['status']}" + (f": {st['error']}" if st.get("error") else ""),
+          file=sys.stderr)
+    return 0 if st["status"] == "ok" else errors.RUN_FAILURE
 
 
 def _validate(a) -> int:
@@ -160,7 +177,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="no progress (bar on a terminal, phase lines otherwise)")
     p.add_argument("-v", "--verbose", action="store_true",
                    help="print each phase's duration as it ends, and each point's")
+    p.add_argument("--executor", choices=("local", "slurm"), default="local",
+                   help="local: the points run here, one after the other (default); slurm: "
+                        "one Slurm array job, a task per point on its own node (the bundle "
+                        "must be on a filesystem the nodes share)")
+    p.add_argument("--slurm-partition", metavar="P", help="partition to submit to")
+    p.add_argument("--slurm-time", metavar="T",
+                   help="time limit of each task (sbatch --time; default: from the duration)")
+    p.add_argument("--slurm-parallel", type=int, metavar="N",
+                   help="at most N points at once (array throttle %%N)")
+    p.add_argument("--slurm-arg", action="append", default=[], metavar="OPT",
+                   help="extra sbatch option, e.g. --slurm-arg=--constraint=bpf")
+    p.add_argument("--mixed-kernels", action="store_true",
+                   help="judge claims even across points that ran on different kernels")
     p.set_defaults(fn=_run)
+    p = sub.add_parser("run-point", help="run one point of a results bundle (a Slurm task)")
+    p.add_argument("bundle", help="the run's results directory (run.json, experiment.yaml)")
+    p.add_argument("point", help="the point's name, e.g. cc=cubic")
+    p.add_argument("-q", "--quiet", action="store_true")
+    p.set_defaults(fn=_run_point)
     p = sub.add_parser("validate", help="check experiment/topology files, start nothing")
     p.add_argument("files", nargs="+")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")

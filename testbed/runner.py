@@ -7,11 +7,20 @@ sweep: summary, claims, report.html.
 A failed point is recorded (status, error, log) and the sweep goes on; Ctrl-C stops the
 sweep, and every exit path tears down what exists (RunTracker).
 
+Executors: `local` runs the points here, one after the other; `slurm` (testbed.slurm)
+submits them as one Slurm array job, each task running one point on its own node with
+`python -m testbed run-point BUNDLE POINT` (Runner.run_point), and follows them. Either
+way this process then gathers the points' status, draws the summary and judges claims.
+
 Classes:
 - Runner: runs a Plan, with resume and a rich progress display.
+Functions:
+- bundle_plan(run_dir): the Plan a bundle was made from (its experiment.yaml and --set).
+- run_point(run_dir, name): run one point of a bundle (what a Slurm task does).
 """
 from __future__ import annotations
 
+import json
 import signal
 import sys
 import time
@@ -22,7 +31,7 @@ from typing import Callable, Literal
 import yaml
 
 from . import results
-from .config.load import Plan, Point
+from .config.load import Plan, Point, load_experiment
 from .errors import RunError, TestbedError
 from .instruments.base import REGISTRY, InstrumentContext, load_all
 from .network import features
@@ -81,10 +90,18 @@ class Runner:
     def __init__(self, plan: Plan, out: Path | None = None, resume: bool = False,
                  cli: bool = False, progress: Literal["bar", "lines", "off"] = "bar",
                  argv: list[str] | None = None, sets: list[str] | None = None,
-                 verbose: bool = False):
+                 verbose: bool = False, executor: Literal["local", "slurm"] = "local",
+                 slurm=None, mixed_kernels: bool = False):
         self.plan, self.cli, self.progress, self.verbose = plan, cli, progress, verbose
+        self.executor, self.slurm, self.mixed_kernels = executor, slurm, mixed_kernels
         exp = plan.experiment
-        preflight(plan)  # before anything exists, even the results directory
+        if executor == "slurm":
+            # The points run on the cluster's nodes: their features are checked there
+            # (run-point), here only what submitting needs.
+            from .slurm import preflight as slurm_preflight
+            slurm_preflight(slurm)
+        else:
+            preflight(plan)  # before anything exists, even the results directory
         if resume and out is None:
             out = results.latest_run_dir(exp.name)
             if out is None:
@@ -102,6 +119,22 @@ class Runner:
         src = Path(self.plan.file)
         if src.exists():
             (self.run_dir / "experiment.yaml").write_text(src.read_text())
+        if self.executor == "slurm":
+            from .slurm import SlurmExecutor
+            self._write_run_json()
+            self.statuses.update(SlurmExecutor(self, self.slurm).run())
+            self._write_run_json()
+        else:
+            self._run_local()
+        self._summary()
+        self._claims()
+        self._report()
+        ok = all(s["status"] == "ok" for s in self.statuses.values())
+        # default claims (no expect: block) are reported, not binding
+        return 0 if ok and not any(v.passed is False and v.binding
+                                   for v in self.verdicts) else 1
+
+    def _run_local(self) -> None:
         old_term = signal.signal(signal.SIGTERM, _on_signal)
         old_int = signal.signal(signal.SIGINT, _on_signal)
         try:
@@ -125,13 +158,36 @@ class Runner:
             signal.signal(signal.SIGINT, old_int)
             _SIGNALLED.clear()
             self._write_run_json()
-        self._summary()
-        self._claims()
-        self._report()
-        ok = all(s["status"] == "ok" for s in self.statuses.values())
-        # default claims (no expect: block) are reported, not binding
-        return 0 if ok and not any(v.passed is False and v.binding
-                                   for v in self.verdicts) else 1
+
+    @classmethod
+    def run_point(cls, run_dir: Path, name: str,
+                  progress: Literal["bar", "lines", "off"] = "lines") -> dict:
+        """Run one point of an existing bundle, by itself (a Slurm task): its features
+        checked on this machine, its directory and meta.json written; run.json, the
+        summary and the claims are left to the process that made the bundle."""
+        plan = bundle_plan(run_dir)
+        point = next((p for p in plan.points if p.name == name), None)
+        if point is None:
+            raise RunError(f"{run_dir}: no point {name!r} (points: "
+                           f"{', '.join(p.name for p in plan.points)})")
+        plan.points = [point]
+        run = json.loads((Path(run_dir) / "run.json").read_text())
+        self = cls(plan, Path(run_dir), progress=progress, argv=run.get("argv"),
+                   sets=run.get("sets"))
+        old_term = signal.signal(signal.SIGTERM, _on_signal)
+        old_int = signal.signal(signal.SIGINT, _on_signal)
+        try:
+            with RunTracker() as tracker, self.display as show:
+                pdir = self.run_dir / point.name
+                pdir.mkdir(parents=True, exist_ok=True)
+                st = self._run_point(point, pdir, tracker, self._congestion_controls(tracker),
+                                     lambda ph: (_checkpoint(), show.phase(0, point.name, ph)))
+                show.point_done(0, point.name, st["status"])
+                return st
+        finally:
+            signal.signal(signal.SIGTERM, old_term)
+            signal.signal(signal.SIGINT, old_int)
+            _SIGNALLED.clear()
 
     def _claims(self) -> None:
         """The experiment's `expect:` (or the paper's default claims), judged on the data."""
@@ -140,7 +196,7 @@ class Runner:
         except ImportError:
             return
         try:
-            self.verdicts = check(self.run_dir)
+            self.verdicts = check(self.run_dir, mixed_kernels=self.mixed_kernels)
         except TestbedError as e:
             print(f"claims: {e}", file=sys.stderr)
             return
@@ -185,6 +241,7 @@ class Runner:
                 "started": time.time(), "versions": results.versions(),
                 "backends": sorted({s.backend for s in {**point.topology.switches,
                                                         **point.topology.routers}.values()}),
+                "node": results.node_facts(),
                 "hosts": exp.hosts.model_dump(), "emulation": exp.emulation.model_dump(),
                 "argv": self.argv, "sets": self.sets}
         results.write_json(pdir / "meta.json", meta)
@@ -332,7 +389,8 @@ class Runner:
     def _write_run_json(self) -> None:
         results.write_json(self.run_dir / "run.json", {
             "experiment": self.plan.experiment.name, "file": self.plan.file,
-            "argv": self.argv, "sets": self.sets,
+            "file_abs": str(Path(self.plan.file).resolve()), "cwd": str(Path.cwd()),
+            "argv": self.argv, "sets": self.sets, "executor": self.executor,
             "points": {p.name: self.statuses.get(p.name, {"status": "pending"})
                        for p in self.plan.points}})
 
@@ -374,6 +432,21 @@ def receiver_ccs(flows, cc_name: Callable[[str], str]) -> tuple[dict[str, str], 
                 raise RunError(f"{f.dst} receives flows of two CCs that each need the "
                                f"receiver to run them ({out[f.dst]}, {k})")
     return out, ecn
+
+
+def bundle_plan(run_dir: Path) -> Plan:
+    """The Plan a bundle was made from: its copy of the experiment (what was submitted,
+    even if the file changed since) read as if at the original path (relative topology
+    files resolve as they did), with the run's --set overrides."""
+    run_dir = Path(run_dir)
+    try:
+        run = json.loads((run_dir / "run.json").read_text())
+    except (OSError, ValueError) as e:
+        raise RunError(f"{run_dir}: not a results bundle (run.json: {e})") from None
+    path = run.get("file_abs") or run["file"]
+    copy = run_dir / "experiment.yaml"
+    text = copy.read_text() if copy.exists() else None
+    return load_experiment(path, run.get("sets") or [], text=text)
 
 
 def bottleneck_check(pdir: Path, net: Network, cpu_busy: float, duration: float) -> dict:

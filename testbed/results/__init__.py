@@ -14,6 +14,7 @@ This module writes bundles (new_run_dir, latest_run_dir, point_done, write_json,
 versions, read_csv, cpu_times). Reading them: `load(run_dir)` → a `Run` of pandas tables
 (frames.py); one HTML page per run (report.py); two runs side by side (compare.py);
 JUnit XML for CI (junit.py). pandas is imported only when a bundle is loaded.
+node_facts() is the machine a point ran on.
 """
 from __future__ import annotations
 
@@ -91,6 +92,34 @@ def versions() -> dict[str, str]:
             "iperf3": _first_line(["iperf3", "--version"]),
             "iproute2": _first_line(["ip", "-V"]), "clang": _first_line(["clang", "--version"]),
             "host": platform.node(), "cpus": str(os.cpu_count()), "default_cc": default_cc()}
+
+
+def node_facts() -> dict[str, Any]:
+    """The machine a point ran on (claims refuse to compare points of different kernels):
+    kernel, CPUs, memory, host name, and the Slurm job and task when run by one."""
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        mem = next(int(l.split()[1]) // 1024 for l in Path("/proc/meminfo").read_text().splitlines()
+                   if l.startswith("MemTotal:"))
+    except (OSError, StopIteration, ValueError):
+        mem = None
+    facts: dict[str, Any] = {"host": platform.node(), "kernel": platform.release(),
+                             "kernel_version": platform.version(), "arch": platform.machine(),
+                             "cpus": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0)),
+                             "cpu_model": cpu, "mem_mb": mem}
+    slurm = {k.lower().removeprefix("slurm_"): v for k, v in os.environ.items()
+             if k in ("SLURM_JOB_ID", "SLURM_ARRAY_JOB_ID", "SLURM_ARRAY_TASK_ID",
+                      "SLURMD_NODENAME", "SLURM_JOB_PARTITION", "SLURM_CLUSTER_NAME")}
+    if slurm:
+        facts["slurm"] = slurm
+    return facts
 
 
 def default_cc() -> str:

@@ -53,6 +53,8 @@ def _build(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the verdicts as JSON")
     p.add_argument("--no-write", action="store_true", help="do not write claims.json")
     p.add_argument("--junit", metavar="FILE", help="write JUnit XML (one test case per claim)")
+    p.add_argument("--mixed-kernels", action="store_true",
+                   help="compare points even if they ran on different kernels")
     return p
 
 
@@ -81,7 +83,8 @@ def run(args: argparse.Namespace) -> int:
             if not isinstance(expect, list):
                 print(f"check: {args.expect}: expected a YAML list of claims", file=sys.stderr)
                 return BAD_INPUT
-        verdicts = claims.check(args.results, expect, args.claim, args.ci)
+        verdicts = claims.check(args.results, expect, args.claim, args.ci,
+                                mixed_kernels=args.mixed_kernels)
     except TestbedError as e:
         print(f"check: {e}", file=sys.stderr)
         return e.exit_code
