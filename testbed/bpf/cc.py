@@ -114,6 +114,8 @@ from . import dccs as _dccs  # noqa: E402  (the comparison set: DCTCP, HPCC, TIM
 
 EBPF_CCS.update({
     "dctcp": EbpfCC("dctcp", _dccs.DctcpParams, "dct", receiver=True, ecn=True),
+    "hpcc": EbpfCC("hpcc", _dccs.HpccParams, "hpc", needs_int=True),
+    "timely": EbpfCC("timely", _dccs.TimelyParams, "tml"),
 })
 INT_MAP = "tcp_int_state"
 
