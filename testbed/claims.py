@@ -23,6 +23,10 @@ Claims (the PowerTCP paper's, figures P1/P2 of the specs):
 - fairness: between consecutive arrivals/departures, once `within_rtts` base RTTs (at
   least two throughput samples) have passed, Jain's index of the active flows' median
   rates is ≥ `min_jain`.
+- drain_time_ratio: `cc`'s time from its post-burst queue peak to near zero ≤ max_ratio ×
+  baseline's (the paper's ordering: PowerTCP drains no slower than HPCC and TIMELY).
+- standing_queue: `cc`'s median queue in a window (default: 0.5 s into the run until the
+  burst) is within `tolerance` of `near` (DCTCP's queue sits near its marking threshold K).
 
 Classes:
 - PointData: one point's series, CC, base RTT, bottleneck rate and burst time.
@@ -325,6 +329,22 @@ class QueuePeakRatio(_Claim):
                         peaks[self.baseline], "ratio": ratio})
 
 
+def _drain(p: PointData, iface: str | None, near_zero: float) -> dict | None:
+    """From the post-burst queue peak to ≤ near_zero: peak, drain time (inf: never), the
+    sample index of both, and the widest sampling gap in between. None: no samples."""
+    _n, q, t0, t1 = _after_burst(p, iface)
+    s = _window(q["backlog_bytes"], t0, t1)
+    if not len(s.t):
+        return None
+    i = int(np.argmax(s.v))
+    after = np.nonzero(s.v[i:] <= near_zero)[0]
+    drain = float(s.t[i + after[0]] - s.t[i]) if len(after) else math.inf
+    j = i + after[0] if len(after) else len(s.t) - 1
+    return {"series": s, "i": i, "j": j, "drained": bool(len(after)), "peak_bytes":
+            float(s.v[i]), "drain_s": drain,
+            "sample_gap_max_s": float(np.max(np.diff(s.t[i:j + 1]), initial=0))}
+
+
 class QueueDrains(_Claim):
     claim: Literal["queue_drains"] = "queue_drains"
     within_rtts: float = Field(10, gt=0)
@@ -341,15 +361,11 @@ class QueueDrains(_Claim):
             return self.na(f"needs a point with cc={self.cc}")
         runs: list[dict] = []
         for p in mine:
-            _n, q, t0, t1 = _after_burst(p, self.iface)
-            s = _window(q["backlog_bytes"], t0, t1)
-            if not len(s.t):
+            d = _drain(p, self.iface, self.near_zero_bytes)
+            if d is None:
                 return Verdict(self.claim, self.cc, False, f"{p.name}: no queue samples after "
                                f"the burst", [p.name])
-            i = int(np.argmax(s.v))
-            after = np.nonzero(s.v[i:] <= self.near_zero_bytes)[0]
-            drain = float(s.t[i + after[0]] - s.t[i]) if len(after) else math.inf
-            j = i + after[0] if len(after) else len(s.t) - 1
+            s, i, j, drain = d["series"], d["i"], d["j"], d["drain_s"]
             rtt = p.base_rtt_s(self.base_rtt_us)
             if self.rtt == "measured":
                 seen = _measured_rtt_s(p.dir, float(s.t[i]), float(s.t[j]))
@@ -357,17 +373,17 @@ class QueueDrains(_Claim):
                     return self.na(f"{p.name}: no cc_trace.csv RTT samples while draining")
                 rtt = seen
             rtts = drain / rtt
-            rest = s.v[j:] if len(after) else np.array([])
+            rest = s.v[j:] if d["drained"] else np.array([])
             # The widest gap between samples while draining: a sampler starved of CPU
             # cannot resolve a drain shorter than its gaps.
-            gap = float(np.max(np.diff(s.t[i:j + 1]), initial=0))
+            gap = d["sample_gap_max_s"]
             m = {"peak_bytes": float(s.v[i]), "drain_s": drain, "drain_rtts": rtts,
                  "base_rtt_s": rtt, "median_after_bytes": float(np.median(rest)) if len(rest)
                  else math.nan, "sample_gap_max_s": gap}
             ok: bool | None = True
             if rtts > self.within_rtts:
                 # a drain the sampler could not resolve is no verdict, not a failure
-                ok = None if len(after) and gap > self.within_rtts * rtt else False
+                ok = None if d["drained"] and gap > self.within_rtts * rtt else False
             runs.append({**m, "ok": ok})
         typ = _typical(runs, lambda m: m["drain_rtts"], worse_high=True)
         worst = max(runs, key=lambda m: m["drain_rtts"])
@@ -493,10 +509,90 @@ class Fairness(_Claim):
                        [p.name for p in mine], {"jain_min": worst, "intervals": checked})
 
 
-ClaimSpec = Annotated[Union[QueuePeakRatio, QueueDrains, Utilization, Fairness],
-                      Field(discriminator="claim")]
+class DrainTimeRatio(_Claim):
+    """`cc` drains its post-burst peak no slower than `baseline` (× max_ratio). A queue
+    whose peak is already near zero drains in 0 s. Sampling gaps wider than the slower
+    drain leave the order unresolved (N/A)."""
+
+    claim: Literal["drain_time_ratio"] = "drain_time_ratio"
+    baseline: str = "hpcc"
+    max_ratio: float = Field(1.0, gt=0)
+    near_zero_bytes: int = Field(2 * MTU, ge=0)
+
+    def evaluate(self, pts: list[PointData]) -> Verdict:
+        mine, base = self.points(pts, self.cc), self.points(pts, self.baseline)
+        if not mine or not base:
+            return self.na(f"needs points with cc={self.cc} and cc={self.baseline}")
+        med, gaps = {}, []
+        for label, group in ((self.cc, mine), (self.baseline, base)):
+            vals = []
+            for p in group:
+                d = _drain(p, self.iface, self.near_zero_bytes)
+                if d is None:
+                    return Verdict(self.claim, self.cc, False, f"{p.name}: no queue samples "
+                                   f"after the burst", [p.name])
+                vals.append(0.0 if d["peak_bytes"] <= self.near_zero_bytes else d["drain_s"])
+                gaps.append(d["sample_gap_max_s"])
+            med[label] = float(np.median(vals))
+        a, b = med[self.cc], med[self.baseline]
+        ok: bool | None = a <= self.max_ratio * b or a == b == 0
+        why = ""
+        if not ok and math.isfinite(a) and max(gaps) >= a - self.max_ratio * b:
+            ok, why = None, (f"; unresolved: queue sampling gaps up to "
+                             f"{max(gaps) * 1e3:.1f} ms")
+        ratio = a / b if b else (1.0 if a == 0 else math.inf)
+        return Verdict(self.claim, self.cc, ok,
+                       f"drain after the burst's peak {a * 1e3:.2f} ms vs {self.baseline} "
+                       f"{b * 1e3:.2f} ms: ratio {ratio:.2f} ({'≤' if ok else '>'} "
+                       f"{self.max_ratio:g}){why}", [p.name for p in mine + base],
+                       {"drain_s": a, "baseline_drain_s": b, "ratio": ratio})
+
+
+class StandingQueue(_Claim):
+    """`cc`'s median queue over [t_from, t_to] (default: 0.5 s until the burst, or the
+    end) is within ±tolerance of `near` (packets or bytes, like a queue limit)."""
+
+    claim: Literal["standing_queue"] = "standing_queue"
+    near: Any = None                       # QueueLimit: 20 (packets) or '30KB'
+    tolerance: float = Field(0.5, gt=0, le=10)
+    t_from: float = Field(0.5, ge=0)
+    t_to: float | None = Field(None, gt=0)
+
+    def evaluate(self, pts: list[PointData]) -> Verdict:
+        from .config.models import QueueLimit
+
+        near = QueueLimit.model_validate(self.near)
+        col, target = (("qlen_pkts", near.packets) if near.packets is not None
+                       else ("backlog_bytes", near.bytes))
+        unit = "packets" if near.packets is not None else "B"
+        mine = self.points(pts, self.cc)
+        if not mine:
+            return self.na(f"needs a point with cc={self.cc}")
+        meds = []
+        for p in mine:
+            _n, q = p.bottleneck(self.iface)
+            s = q[col]
+            t1 = self.t_to or (p.burst_at if p.burst_at is not None else float(s.t[-1]))
+            w = _window(s, self.t_from, t1)
+            if len(w.t) < 10:
+                return Verdict(self.claim, self.cc, False, f"{p.name}: fewer than 10 queue "
+                               f"samples in [{self.t_from:g}, {t1:g}] s", [p.name])
+            meds.append(float(np.median(w.v)))
+        m = float(_typical(meds, lambda x: abs(x - target), worse_high=True))
+        lo, hi = target * (1 - self.tolerance), target * (1 + self.tolerance)
+        ok = lo <= m <= hi
+        return Verdict(self.claim, self.cc, ok,
+                       f"median standing queue {m:.1f} {unit} ({'within' if ok else 'outside'}"
+                       f" {lo:.1f}–{hi:.1f} around {target} {unit})"
+                       f"{_of_reps(len(meds), f'{max(meds, key=lambda x: abs(x - target)):.1f}')}",
+                       [p.name for p in mine], {"median": m, "near": float(target)})
+
+
+ClaimSpec = Annotated[Union[QueuePeakRatio, QueueDrains, Utilization, Fairness,
+                            DrainTimeRatio, StandingQueue], Field(discriminator="claim")]
 CLAIMS = {c.model_fields["claim"].default: c
-          for c in (QueuePeakRatio, QueueDrains, Utilization, Fairness)}
+          for c in (QueuePeakRatio, QueueDrains, Utilization, Fairness, DrainTimeRatio,
+                    StandingQueue)}
 _ADAPTER = TypeAdapter(list[ClaimSpec])
 
 

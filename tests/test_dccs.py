@@ -134,7 +134,7 @@ def test_bad_parameters_are_config_errors(params, match):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
-@pytest.mark.parametrize("name", ["dctcp"])
+@pytest.mark.parametrize("name", ["dctcp", "hpcc", "timely"])
 def test_cc_gone_when_holder_dies(name, sig):
     p = subprocess.Popen([PY, "-c", HOLDER.format(repo=str(REPO), name=name)],
                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -158,10 +158,117 @@ def test_cc_gone_when_holder_dies(name, sig):
                 remove_leftover(lo)
 
 
-@pytest.mark.parametrize("name", ["dctcp"])
+@pytest.mark.parametrize("name", ["dctcp", "hpcc", "timely"])
 def test_registered_then_gone_after_the_run(name):
     with pair() as net:
         k = CongestionControls(net.tracker, require_int=False).kernel_name(name)
         assert k in available() and k.startswith(net.tracker.short)
     assert k not in available()
     assert name in ccmod.EBPF_CCS
+
+
+def _flow_events(evs, res):
+    port = res["start"]["connected"][0]["local_port"]
+    return [e for e in evs if e.sport == port]
+
+
+def test_hpcc_follows_int_and_stops_without_it():
+    """With TCP-INT: U comes from the bottleneck's telemetry, sits near η alone and above
+    it beside CUBIC's standing queue, where HPCC's window falls. Without TCP-INT (the
+    signal removed): no update ever, the window stays at W_init."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from testbed.network.tcpint import IntOptions, TcpInt
+
+    params = {"base_rtt_us": 200, "host_bw_mbps": 100, "hop_bw_mbps": 100}
+    with pair(bottleneck_mbps=100, senders=2) as net:
+        TcpInt(IntOptions(enabled=True, scale="fine"), net).start()
+        ccs = CongestionControls(net.tracker, {"hpcc": params})
+        k = ccs.kernel_name("hpcc")
+        rec = ccs.record()
+        alone = iperf(net, k, 2)
+        ev_alone = _flow_events(rec.stop(), alone)
+        rec = ccs.record()
+        with ThreadPoolExecutor(1) as ex:
+            cubic = ex.submit(iperf, net, "cubic", 3, 5202, None, "h2")
+            time.sleep(0.5)
+            shared = iperf(net, k, 2)
+            cubic.result()
+        ev_shared = _flow_events(rec.stop(), shared)
+    assert alone["end"]["sum_received"]["bits_per_second"] > 75e6
+    assert len(ev_alone) > 200 and all(e.base_rtt_us == 200 for e in ev_alone)
+    u_alone = statistics.median(e.p_smooth / FRAC for e in ev_alone[len(ev_alone) // 4:])
+    assert 0.7 < u_alone < 1.1, u_alone
+    queued = [e for e in ev_shared if e.qlen >= 8192]
+    assert len(queued) > 20
+    assert statistics.median(e.p_smooth / FRAC for e in queued) > 0.95   # U above η
+    w_init = 100e6 / 8 * 200e-6 / 1448 * 1024                          # segments × 2^10
+    assert statistics.median(e.cwnd for e in queued) < 0.5 * w_init
+    # the signal removed: the same CC without TCP-INT never updates
+    with pair(bottleneck_mbps=100) as net:
+        ccs = CongestionControls(net.tracker, {"hpcc": params}, require_int=False)
+        k = ccs.kernel_name("hpcc")
+        rec = ccs.record()
+        res = iperf(net, k, 1)
+        assert not _flow_events(rec.stop(), res)
+        assert res["end"]["sum_received"]["bits_per_second"] > 50e6  # paced at W_init/T
+
+
+def test_hpcc_eta_reaches_the_program():
+    """η is the utilization HPCC aims at: 0.5 leaves half the link idle."""
+    from testbed.network.tcpint import IntOptions, TcpInt
+
+    base = {"base_rtt_us": 200, "host_bw_mbps": 100, "hop_bw_mbps": 100}
+    got = {}
+    with pair(bottleneck_mbps=100) as net:
+        TcpInt(IntOptions(enabled=True, scale="fine"), net).start()
+        ccs = CongestionControls(net.tracker)
+        for port, eta in enumerate((0.95, 0.5), start=5201):
+            k = ccs.kernel_name("hpcc", {**base, "eta": eta})
+            got[eta] = iperf(net, k, 2, port=port)["end"]["sum_received"]["bits_per_second"]
+    print("hpcc rate by eta:", got)
+    assert got[0.5] < 0.7 * got[0.95] and got[0.5] > 20e6, got
+
+
+def test_timely_cuts_on_rtt_and_stops_without_thresholds():
+    """Alone, TIMELY's gradient keeps the queue small (RTTs far below the full FIFO's
+    12 ms) at most of the link. Beside CUBIC's standing queue every update above T_high
+    cuts the rate by β·(1 − T_high/rtt), exactly. With T_low above every RTT (the signal
+    removed) no update ever lowers the rate."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    params = {"base_rtt_us": 200, "host_bw_mbps": 100, "t_low_us": 300, "t_high_us": 1000,
+              "beta": 0.5}
+    with pair(bottleneck_mbps=100, senders=2) as net:
+        ccs = CongestionControls(net.tracker, {"timely": params})
+        k = ccs.kernel_name("timely")
+        rec = ccs.record()
+        res = iperf(net, k, 2)
+        evs = _flow_events(rec.stop(), res)
+        assert res["end"]["sum_received"]["bits_per_second"] > 60e6
+        assert len(evs) > 100 and all(e.base_rtt_us == 200 for e in evs)
+        rtt = statistics.median(e.rtt_us for e in evs[len(evs) // 4:])
+        print("timely alone: median rtt", rtt)
+        assert rtt < 2000, rtt
+
+        def beside_cubic(kname: str, port: int):
+            rec = ccs.record()
+            with ThreadPoolExecutor(1) as ex:
+                cubic = ex.submit(iperf, net, "cubic", 3, port + 10, None, "h2")
+                time.sleep(0.5)
+                res = iperf(net, kname, 2, port=port)
+                cubic.result()
+            return _flow_events(rec.stop(), res)
+        evs = beside_cubic(k, 5202)
+        cuts = 0
+        for a, b in zip(evs, evs[1:]):
+            if b.rtt_us > 1000 and b.rate > 125000 * 1.01:
+                want = a.rate * (1 - 0.5 * (1 - 1000 / b.rtt_us))
+                assert b.rate == pytest.approx(want, rel=0.01, abs=2000), (a, b)
+                cuts += 1
+        assert cuts > 5
+        k2 = ccs.kernel_name("timely", {**params, "t_low_us": 1_000_000,
+                                        "t_high_us": 2_000_000})
+        evs = beside_cubic(k2, 5203)
+        assert len(evs) > 20 and max(e.rtt_us for e in evs) > 2000   # a queue was there
+        assert all(b.rate >= a.rate for a, b in zip(evs, evs[1:]))
