@@ -54,6 +54,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from .config import units
+from .config.models import QueueLimit
 from .errors import ConfigError
 
 DEFAULT_BASE_RTT_S = 1e-3  # when neither the claim nor the point's CC states τ
@@ -553,15 +554,13 @@ class StandingQueue(_Claim):
     end) is within ±tolerance of `near` (packets or bytes, like a queue limit)."""
 
     claim: Literal["standing_queue"] = "standing_queue"
-    near: Any = None                       # QueueLimit: 20 (packets) or '30KB'
+    near: QueueLimit                       # 20 (packets) or '30KB'
     tolerance: float = Field(0.5, gt=0, le=10)
     t_from: float = Field(0.5, ge=0)
     t_to: float | None = Field(None, gt=0)
 
     def evaluate(self, pts: list[PointData]) -> Verdict:
-        from .config.models import QueueLimit
-
-        near = QueueLimit.model_validate(self.near)
+        near = self.near
         col, target = (("qlen_pkts", near.packets) if near.packets is not None
                        else ("backlog_bytes", near.bytes))
         unit = "packets" if near.packets is not None else "B"

@@ -216,3 +216,41 @@ def test_real_small_incast_ci(tmp_path):
     assert c.returncode == 0, c.stdout + c.stderr
     v = json.loads((out / "claims.json").read_text())
     assert v[0]["claim"] == "queue_peak_ratio" and v[0]["status"] == "PASS"
+
+
+def test_drain_time_ratio(tmp_path):
+    """powertcp drains in 2 + 4 ms, hpcc (a second bundle point) in 2 + 20 ms."""
+    root = _incast_bundle(tmp_path, pwr_peak=30_000, drain_s=0.004, util=0.97)
+    hp = _incast_bundle(tmp_path / "h", pwr_peak=30_000, drain_s=0.020, util=0.97,
+                        pwr_name="cc=hpcc")
+    (root / "cc=hpcc").symlink_to(hp / "cc=hpcc")
+    for d in (root / "cc=hpcc",):
+        (d / "config.yaml").write_text((d / "config.yaml").read_text().replace(
+            "cc: powertcp", "cc: hpcc"))
+    ok = claims.check(root, [{"claim": "drain_time_ratio", "cc": "powertcp",
+                              "baseline": "hpcc"}])[0]
+    assert ok.passed, ok.reason
+    assert ok.measured["drain_s"] == pytest.approx(0.006, abs=1e-6)
+    assert ok.measured["baseline_drain_s"] == pytest.approx(0.022, abs=1e-6)
+    bad = claims.check(root, [{"claim": "drain_time_ratio", "cc": "hpcc",
+                               "baseline": "powertcp"}])[0]
+    assert bad.passed is False and bad.measured["ratio"] == pytest.approx(22 / 6, rel=1e-3)
+    na = claims.check(root, [{"claim": "drain_time_ratio", "cc": "powertcp",
+                              "baseline": "timely"}])[0]
+    assert na.passed is None
+
+
+def test_standing_queue(tmp_path):
+    """DCTCP-like: 20 packets queued from 0.3 s on; judged in packets and in bytes."""
+    ts = [i * 0.001 for i in range(3000)]
+    q = [(t, 20 * 1514 if t > 0.3 else 0, int(t * RATE / 8)) for t in ts]
+    _point(tmp_path, "cc=dctcp", "dctcp", q, {"long": [(0.1, RATE)]},
+           {"workload": {"incast": [{"senders": "h2", "dst": "h0", "start": 1.0,
+                                     "bytes": 1000}]}})
+    for near, tol, ok in ((20, 0.5, True), ("30280B", 0.1, True), (40, 0.3, False),
+                          (10, 0.5, False)):
+        v = claims.check(tmp_path, [{"claim": "standing_queue", "cc": "dctcp",
+                                     "near": near, "tolerance": tol}])[0]
+        assert v.passed is ok, (near, v.reason)
+    v = claims.check(tmp_path, [{"claim": "standing_queue", "cc": "dctcp", "near": 20}])[0]
+    assert v.measured["median"] == 20
