@@ -154,3 +154,48 @@ def test_marking_needs_a_shaped_link(write, cli):
               "duration: 1\nworkload: {flows: [{src: h1, dst: h2}]}\n")
     r = cli("validate", str(f))
     assert r.returncode == 2 and "ecn_mark needs bw" in r.stderr and str(f) in r.stderr
+
+
+def _int_depth_vs_ce(backend: str, k_bytes: int, bw: int, seconds: int):
+    """(INT queue depth, CE) of each data segment of a CUBIC+ECN flow through one switch
+    that both stamps TCP-INT (fine scale, 2 KiB quanta) and marks above k_bytes: the two
+    rules read the same queue for the same packet."""
+    from testbed.network.tcpint import decode_qdepth, find_option
+
+    topo = topo_line({"ends": ["h1", "s1"]},
+                     {"ends": ["s1", "h2"], "bw": bw, "queue": 100,
+                      "ecn_mark": f"{k_bytes}B"})
+    topo["switches"] = {"s1": {"backend": backend}}
+    with running_network(topo, hosts={"ecn": True, "offloads": False},
+                         int={"enabled": True, "scale": "fine"}) as net:
+        from testbed.network.tcpint import IntOptions, TcpInt
+        TcpInt(IntOptions(enabled=True, scale="fine"), net).start()
+        cout = Capture(net, "h2", "h2-eth0", "tcp", direction="in", count=6000)
+        iperf(net, "h1", "h2", seconds)
+        pkts = cout.stop()
+        src = net.ip("h1")
+        counters = net.ecn_counters()
+    out = []
+    for p in pkts:
+        if p[IP].src != src or not len(p[TCP].payload):
+            continue
+        o = find_option(bytes(p[TCP]))
+        if o:
+            out.append((decode_qdepth(o[1][3], "fine"), p[IP].tos & 3 == 3))
+    return out, counters
+
+
+def test_marks_agree_with_int_on_the_same_packet():
+    """Kernel switch: each segment's CE bit against the queue TCP-INT's switch program
+    wrote into the same segment (both read the root qdisc's backlog at the egress hook):
+    CE ⇒ depth > K − one quantum; no CE ⇒ depth ≤ K."""
+    k = 12000
+    pairs, counters = _int_depth_vs_ce("kernel", k, 20, 2)
+    assert len(pairs) > 300
+    ce = [d for d, m in pairs if m]
+    plain = [d for d, m in pairs if not m]
+    assert len(ce) > 30 and len(plain) > 30
+    bad = [d for d in ce if d <= k - 2048] + [d for d in plain if d > k]
+    # another CPU may dequeue between the two programs' reads of the backlog: rare
+    assert len(bad) <= 0.01 * len(pairs), (len(bad), sorted(bad)[:20])
+    assert counters[0]["marked_pkts"] >= len(ce)
