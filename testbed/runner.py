@@ -37,7 +37,6 @@ from .instruments.base import REGISTRY, InstrumentContext, load_all
 from .network import features
 from .network.net import Network
 from .network.tracker import RunTracker
-from .topology.graph import Graph
 from .workload.commands import Commands, Events
 from .workload.iperf import IperfWorkload, resolve_flows
 
@@ -273,7 +272,7 @@ class Runner:
                  phase: Callable[[str], None], meta: dict) -> None:
         exp = point.experiment
         phase("bring-up")
-        net = Network(Graph(point.topology), tracker, exp.hosts, exp.emulation)
+        net = Network(point.graph, tracker, exp.hosts, exp.emulation)
         net.experiment = exp  # backends read experiment keys (bmv2: `int:`)
         net.start()
         meta["addresses"] = {n: net.ip(n) for n in net.graph.nodes if net.graph.nodes[n].is_l3}

@@ -19,7 +19,6 @@ import yaml
 from .config.load import load_experiment
 from .network.net import Network
 from .network.tracker import RunTracker
-from .topology.graph import Graph
 
 
 def experiment_text(topology: Any, **experiment: Any) -> str:
@@ -38,7 +37,7 @@ def running_network(spec: Any, **experiment: Any) -> Iterator[Network]:
     plan = load_experiment("<test>", text=text)
     point = plan.points[0]
     with RunTracker() as tracker:
-        net = Network(Graph(point.topology), tracker, point.experiment.hosts,
+        net = Network(point.graph, tracker, point.experiment.hosts,
                       point.experiment.emulation)
         net.experiment = point.experiment
         net.start()

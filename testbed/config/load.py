@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from ..errors import ConfigError
+from . import checks
 from .models import Experiment, TopologySpec
 from .yamlsrc import Source, apply_sets, load_source, parse_text
 
@@ -129,43 +130,70 @@ def validate(model: type[BaseModel], src: Source, prefix: tuple = ()) -> Any:
 def error_at(src: Source, loc: tuple, msg: str) -> ConfigError:
     """An error at a key path: its line, or the `--set` that gave the value."""
     line = src.line_of(loc)
-    given = src.set_of(loc) if line == 0 else None
-    if given:
-        msg = f"{msg} (from --set {given})"
+    origin = src.origin_of(loc) if line == 0 else None
+    if origin:   # set by --set, a sweep or a topology's overrides: name where
+        what, ofile, oline = origin
+        return ConfigError(f"{msg} (from {what})", ofile or src.file, oline,
+                           _keypath(loc) or None)
     return ConfigError(msg, src.file, line or None, _keypath(loc) or None)
 
 
 # --- topology --------------------------------------------------------------------
 
 def load_topology(path_or_src: str | Path | Source) -> TopologySpec:
+    """A topology file, validated and checked as a graph (loops, addresses, names)."""
     src = path_or_src if isinstance(path_or_src, Source) else load_source(path_or_src)
-    if not isinstance(src.data, dict):
-        raise ConfigError("a topology file is a mapping (hosts:, links:, …)", src.file, 1)
-    return validate(TopologySpec, src)
+    spec = _topology_spec(src)
+    build_graph(spec, src, ())
+    return spec
 
 
-def _resolve_topology(exp: Experiment, src: Source) -> TopologySpec:
+def _topology_spec(src: Source, prefix: tuple = ()) -> TopologySpec:
+    data = src.data
+    for p in prefix:
+        data = data[p]
+    if not isinstance(data, dict):
+        raise error_at(src, prefix, "a topology is a mapping (hosts:, links:, …)")
+    return validate(TopologySpec, src, prefix)
+
+
+def build_graph(spec: TopologySpec, src: Source, prefix: tuple | None):
+    """The topology's graph; a TopologyError names its key's line (a built-in's: the
+    experiment's `topology:` line, prefix None)."""
+    from ..topology.graph import Graph, TopologyError
+    try:
+        return Graph(spec)
+    except TopologyError as e:
+        raise error_at(src, ("topology",) if prefix is None else prefix + e.loc,
+                       e.message) from None
+
+
+def _resolve_topology(exp: Experiment, src: Source) -> tuple[TopologySpec, Source, tuple | None]:
+    """The point's topology, the source holding its keys and their path there (None for
+    a built-in: errors name the experiment's `topology:` line)."""
     from ..topology import builtins
 
     ref = exp.topology
     if ref.builtin:
         try:
-            return builtins.build(ref.builtin, ref.params)
+            return builtins.build(ref.builtin, ref.params), src, None
         except builtins.BuiltinError as e:
             loc = ("topology",) + ((e.key,) if e.key else ())
             raise error_at(src, loc, e.message) from None
     if ref.inline is not None:
-        return validate(TopologySpec, src, ("topology",))
+        return _topology_spec(src, ("topology",)), src, ("topology",)
     path = Path(ref.file)
     if not path.is_absolute():
         path = Path(src.file).parent / path
-    if not path.exists():
+    if not path.is_file():
         raise error_at(src, ("topology",), f"topology file {ref.file} not found "
                        f"(paths are relative to the experiment file)")
     tsrc = load_source(path)
     if ref.overrides:
-        apply_sets(tsrc, [f"{k}={_yaml(v)}" for k, v in ref.overrides.items()])
-    return load_topology(tsrc)
+        for k, v in ref.overrides.items():
+            apply_sets(tsrc, [f"{k}={_yaml(v)}"], "overrides:",
+                       (src.file, src.line_of(("topology", "overrides", k)) or None))
+    return _topology_spec(tsrc), tsrc, ()
 
 
 def _yaml(v: Any) -> str:
@@ -184,6 +212,7 @@ class Point:
     experiment: Experiment
     topology: TopologySpec
     raw: dict = field(repr=False, default_factory=dict)
+    graph: Any = field(repr=False, default=None)   # topology.graph.Graph, built once here
 
 
 @dataclass
@@ -203,96 +232,6 @@ def _point_name(values: dict[str, Any]) -> str:
     return ",".join(parts).replace("/", "_").replace(" ", "")
 
 
-def _check_point(exp: Experiment, topo: TopologySpec, src: Source) -> None:
-    """Cross-checks that need both the experiment and its topology."""
-    from ..network import features
-
-    hosts = set(topo.hosts)
-    w = exp.workload
-    for i, f in enumerate(w.flows):
-        for k in ("src", "dst"):
-            n = getattr(f, k)
-            if n not in hosts:
-                raise error_at(src, ("workload", "flows", i, k), _unknown_host(n, hosts))
-    for i, b in enumerate(w.incast):
-        for n in b.senders + [b.dst]:
-            if n not in hosts:
-                raise error_at(src, ("workload", "incast", i), _unknown_host(n, hosts))
-    for i, c in enumerate(w.commands):
-        if c.host not in topo.hosts and c.host not in topo.switches and \
-                c.host not in topo.routers:
-            raise error_at(src, ("workload", "commands", i, "host"), _unknown_host(c.host, hosts))
-    if not topo.ipv6:
-        for key, items in (("flows", w.flows), ("incast", w.incast)):
-            for i, f in enumerate(items):
-                if f.ipv6:
-                    raise error_at(src, ("workload", key, i, "ipv6"),
-                                   "the topology has no IPv6 addresses: set the "
-                                   "topology's `ipv6: true` or drop the flow's `ipv6`")
-    every = set(topo.hosts) | set(topo.switches) | set(topo.routers)
-    for name, opts in exp.instruments.items():   # instruments that take nodes (queue, pcap)
-        for j, n in enumerate(getattr(opts, "nodes", None) or []):
-            if n not in every:
-                close = difflib.get_close_matches(n, sorted(every), n=1)
-                raise error_at(src, ("instruments", name, "nodes", j), f"unknown node {n!r}" +
-                               (f"; did you mean {close[0]!r}?" if close else
-                                f" (nodes: {', '.join(sorted(every))})"))
-    # interface names as the topology graph makes them: <node>-eth<i>, in link order
-    seen: dict[str, int] = {}
-    ifaces = set()
-    for l in topo.links:
-        for n in l.ends:
-            ifaces.add(f"{n}-eth{seen.get(n, 0)}")
-            seen[n] = seen.get(n, 0) + 1
-    for name, opts in exp.instruments.items():   # queue's ports, pcap's interfaces
-        for key in ("ports", "interfaces"):
-            for j, i in enumerate(getattr(opts, key, None) or []):
-                if isinstance(i, str) and i not in ifaces:
-                    close = difflib.get_close_matches(i, sorted(ifaces), n=1)
-                    raise error_at(src, ("instruments", name, key, j),
-                                   f"no interface {i!r} in the topology" +
-                                   (f"; did you mean {close[0]!r}?" if close else
-                                    " (interfaces are named <node>-eth<i> in link order)"))
-    links = {frozenset(l.ends) for l in topo.links}
-    for i, ev in enumerate(w.events):
-        if ev.link and frozenset(ev.link) not in links:
-            raise error_at(src, ("workload", "events", i, "link"),
-                           f"no link {ev.link[0]}-{ev.link[1]} in the topology")
-        if ev.node and ev.node not in topo.routers and ev.node not in topo.hosts:
-            raise error_at(src, ("workload", "events", i, "node"),
-                           f"{ev.node} is not a router or host of the topology")
-    for i, f in enumerate(w.flows):
-        end = f.start + (f.duration or 0)
-        if f.start >= exp.duration or end > exp.duration + 1e-9:
-            raise error_at(src, ("workload", "flows", i),
-                           f"flow runs past the experiment's duration ({exp.duration:g} s)")
-    for name, sw in {**topo.switches, **topo.routers}.items():
-        if sw.backend == "bmv2":
-            from ..network.backends import available_backends
-            ok, why = available_backends().get("bmv2", (False, "not implemented"))
-            if not ok:
-                raise error_at(src, ("topology",), f"switch {name}: backend bmv2 unavailable: {why}")
-    # Delay/loss need netem: refuse rather than silently drop them (Mininet would).
-    for i, link in enumerate(topo.links):
-        lp = topo.link_params(link)
-        if lp.ecn_mark is not None and lp.bw is None:
-            raise error_at(src, ("topology",),
-                           f"link {link.ends[0]}-{link.ends[1]}: ecn_mark needs bw (marking "
-                           f"reads the shaped egress queue; an unshaped veth never queues)")
-        needs = lp.needs_netem()
-        if needs and not features.has_qdisc("netem"):
-            raise error_at(src, ("topology",),
-                           f"link {link.ends[0]}-{link.ends[1]}: {', '.join(needs)} needs "
-                           f"netem, which this kernel lacks (CONFIG_NET_SCH_NETEM); remove "
-                           f"{'/'.join(needs)} or run on a kernel with netem")
-
-
-def _unknown_host(n: str, hosts: set[str]) -> str:
-    close = difflib.get_close_matches(n, sorted(hosts), n=1)
-    return f"unknown host {n!r}" + (f"; did you mean {close[0]!r}?" if close else
-                                    f" (hosts: {', '.join(sorted(hosts))})")
-
-
 def _validate_sections(exp: Experiment, src: Source) -> None:
     """Sections whose schema belongs to a plug-in (instruments, INT, eBPF CCs)."""
     from ..instruments.base import load_all
@@ -306,7 +245,7 @@ def _validate_sections(exp: Experiment, src: Source) -> None:
                             f" (known: {', '.join(sorted(registry))})"))
     given = src.data.get("instruments")
     for name, opts in list(exp.instruments.items()):
-        if isinstance(given, dict) and isinstance(given.get(name), dict):
+        if isinstance(given, dict) and given.get(name) is not None:
             exp.instruments[name] = validate(registry[name].Options, src, ("instruments", name))
         else:  # list form or empty value: the defaults
             exp.instruments[name] = registry[name].Options.model_validate(opts or {})
@@ -346,36 +285,6 @@ def _check_expect(exp: Experiment, src: Source) -> None:
             raise error_at(src, ("expect", i), e.message) from None
 
 
-def _known_ccs() -> set[str]:
-    kernel = set()
-    try:
-        kernel = set(Path("/proc/sys/net/ipv4/tcp_available_congestion_control")
-                     .read_text().split())
-    except OSError:
-        pass
-    try:
-        from ..bpf import cc as ccmod
-        kernel |= set(getattr(ccmod, "EBPF_CCS", {}))
-    except ImportError:
-        pass
-    return kernel
-
-
-def _check_ccs(exp: Experiment, src: Source) -> None:
-    known = _known_ccs()
-    if not known:
-        return
-    used = [(("cc",), exp.cc)]
-    used += [(("workload", "flows", i, "cc"), f.cc) for i, f in enumerate(exp.workload.flows)]
-    used += [(("workload", "incast", i, "cc"), b.cc) for i, b in enumerate(exp.workload.incast)]
-    for loc, cc in used:
-        if cc and cc not in known:
-            close = difflib.get_close_matches(cc, sorted(known), n=1)
-            raise error_at(src, loc, f"unknown congestion control {cc!r}" +
-                           (f"; did you mean {close[0]!r}?" if close else
-                            f" (available: {', '.join(sorted(known))})"))
-
-
 def load_experiment(path: str | Path, sets: list[str] | None = None,
                     text: str | None = None) -> Plan:
     src = parse_text(text, str(path)) if text is not None else load_source(path)
@@ -395,20 +304,19 @@ def load_experiment(path: str | Path, sets: list[str] | None = None,
         values = dict(zip(keys, combo))
         psrc = Source(src.file, copy.deepcopy(src.data), dict(src.lines), dict(src.sets))
         for k, v in values.items():
-            apply_sets(psrc, [f"{k}={_yaml(v)}"])
-            # a swept value's errors point at the sweep line
-            psrc.lines[tuple(int(p) if p.isdigit() else p for p in k.split("."))] = \
-                src.line_of(("sweep", k)) or 0
+            # a swept value's errors name the sweep's line
+            apply_sets(psrc, [f"{k}={_yaml(v)}"], "sweep",
+                       (src.file, src.line_of(("sweep", k)) or None))
         exp = validate(Experiment, psrc)
-        topo = _resolve_topology(exp, psrc)
+        topo, tsrc, tprefix = _resolve_topology(exp, psrc)
         _validate_sections(exp, psrc)
-        _check_ccs(exp, psrc)
         _check_expect(exp, psrc)
-        _check_point(exp, topo, psrc)
+        graph = build_graph(topo, tsrc, tprefix)
+        checks.run(checks.PointCheck(exp, topo, graph, psrc, tsrc, tprefix))
         for rep in range(exp.repetitions):
             name = _point_name(values) + (f",rep={rep}" if exp.repetitions > 1 else "")
             points.append(Point(name, {**values, **({"rep": rep} if exp.repetitions > 1 else {})},
-                                exp, topo, psrc.data))
+                                exp, topo, psrc.data, graph))
     return Plan(str(path), base, points)
 
 
@@ -420,11 +328,6 @@ def validate_file(path: str | Path, sets: list[str] | None = None) -> str:
         if sets:
             apply_sets(src, sets)
         spec = load_topology(src)
-        from ..topology.graph import Graph, TopologyError
-        try:
-            Graph(spec)
-        except TopologyError as e:
-            raise ConfigError(str(e), src.file, 1) from None
         return f"ok (topology: {len(spec.hosts)} hosts, {len(spec.links)} links)"
     plan = load_experiment(path, sets)
     return f"ok ({len(plan.points)} point(s))"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, model_validator,
@@ -35,6 +36,24 @@ def _name(v: object) -> str:
 
 
 NodeName = Annotated[str, BeforeValidator(_name)]
+
+
+@dataclass(frozen=True)
+class Ref:
+    """Marks an option that names something of the topology, so the loader checks it
+    against the point's graph (config.checks) with the option's own line: the kinds of
+    node it may name (host, switch, router), or "port" (an interface of a switch or
+    router, `s1-eth1` or `s1:s1-eth1`); `address`: an IP address or prefix is accepted
+    instead of a name. Use through the aliases below: `hosts: list[HostRef]`."""
+
+    kinds: tuple[str, ...]
+    address: bool = False
+
+
+HostRef = Annotated[str, BeforeValidator(_name), Ref(("host",))]
+ForwarderRef = Annotated[str, BeforeValidator(_name), Ref(("switch", "router"))]
+NodeRef = Annotated[str, BeforeValidator(_name), Ref(("host", "switch", "router"))]
+PortRef = Annotated[str, Ref(("port",))]
 Rate = Annotated[float, BeforeValidator(units.rate_mbps)]
 Size = Annotated[int, BeforeValidator(units.size_bytes)]
 Duration = Annotated[float, BeforeValidator(units.duration_s)]
@@ -258,14 +277,14 @@ def _expand_names(v: Any) -> Any:
     return v
 
 
-NameList = Annotated[list[NodeName], BeforeValidator(_expand_names)]
+HostList = Annotated[list[HostRef], BeforeValidator(_expand_names)]
 
 
 class FlowSpec(Model):
     """One iperf3 flow (with `parallel` streams)."""
 
-    src: NodeName
-    dst: NodeName
+    src: HostRef
+    dst: HostRef
     start: Duration = 0.0
     duration: Duration | None = None   # default: until the experiment's end
     bytes: Size | None = None          # send this much instead of a duration
@@ -288,8 +307,8 @@ class FlowSpec(Model):
 class IncastSpec(Model):
     """N senders start at once towards one receiver: the burst of an incast."""
 
-    senders: NameList
-    dst: NodeName
+    senders: HostList
+    dst: HostRef
     start: Duration
     bytes: Size | None = None
     duration: Duration | None = None
@@ -315,7 +334,7 @@ class IncastSpec(Model):
 class CommandSpec(Model):
     """A shell command on a host at a time; its output goes to logs/."""
 
-    host: NodeName
+    host: NodeRef
     at: Duration = 0.0
     cmd: str = Field(min_length=1)
 
@@ -326,9 +345,12 @@ class EventSpec(Model):
     at: Duration
     action: Literal["link_down", "link_up", "route"]
     link: tuple[NodeName, NodeName] | None = None  # link_down / link_up
-    node: NodeName | None = None                   # route: where
-    dst: str | None = None                         # route: prefix or host name
-    via: list[str] = []                            # route: next-hop node names or addresses
+    node: Annotated[str, BeforeValidator(_name), Ref(("router", "host"))] | None = None
+    #                                                route: where
+    dst: Annotated[str, Ref(("host",), address=True)] | None = None
+    #                                                route: prefix or host name
+    via: list[Annotated[str, Ref(("router", "host"), address=True)]] = []
+    #                                                route: next-hop node names or addresses
 
     @model_validator(mode="after")
     def _check(self) -> "EventSpec":
@@ -424,5 +446,7 @@ class Experiment(Model):
     @classmethod
     def _instr(cls, v: Any) -> Any:
         if isinstance(v, list):  # `instruments: [queue, iperf]`
+            if not all(isinstance(n, str) for n in v):
+                raise ValueError("a list of instrument names, or a mapping name → options")
             return {n: {} for n in v}
         return {k: ({} if x is None else x) for k, x in v.items()} if isinstance(v, dict) else v

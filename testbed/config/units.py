@@ -61,7 +61,7 @@ def size_bytes(value: object) -> int:
         raise ValueError(f"unknown size unit {unit!r}: use B, KB, MB (or KiB, MiB)")
     if num <= 0:
         raise ValueError("a size must be > 0")
-    return int(_finite(round(num * base ** power), "size"))
+    return int(round(_finite(num * base ** power, "size")))
 
 
 def duration_s(value: object) -> float:

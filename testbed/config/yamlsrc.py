@@ -45,11 +45,13 @@ class Source:
     file: str
     data: Any
     lines: dict[tuple, int] = field(default_factory=dict)
-    # key paths set on the command line → the `--set` that set them (their line is 0)
-    sets: dict[tuple, str] = field(default_factory=dict)
+    # key paths whose value came from elsewhere (their line here is 0) → where:
+    # (what, file, line), e.g. ("--set duration=5", None, None) or ("sweep cc", exp, 12)
+    sets: dict[tuple, tuple[str, str | None, int | None]] = field(default_factory=dict)
 
     def line_of(self, loc: tuple) -> int | None:
-        """The line of the deepest known prefix of `loc` (0: set on the command line)."""
+        """The line of the deepest known prefix of `loc` (0: the value came from
+        elsewhere, see origin_of)."""
         loc = tuple(loc)
         while loc:
             if loc in self.lines:
@@ -57,8 +59,8 @@ class Source:
             loc = loc[:-1]
         return self.lines.get(())
 
-    def set_of(self, loc: tuple) -> str | None:
-        """The `--set` that gave the value at `loc` (or one of its parents), if any."""
+    def origin_of(self, loc: tuple) -> tuple[str, str | None, int | None] | None:
+        """Where the value at `loc` (or one of its parents) came from, if not this file."""
         loc = tuple(loc)
         while loc:
             if loc in self.sets:
@@ -344,18 +346,28 @@ def set_path(key: str) -> tuple:
     return tuple(int(p) if p.isdigit() else p for p in key.strip().split("."))
 
 
-def apply_sets(src: Source, sets: list[str]) -> None:
-    """Apply `key.path=value` overrides in place; their 'line' is the --set itself (0)."""
+def apply_sets(src: Source, sets: list[str], label: str = "--set",
+               origin: tuple[str | None, int | None] = (None, None)) -> None:
+    """Apply `key.path=value` overrides in place: `--set` (the default), a sweep value or a
+    topology file's `overrides:` (label), whose errors name `origin` (file, line) — for
+    --set, the file without a line."""
+    ofile, oline = origin
     for s in sets:
         key, eq, raw = s.partition("=")
         key = key.strip()
+        what = f"{label} {s}"
+
+        def fail(msg: str) -> ConfigError:
+            return ConfigError(f"{what}: {msg}", ofile or src.file, oline)
         if not eq or not key:
-            raise ConfigError(f"--set {s!r}: expected key.path=value (e.g. --set duration=5)",
-                              src.file)
+            raise fail("expected key.path=value (e.g. --set duration=5)")
         parts = set_path(key)
         if any(p == "" for p in parts):
-            raise ConfigError(f"--set {s!r}: empty part in the key path {key!r}", src.file)
-        value = parse_value(raw, src.file, f"--set {s}")
+            raise fail(f"empty part in the key path {key!r}")
+        try:
+            value = parse_value(raw, src.file, what)
+        except ConfigError as e:
+            raise ConfigError(e.message, ofile or src.file, oline) from None
         if not isinstance(src.data, dict):
             src.data = {}
         cur = src.data
@@ -363,27 +375,24 @@ def apply_sets(src: Source, sets: list[str]) -> None:
             here = ".".join(map(str, parts[:i + 1]))
             if isinstance(cur, list):
                 if not isinstance(p, int) or p >= len(cur):
-                    raise ConfigError(f"--set {s}: {here}: no item {p} (the list has "
-                                      f"{len(cur)}; indices start at 0)", src.file)
+                    raise fail(f"{here}: no item {p} (the list has {len(cur)}; indices "
+                               f"start at 0)")
                 nxt = cur[p]
             else:
                 nxt = cur.get(p)
                 if nxt is None:
                     if isinstance(parts[i + 1], int):
-                        raise ConfigError(f"--set {s}: {here} has no item {parts[i + 1]} "
-                                          f"(it is not in the file)", src.file)
+                        raise fail(f"{here} has no item {parts[i + 1]} (it is not in the file)")
                     nxt = cur[p] = {}
                     src.lines[parts[:i + 1]] = 0
-                    src.sets[parts[:i + 1]] = s
+                    src.sets[parts[:i + 1]] = (what, ofile, oline)
             if not isinstance(nxt, (dict, list)):
-                raise ConfigError(f"--set {s}: {here} is a value ({nxt!r}), not a mapping: "
-                                  f"set {here}=… itself", src.file)
+                raise fail(f"{here} is a value ({nxt!r}), not a mapping: set {here}=… itself")
             cur = nxt
         last = parts[-1]
         if isinstance(cur, list):
             if not isinstance(last, int) or last >= len(cur):
-                raise ConfigError(f"--set {s}: no item {last} (the list has {len(cur)}; "
-                                  f"indices start at 0)", src.file)
+                raise fail(f"no item {last} (the list has {len(cur)}; indices start at 0)")
         cur[last] = value
-        src.lines[parts] = 0  # 0 = "from the command line"
-        src.sets[parts] = s
+        src.lines[parts] = 0
+        src.sets[parts] = (what, ofile, oline)

@@ -16,7 +16,9 @@ Time base: every CSV has a `time` column in seconds since ctx.t0_ns, a CLOCK_MON
 timestamp (the same clock as bpf_ktime_get_ns and time.monotonic_ns()).
 
 Registering: decorate the class with @register; its `name` is the YAML key under
-`instruments:`; its `Options` model validates that key's value (extra keys forbidden).
+`instruments:`; its `Options` model validates that key's value (extra keys forbidden);
+its `validate()` checks the options against the experiment and topology (config.checks
+calls it for `validate` and `run` alike).
 Compile-heavy instruments compile once per run: keep the object in ctx.run_cache (shared
 by every point of the run) and register its cleanup with ctx.tracker.defer_run(...), which
 outlives the point (a plain defer would close it when the point ends).
@@ -66,6 +68,14 @@ class Instrument(ABC):
     @classmethod
     def check(cls, options: InstrumentOptions) -> None:
         """Raise MissingFeature before any state exists if this machine cannot run it."""
+
+    @classmethod
+    def validate(cls, options: InstrumentOptions, point: Any) -> None:
+        """Refuse what this experiment cannot give the instrument, before anything starts:
+        `raise point.fail(("key", …), "what is wrong: the fix")` names the option's line.
+        `point.exp` is the validated Experiment, `point.graph` the topology's Graph.
+        Names of nodes and ports need no code here: type the option HostRef,
+        ForwarderRef, NodeRef or PortRef (config.models) and the loader checks them."""
 
     @abstractmethod
     def start(self) -> None: ...

@@ -25,7 +25,6 @@ from pathlib import Path
 
 from pydantic import Field
 
-from ..errors import RunError
 from .base import Instrument, InstrumentOptions, register
 
 COLUMNS = ["time", "flow", "queue_bytes", "util", "hop_id", "hop_latency_ns", "srtt_us",
@@ -60,6 +59,11 @@ class IntTrace(Instrument):
         self._thread: threading.Thread | None = None
 
     @classmethod
+    def validate(cls, options, point) -> None:
+        if not getattr(point.exp.tcp_int, "enabled", False):
+            raise point.fail((), "needs TCP-INT on: set `int: {enabled: true}`")
+
+    @classmethod
     def check(cls, options) -> None:
         from ..network.tcpint import TcpInt
         TcpInt.check()
@@ -84,8 +88,6 @@ class IntTrace(Instrument):
 
         pins = self.ctx.tracker.pin_dir()
         ev = pins / "tcp_int_events"
-        if not ev.exists():
-            raise RunError("instrument int_trace needs TCP-INT on: set `int: {enabled: true}`")
         m = pinned_map(ev, 0, 0)
         self._maps.append(m.fd)
         self._lost = pinned_map(pins / "tcp_int_lost", 4, 8, percpu=True)

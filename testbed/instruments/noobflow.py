@@ -36,6 +36,7 @@ from typing import Callable, Iterable, Iterator, Literal
 
 from pydantic import Field, field_validator
 
+from ..config.models import HostRef, PortRef
 from ..errors import ConfigError, MissingFeature, RunError
 from .base import Instrument, InstrumentContext, InstrumentOptions, register
 
@@ -570,9 +571,9 @@ class Collector:
 class NoobflowOptions(InstrumentOptions):
     """`instruments: noobflow:` — where to attach, how often to swap, what to keep."""
 
-    hosts: list[str] = Field(default_factory=list)   # every non-lo interface of these;
+    hosts: list[HostRef] = Field(default_factory=list)   # every non-lo interface of these;
     #                                                  neither hosts nor ports: all hosts
-    ports: list[str] = Field(default_factory=list)   # "s1-eth1" or "s1:s1-eth1"
+    ports: list[PortRef] = Field(default_factory=list)   # "s1-eth1" or "s1:s1-eth1"
     interval: float = Field(0.1, ge=0.005, le=60)     # seconds between swaps
     filter: list[str] = Field(default_factory=list)   # FlowFilter texts
     mode: Literal["native", "skb"] = "native"
@@ -630,6 +631,15 @@ class NoobflowInstrument(Instrument):
             raise MissingFeature("noobflow needs bcc (python3-bpfcc)",
                                  "scripts/setup.sh installs it") from None
 
+    @classmethod
+    def validate(cls, options: NoobflowOptions, point) -> None:
+        g = point.graph
+        hosts = options.hosts or ([] if options.ports else [h.name for h in g.hosts])
+        n = sum(len(g.nodes[h].intfs) for h in hosts) + len(options.ports)
+        if n > H["NF_MAX_POINTS"]:
+            raise point.fail((), f"{n} attach points (host interfaces and ports), at most "
+                                 f"{H['NF_MAX_POINTS']}")
+
     def _targets(self) -> list[tuple[str, str, int]]:
         """(label, ifname, node pid) for every attach point, hosts first."""
         net, out = self.ctx.net, []
@@ -646,14 +656,7 @@ class NoobflowInstrument(Instrument):
             if not sep:
                 ifn = p
                 node_name = next((s.name for s in net.switches if ifn in s.intfNames()), "")
-            if not node_name:
-                raise ConfigError(f"noobflow: no switch has port {p!r}; use NODE:INTF",
-                                  key="instruments.noobflow.ports")
-            node = net[node_name]
-            if ifn not in node.intfNames():
-                raise ConfigError(f"noobflow: {node_name} has no interface {ifn!r} "
-                                  f"(has {', '.join(node.intfNames())})",
-                                  key="instruments.noobflow.ports")
+            node = net[node_name]   # ports: checked by the loader (config.checks)
             out.append((f"{node_name}:{ifn}", ifn, node.pid))
         return out
 

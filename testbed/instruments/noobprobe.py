@@ -29,8 +29,9 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Annotated, Iterator, Optional
 
+from ..config.models import HostRef, Ref
 from ..errors import ConfigError, MissingFeature, RunError
 from .base import Instrument, InstrumentOptions, register
 
@@ -481,8 +482,9 @@ class CsvSink:
 # ---- the instrument ------------------------------------------------------------------------
 
 class NoobprobeOptions(InstrumentOptions):
-    hosts: list[str]                        # probing hosts
-    dests: list[str] = []                   # host names or addresses; [] = every other host
+    hosts: list[HostRef]                    # probing hosts
+    dests: list[Annotated[str, Ref(("host",), address=True)]] = []
+    #                                         host names or addresses; [] = every other host
     iface: Optional[str] = None             # default: the host's first interface
     rate: float = 1000.0
     hop_rate: float = 20.0
@@ -515,6 +517,44 @@ class NoobprobeInstrument(Instrument):
     def check(cls, options: InstrumentOptions) -> None:
         check_support()
 
+    @classmethod
+    def validate(cls, options: InstrumentOptions, point) -> None:
+        """What the prober would refuse once attached, found from the graph: an interface
+        the host lacks, a host with no destination of its address families, more
+        (source, destination) pairs or hosts than the loaded object serves."""
+        o: NoobprobeOptions = options  # type: ignore[assignment]
+        g = point.graph
+        if len(o.hosts) > H["NP_MAX_HOSTS"]:
+            raise point.fail(("hosts",), f"{len(o.hosts)} probing hosts, at most "
+                                         f"{H['NP_MAX_HOSTS']}")
+        pairs = 0
+        for k, hn in enumerate(o.hosts):
+            node = g.nodes[hn]
+            if o.iface and o.iface not in [i.name for i in node.intfs]:
+                raise point.fail(("iface",), f"{hn} has no interface {o.iface!r} (has "
+                                             f"{', '.join(i.name for i in node.intfs)})")
+            intf = next(i for i in node.intfs if not o.iface or i.name == o.iface)
+            srcs = [a.ip for a in (intf.ip4, intf.ip6) if a is not None]
+            dests = []
+            for j, d in enumerate(o.dests or [n.name for n in g.hosts if n.name != hn]):
+                if d in g.nodes:
+                    if not g.reachable(hn, d):
+                        raise point.fail(("dests", j), f"{hn} cannot reach {d}")
+                    di = g.nodes[d].intfs[0]
+                    dests += [a.ip for a in (di.ip4, di.ip6) if a is not None]
+                else:
+                    dests.append(ipaddress.ip_network(d, strict=False).network_address)
+            if not o.ipv6:
+                dests = [d for d in dests if d.version == 4]
+            n = sum(1 for s in srcs for d in dests if s.version == d.version)
+            if not n:
+                raise point.fail(("hosts", k), f"{hn}: no destination of its address "
+                                               f"families ({', '.join(map(str, srcs))})")
+            pairs += n
+        if pairs > H["NP_MAX_DESTS"]:
+            raise point.fail(("dests",), f"{pairs} (source, destination) pairs, at most "
+                                         f"{H['NP_MAX_DESTS']}: probe fewer destinations")
+
     def start(self) -> None:
         o: NoobprobeOptions = self.options  # type: ignore[assignment]
         net = self.ctx.net
@@ -527,11 +567,7 @@ class NoobprobeInstrument(Instrument):
         self.hosts: list[_Host] = []
         self.samples: list[Sample] = []
         settings = HostSettings(o.rate, o.hop_rate, o.pass_icmp, o.hops, o.timeout)
-        names = [h.name for h in net.hosts]
-        for hn in o.hosts:
-            if hn not in names:
-                raise ConfigError(f"unknown host {hn!r} (hosts: {', '.join(names)})",
-                                  key="instruments.noobprobe.hosts")
+        names = [h.name for h in net.hosts]   # node names: checked by the loader
         for hn in o.hosts:
             node = net[hn]
             dests: list[str] = []

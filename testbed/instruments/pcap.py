@@ -26,6 +26,7 @@ from pathlib import Path
 
 from pydantic import Field
 
+from ..config.models import NodeRef
 from ..errors import MissingFeature, RunError
 from .base import Instrument, InstrumentOptions, register
 
@@ -33,7 +34,7 @@ READY_TIMEOUT = 5.0   # s for tcpdump to open its interface
 
 
 class PcapOptions(InstrumentOptions):
-    nodes: list[str] = []        # hosts, switches or routers; default: every host
+    nodes: list[NodeRef] = []    # hosts, switches or routers; default: every host
     interfaces: list[str] = []   # default: every interface of those nodes
     snaplen: int = Field(128, ge=64, le=262144)
     file_mb: int = Field(10, ge=1, le=100_000)
@@ -52,19 +53,25 @@ class Pcap(Instrument):
         if shutil.which("tcpdump") is None:
             raise MissingFeature("tcpdump (instrument pcap)", "apt-get install tcpdump")
 
+    @classmethod
+    def validate(cls, options: PcapOptions, point) -> None:
+        g = point.graph
+        have = {i.name for n in (options.nodes or [h.name for h in g.hosts])
+                for i in g.nodes[n].intfs}
+        for k, i in enumerate(options.interfaces):
+            if i not in have:
+                raise point.fail(("interfaces", k), f"no interface {i!r} on "
+                                 f"{', '.join(options.nodes) or 'the hosts'} (has "
+                                 f"{', '.join(sorted(have))})")
+
+    @staticmethod
+    def ports(o: PcapOptions, graph) -> list[tuple[str, str]]:
+        """(node, interface) captured (names checked by the loader: validate())."""
+        return [(node, i.name) for node in o.nodes or [h.name for h in graph.hosts]
+                for i in graph.nodes[node].intfs if not o.interfaces or i.name in o.interfaces]
+
     def _ports(self) -> list[tuple[str, str]]:
-        net, o = self.ctx.net, self.options
-        ports = []
-        for node in o.nodes or [h.name for h in net.graph.hosts]:
-            if node not in net.graph.nodes:
-                raise RunError(f"pcap: no node {node!r} in the topology")
-            ports += [(node, i.name) for i in net.graph.nodes[node].intfs
-                      if not o.interfaces or i.name in o.interfaces]
-        wanted = {(n, i) for n, i in ports}
-        missing = [i for i in o.interfaces if i not in {x for _n, x in wanted}]
-        if missing:
-            raise RunError(f"pcap: no interface {missing[0]!r} on nodes {', '.join(o.nodes)}")
-        return ports
+        return self.ports(self.options, self.ctx.net.graph)
 
     def start(self) -> None:
         o = self.options

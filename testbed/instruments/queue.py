@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pydantic import Field
 
-from ..config.models import Duration
+from ..config.models import Duration, ForwarderRef, PortRef
 from .base import Instrument, InstrumentOptions, register
 
 
@@ -23,8 +23,8 @@ class QueueOptions(InstrumentOptions):
     # 500 µs; never below what the backend's queues can be read at without disturbing
     # the switch (BMv2: 10 ms; a raised period is noted in meta.json "notes")
     interval: Duration = Field(0.0005, ge=0.0001, le=1.0)
-    nodes: list[str] = []      # default: every switch/router with a shaped port
-    ports: list[str] = []      # default: every shaped port of those nodes
+    nodes: list[ForwarderRef] = []   # default: every switch/router with a shaped port
+    ports: list[PortRef] = []        # default: every shaped port of those nodes
 
 
 @register

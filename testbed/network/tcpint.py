@@ -34,8 +34,8 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..config.models import Duration, Rate
-from ..errors import ConfigError, MissingFeature, RunError
+from ..config.models import Duration, ForwarderRef, HostRef, Rate
+from ..errors import MissingFeature, RunError
 
 if TYPE_CHECKING:
     from ..bpf.libbpf import BpfObject, Map
@@ -207,8 +207,8 @@ class IntOptions(BaseModel):
     echo: bool = True                             # receivers echo telemetry to senders
     util_window: Duration = Field(0.001, gt=0, le=10)  # utilization averaging window
     hop_mbps: Rate | None = Field(None, gt=0)     # CC decode: link speed if no code says
-    hosts: list[str] | None = None                # hosts with the host program (None: all)
-    switches: list[str] | None = None             # forwarding nodes that stamp (None: all)
+    hosts: list[HostRef] | None = None            # hosts with the host program (None: all)
+    switches: list[ForwarderRef] | None = None    # forwarding nodes that stamp (None: all)
     trace: bool = True                            # ring-buffer events for int_trace
 
     @property
@@ -333,20 +333,10 @@ class TcpInt:
             if not shutil.which(t):
                 raise MissingFeature(f"TCP-INT: {t} not found", f"apt-get install {pkg}")
 
-    def _validate_names(self) -> None:
-        g = self.net.graph
-        for key, names, kinds in (("int.hosts", self.options.hosts, ("host",)),
-                                  ("int.switches", self.options.switches, ("switch", "router"))):
-            for n in names or []:
-                if n not in g.nodes or g.nodes[n].kind not in kinds:
-                    raise ConfigError(f"{n!r} is not a {' or '.join(kinds)} of the topology",
-                                      key=key)
-
     # -- bring-up ------------------------------------------------------------------
     def start(self) -> "TcpInt":
         if self.started or not self.options.enabled:
             return self
-        self._validate_names()
         self.check()
         from ..bpf.build import compile_bpf
 

@@ -22,7 +22,15 @@ IPv4Net, IPv6Net = ipaddress.IPv4Network, ipaddress.IPv6Network
 
 
 class TopologyError(ValueError):
-    pass
+    """A topology that cannot be built; `loc` is the key path in the topology it is about
+    (e.g. ("links", 3) or ("hosts", "h1", "ip")), so the loader can name its line."""
+
+    def __init__(self, message: str, loc: tuple = ()):
+        super().__init__(message)
+        self.message, self.loc = message, tuple(loc)
+
+
+IFNAMSIZ = 15   # longest interface name the kernel takes
 
 
 @dataclass(eq=False)
@@ -93,6 +101,11 @@ class Graph:
         self.links: list[Link] = []
         for i, ls in enumerate(spec.links):
             a, b = (self.nodes[n] for n in ls.ends)
+            for n in (a, b):
+                if len(f"{n.name}-eth{len(n.intfs)}") > IFNAMSIZ:
+                    raise TopologyError(f"{n.name}'s interface {n.name}-eth{len(n.intfs)} "
+                                        f"is longer than the kernel's {IFNAMSIZ} characters: "
+                                        f"give {n.name} a shorter name", ("links", i))
             ia = Intf(a.name, f"{a.name}-eth{len(a.intfs)}")
             a.intfs.append(ia)
             ib = Intf(b.name, f"{b.name}-eth{len(b.intfs)}")
@@ -141,7 +154,8 @@ class Graph:
                 ra, rb = find(a), find(b)
                 if ra == rb:
                     raise TopologyError(f"switches form a loop through {a}-{b}; L2 switches "
-                                        f"run without STP: use routers for redundant paths")
+                                        f"run without STP: use routers for redundant paths",
+                                        ("links", l.index))
                 parent[ra] = rb
 
     def _segments(self) -> list[Segment]:
@@ -179,60 +193,143 @@ class Graph:
         return out
 
     def _address(self) -> None:
-        used4: set[IPv4Net] = set()
-        explicit: dict[Segment, IPv4Net] = {}
+        """IPv4 /24 (IPv6 /64) per segment: the one its hosts' explicit addresses name, else
+        the next free one of 10.0.0.0/8 (fd00::/48). Refused: an explicit address on a
+        host with several links (it could not say which), explicit addresses of one
+        segment in different subnets, overlapping subnets of two segments, an address
+        that is its subnet's network or broadcast address, one address twice."""
+        explicit4: dict[Segment, IPv4Net] = {}
+        explicit6: dict[Segment, IPv6Net] = {}
         for s in self.segments:
-            nets = {self.host_spec(i.node).ip.network for i in s.members
-                    if self.nodes[i.node].kind == "host" and self.host_spec(i.node).ip}
-            if len(nets) > 1:
-                raise TopologyError(f"hosts of one segment have addresses in different "
-                                    f"subnets: {', '.join(map(str, nets))}")
-            if nets:
-                explicit[s] = nets.pop()
-                used4.add(explicit[s])
-        k = 0
-        wide = [n for n in used4 if n.prefixlen != 24]
+            for v6, table in ((False, explicit4), (True, explicit6)):
+                nets: dict = {}
+                for i in s.members:
+                    a = self._explicit(i, v6)
+                    if a is not None:
+                        nets.setdefault(a.network, i.node)
+                if len(nets) > 1:
+                    (n1, h1), (n2, h2) = list(nets.items())[:2]
+                    raise TopologyError(
+                        f"{h1} ({n1}) and {h2} ({n2}) share a segment but not a subnet: "
+                        f"give the hosts of one segment addresses of one subnet",
+                        ("hosts", h2, "ip6" if v6 else "ip"))
+                if nets:
+                    table[s] = next(iter(nets))
+        for v6, table in ((False, explicit4), (True, explicit6)):
+            segs = list(table.items())
+            for k, (s1, n1) in enumerate(segs):
+                for s2, n2 in segs[:k]:
+                    if n1.overlaps(n2):
+                        h = next(i.node for i in s1.members if self._explicit(i, v6))
+                        raise TopologyError(f"{h}'s subnet {n1} overlaps {n2} of another "
+                                            f"segment: give each segment its own subnet",
+                                            ("hosts", h, "ip6" if v6 else "ip"))
+        used4, used6 = list(explicit4.values()), list(explicit6.values())
+        k4 = k6 = 0
         for s in self.segments:
-            if s in explicit:
-                s.net4 = explicit[s]
+            if s in explicit4:
+                s.net4 = explicit4[s]
             else:
                 # a /24 per segment; wider (aligned) where more than 254 members share one
                 plen = 24
                 while 2 ** (32 - plen) - 2 < len(s.members) and plen > 16:
                     plen -= 1
                 while True:
-                    cand = IPv4Net(f"10.{k // 256}.{k % 256}.0/24").supernet(new_prefix=plen)
-                    if cand not in used4 and not any(cand.overlaps(w) for w in wide) and \
-                            (plen == 24 or not any(cand.overlaps(u) for u in used4)):
+                    if k4 >= 1 << 16:
+                        raise TopologyError("more than 65536 segments")
+                    cand = IPv4Net(f"10.{k4 >> 8}.{k4 & 255}.0/24").supernet(new_prefix=plen)
+                    k4 += 1
+                    if not any(cand.overlaps(u) for u in used4):
                         break
-                    k += 1
                 s.net4 = cand
-                used4.add(s.net4)
-                if plen != 24:
-                    wide.append(s.net4)
-            s.net6 = IPv6Net(f"fd00:0:0:{s.index:x}::/64") if self.spec.ipv6 else None
-            taken = {self.host_spec(i.node).ip.ip for i in s.members
-                     if self.nodes[i.node].kind == "host" and self.host_spec(i.node).ip}
-            hosts_iter = (a for a in s.net4.hosts() if a not in taken)
-            routers_iter = (a for a in reversed(list(s.net4.hosts())) if a not in taken)
-            n6 = 1
+                used4.append(cand)
+            if not self.spec.ipv6:
+                s.net6 = None
+            elif s in explicit6:
+                s.net6 = explicit6[s]
+            else:
+                while True:
+                    cand6 = IPv6Net(f"fd00:0:0:{k6:x}::/64")
+                    k6 += 1
+                    if not any(cand6.overlaps(u) for u in used6):
+                        break
+                s.net6 = cand6
+                used6.append(cand6)
+            self._assign(s)
+        seen: dict = {}
+        for n in self.nodes.values():
+            for i in n.intfs:
+                for a in (i.ip4, i.ip6):
+                    if a is None:
+                        continue
+                    if a.ip in seen and seen[a.ip] != i.node:
+                        raise TopologyError(f"{i.node} and {seen[a.ip]} both have address "
+                                            f"{a.ip}: give each interface its own address",
+                                            ("hosts", i.node, "ip6" if a.version == 6
+                                             else "ip"))
+                    seen[a.ip] = i.node
+
+    def _explicit(self, i: Intf, v6: bool):
+        """The address a host's spec gives this interface (its only one), checked."""
+        g = self.nodes[i.node]
+        if g.kind != "host":
+            return None
+        spec = self.host_spec(i.node)
+        a = spec.ip6 if v6 else spec.ip
+        if a is None:
+            return None
+        key = ("hosts", i.node, "ip6" if v6 else "ip")
+        if v6 and not self.spec.ipv6:
+            raise TopologyError(f"{i.node} has ip6 but the topology has `ipv6: false`: drop "
+                                f"ip6 or set ipv6: true", key)
+        if len(g.intfs) != 1:
+            raise TopologyError(f"{i.node} has {len(g.intfs)} links; `ip`/`ip6` address a "
+                                f"host of one link: remove it (addresses are then automatic)",
+                                key)
+        net = a.network
+        if net.num_addresses > 2 and a.ip == net.network_address:
+            raise TopologyError(f"{a} is the network address of {net}: use a host address "
+                                f"such as {net[1]}/{net.prefixlen}", key)
+        if not v6 and net.num_addresses > 2 and a.ip == net.broadcast_address:
+            raise TopologyError(f"{a} is the broadcast address of {net}: use a host address "
+                                f"such as {net[1]}/{net.prefixlen}", key)
+        if a.ip.is_loopback or a.ip.is_multicast or a.ip.is_unspecified or \
+                (not v6 and a.ip.is_reserved) or a.ip.is_link_local:
+            raise TopologyError(f"{a.ip} is not a unicast host address (loopback, "
+                                f"multicast, link-local or reserved): use e.g. 10.1.0.1/24", key)
+        return a
+
+    def _assign(self, s: Segment) -> None:
+        """Addresses of a segment's members: explicit ones kept; hosts count up from the
+        first address, routers down from the last."""
+        for v6, net in ((False, s.net4), (True, s.net6)):
+            if net is None:
+                continue
+            taken = {a.ip for a in (self._explicit(i, v6) for i in s.members) if a}
+            room = net.num_addresses - (2 if net.num_addresses > 2 else 0)
+            if len(s.members) > room:
+                raise TopologyError(f"segment {net} has {len(s.members)} members, room for "
+                                    f"{room}: widen the subnet of its hosts' addresses",
+                                    ("hosts", s.members[0].node, "ip6" if v6 else "ip"))
+            first = 1 if net.num_addresses > 2 else 0
+            up, down = first, net.num_addresses - 1 - first
             for i in s.members:
-                spec = self.host_spec(i.node) if self.nodes[i.node].kind == "host" else None
-                if spec and spec.ip and len(self.nodes[i.node].intfs) == 1:
-                    i.ip4 = spec.ip
-                else:
-                    try:
-                        addr = next(hosts_iter) if spec else next(routers_iter)
-                    except StopIteration:
-                        raise TopologyError(f"segment {s.net4} has too many members") from None
-                    taken.add(addr)
-                    i.ip4 = ipaddress.IPv4Interface(f"{addr}/{s.net4.prefixlen}")
-                if s.net6 is not None:
-                    if spec and spec.ip6 and len(self.nodes[i.node].intfs) == 1:
-                        i.ip6 = spec.ip6
+                a = self._explicit(i, v6)
+                if a is None:
+                    if v6 or self.nodes[i.node].kind == "host":
+                        while net[up] in taken:
+                            up += 1
+                        addr, up = net[up], up + 1
                     else:
-                        i.ip6 = ipaddress.IPv6Interface(f"{s.net6[n6]}/64")
-                        n6 += 1
+                        while net[down] in taken:
+                            down -= 1
+                        addr, down = net[down], down - 1
+                    taken.add(addr)
+                    a = ipaddress.ip_interface(f"{addr}/{net.prefixlen}")
+                if v6:
+                    i.ip6 = a
+                else:
+                    i.ip4 = a
 
     def _routes(self) -> dict[str, list[Route]]:
         """Shortest paths in segment hops; every equal-cost next hop is kept (ECMP).
@@ -307,6 +404,26 @@ class Graph:
                     a = other.ip6 if v6 else other.ip4
                     return str(a.ip), mine.name
         raise KeyError(f"{neighbor} is not a neighbour of {node}")
+
+    def reachable(self, a: str, b: str, v6: bool = False) -> bool:
+        """Do packets of node a reach node b's address (IPv6: its IPv6 one)? Through
+        segments joined by routers (hosts forward nothing): what the routes follow."""
+        if not any((i.ip6 if v6 else i.ip4) is not None for i in self.nodes[b].intfs):
+            return False
+        seen = {id(i.segment): i.segment for i in self.nodes[a].intfs if i.segment}
+        todo = list(seen.values())
+        while todo:
+            s = todo.pop()
+            for m in s.members:
+                if self.nodes[m.node].kind != "router":
+                    continue
+                for i in self.nodes[m.node].intfs:
+                    if i.segment is not None and id(i.segment) not in seen:
+                        seen[id(i.segment)] = i.segment
+                        todo.append(i.segment)
+        # the address flows go to: b's first of that family (ip())
+        dst = next(i for i in self.nodes[b].intfs if (i.ip6 if v6 else i.ip4) is not None)
+        return dst.segment is not None and id(dst.segment) in seen
 
     def resolve(self, name_or_addr: str) -> str:
         return self.ip(name_or_addr) if name_or_addr in self.nodes else name_or_addr

@@ -1,0 +1,365 @@
+"""Cross-checks of one sweep point: the experiment against its topology's graph and this
+machine's kernel — everything `run` could refuse before traffic starts, made once, here,
+for `validate` and `run` alike (a run's plan comes from config.load, which calls run()).
+
+Each check is a function of a PointCheck registered with @check and run in order; the
+first refusal is one ConfigError naming the line of the key it is about. Options that
+name nodes or ports are checked from their types (config.models.Ref: `list[HostRef]`);
+an instrument adds its own checks in `Instrument.validate(options, point)`.
+
+Adding a check: write `@check def _my_check(p: PointCheck) -> None` raising
+`p.fail(key_path, "what is wrong: the fix")` (or `p.fail_topo` for a topology key).
+"""
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from pydantic import BaseModel
+
+from ..errors import ConfigError
+from ..topology.graph import Graph
+from .models import Experiment, Ref, TopologySpec
+from .yamlsrc import Source
+
+
+@dataclass
+class PointCheck:
+    """What a check sees: the point's experiment and topology, its graph, and where
+    their keys are written (to name lines)."""
+
+    exp: Experiment
+    topo: TopologySpec
+    graph: Graph
+    src: Source                       # the point's experiment
+    topo_src: Source                  # the source holding the topology's keys
+    topo_prefix: tuple | None         # their path in topo_src; None: a built-in
+
+    def fail(self, loc: tuple, msg: str) -> ConfigError:
+        from .load import error_at
+        return error_at(self.src, tuple(loc), msg)
+
+    def fail_topo(self, loc: tuple, msg: str) -> ConfigError:
+        """An error about a topology key: its line in the topology file or inline
+        topology; for a built-in, the experiment's `topology:` line."""
+        from .load import error_at
+        if self.topo_prefix is None:
+            return error_at(self.src, ("topology",), msg)
+        return error_at(self.topo_src, self.topo_prefix + tuple(loc), msg)
+
+
+CHECKS: list[Callable[[PointCheck], None]] = []
+
+
+def check(fn: Callable[[PointCheck], None]) -> Callable[[PointCheck], None]:
+    CHECKS.append(fn)
+    return fn
+
+
+def run(point: PointCheck) -> None:
+    for fn in CHECKS:
+        fn(point)
+
+
+# --- names of nodes and ports, from the option types -------------------------------------
+
+def refs(value: Any, ann: Any, loc: tuple) -> Iterator[tuple[tuple, str, Ref]]:
+    """(key path, value, Ref) of every value whose type carries a Ref, in a validated
+    model tree (instrument options and `int:` are found by their values' types)."""
+    origin = typing.get_origin(ann)
+    if origin is typing.Annotated:
+        base, *meta = typing.get_args(ann)
+        for m in meta:
+            if isinstance(m, Ref) and isinstance(value, str):
+                yield loc, value, m
+        yield from refs(value, base, loc)
+        return
+    if isinstance(value, BaseModel):
+        for name, f in type(value).model_fields.items():
+            fa = f.annotation
+            if f.metadata:
+                fa = typing.Annotated[(fa, *f.metadata)]
+            yield from refs(getattr(value, name, None), fa, loc + (f.alias or name,))
+        return
+    if origin in (typing.Union, types.UnionType):
+        for a in typing.get_args(ann):
+            if a is not type(None):
+                yield from refs(value, a, loc)
+        return
+    args = typing.get_args(ann)
+    if isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            if origin is tuple and args and args[-1] is not Ellipsis:
+                a = args[i] if i < len(args) else Any
+            else:
+                a = args[0] if args else Any
+            yield from refs(v, a, loc + (i,))
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            yield from refs(v, args[1] if len(args) == 2 else Any, loc + (k,))
+
+
+def _unknown(value: str, names: list[str], what: str) -> str:
+    close = difflib.get_close_matches(value, names, n=1)
+    return f"unknown {what} {value!r}" + (f"; did you mean {close[0]!r}?" if close else
+                                          f" ({what}s: {', '.join(names) or 'none'})")
+
+
+def _ports(g: Graph) -> dict[str, str]:
+    """Interface name → its switch or router."""
+    return {i.name: n.name for n in g.switches for i in n.intfs}
+
+
+@check
+def _node_refs(p: PointCheck) -> None:
+    g = p.graph
+    for loc, value, ref in refs(p.exp, Experiment, ()):
+        if ref.kinds == ("port",):
+            ports = _ports(g)
+            node, sep, ifn = value.partition(":")
+            if not sep:
+                node, ifn = ports.get(value, ""), value
+            if ports.get(ifn) != node:
+                raise p.fail(loc, _unknown(value, sorted(ports), "switch or router port") +
+                             " (write s1-eth0 or s1:s1-eth0)")
+            continue
+        if value in g.nodes:
+            kind = g.nodes[value].kind
+            if kind not in ref.kinds:
+                raise p.fail(loc, f"{value} is a {kind}; this key names a "
+                                  f"{' or '.join(ref.kinds)}")
+            continue
+        if ref.address:
+            try:
+                ipaddress.ip_network(value, strict=False)
+                continue
+            except ValueError:
+                pass
+        names = [n for n in g.nodes if g.nodes[n].kind in ref.kinds]
+        what = ref.kinds[0] if len(ref.kinds) == 1 else "node"
+        msg = _unknown(value, names, what)
+        raise p.fail(loc, msg + ("; or give an IP address" if ref.address else ""))
+
+
+# --- the topology ------------------------------------------------------------------------
+
+@check
+def _links(p: PointCheck) -> None:
+    from ..network import features
+    for i, link in enumerate(p.topo.links):
+        lp = p.topo.link_params(link)
+        name = f"link {link.ends[0]}-{link.ends[1]}"
+        if getattr(lp, "ecn_mark", None) is not None and lp.bw is None:
+            raise p.fail_topo(("links", i), f"{name}: ecn_mark needs bw (marking reads the "
+                                            f"shaped egress queue; an unshaped veth never "
+                                            f"queues)")
+        needs = lp.needs_netem()
+        if needs and not features.has_qdisc("netem"):
+            # Mininet would drop them silently: refuse instead
+            raise p.fail_topo(("links", i),
+                              f"{name}: {', '.join(needs)} needs netem, which this kernel "
+                              f"lacks (CONFIG_NET_SCH_NETEM); remove {'/'.join(needs)} or run "
+                              f"on a kernel with netem (python -m testbed vm)")
+
+
+@check
+def _backends(p: PointCheck) -> None:
+    wanted = sorted({s.backend for s in {**p.topo.switches, **p.topo.routers}.values()}
+                    - {"kernel"})
+    if not wanted:
+        return
+    from ..network.backends import available_backends
+    have = available_backends()
+    for name, sw in {**p.topo.switches, **p.topo.routers}.items():
+        ok, why = have.get(sw.backend, (sw.backend == "kernel", "not implemented"))
+        if not ok:
+            kind = "switches" if name in p.topo.switches else "routers"
+            raise p.fail_topo((kind, name), f"{name}: backend {sw.backend} unavailable: {why}")
+
+
+# --- the workload ------------------------------------------------------------------------
+
+@check
+def _timing(p: PointCheck) -> None:
+    w, d = p.exp.workload, p.exp.duration
+    for i, f in enumerate(w.flows):
+        if f.start >= d or f.start + (f.duration or 0) > d + 1e-9:
+            raise p.fail(("workload", "flows", i),
+                         f"flow runs past the experiment's duration ({d:g} s)")
+    for i, b in enumerate(w.incast):
+        if b.start >= d or b.start + (b.duration or 0) > d + 1e-9:
+            raise p.fail(("workload", "incast", i, "start"),
+                         f"incast runs past the experiment's duration ({d:g} s)")
+    for key, items in (("commands", w.commands), ("events", w.events)):
+        for i, c in enumerate(items):
+            if c.at >= d:
+                raise p.fail(("workload", key, i, "at"),
+                             f"at {c.at:g} s is not before the experiment's end ({d:g} s): "
+                             f"it would never happen; lower `at` or raise `duration`")
+
+
+@check
+def _reachability(p: PointCheck) -> None:
+    g, w = p.graph, p.exp.workload
+    pairs = [(("workload", "flows", i), f.src, f.dst, f.ipv6) for i, f in enumerate(w.flows)]
+    pairs += [(("workload", "incast", i), s, b.dst, b.ipv6)
+              for i, b in enumerate(w.incast) for s in b.senders]
+    for loc, a, b, v6 in pairs:
+        if v6 and not p.topo.ipv6:
+            raise p.fail(loc + ("ipv6",), "the topology has no IPv6 addresses: set the "
+                                          "topology's `ipv6: true` or drop the flow's `ipv6`")
+        if not g.reachable(a, b, v6) or not g.reachable(b, a, v6):
+            raise p.fail(loc, f"{a} cannot reach {b}: no path between them (hosts do not "
+                              f"forward; join them through switches or routers)")
+
+
+@check
+def _events(p: PointCheck) -> None:
+    g = p.graph
+    links = {frozenset(l.ends) for l in p.topo.links}
+    for i, ev in enumerate(p.exp.workload.events):
+        loc = ("workload", "events", i)
+        if ev.link and frozenset(ev.link) not in links:
+            raise p.fail(loc + ("link",), f"no link {ev.link[0]}-{ev.link[1]} in the topology")
+        if ev.action != "route":
+            continue
+        if ev.dst in g.nodes:
+            v6 = False
+        else:
+            v6 = ipaddress.ip_network(ev.dst, strict=False).version == 6
+            if v6 and not p.topo.ipv6:
+                raise p.fail(loc + ("dst",), "an IPv6 route in a topology without IPv6: "
+                                             "set the topology's `ipv6: true`")
+        for k, via in enumerate(ev.via):
+            if via not in g.nodes:
+                addr = ipaddress.ip_address(via) if _is_addr(via) else None
+                if addr is None:
+                    raise p.fail(loc + ("via", k), f"{via!r} is neither a node nor an address "
+                                                   f"(a next hop is one address, no prefix)")
+                if (addr.version == 6) != v6:
+                    raise p.fail(loc + ("via", k), f"next hop {via} is not of the route's "
+                                                   f"address family")
+                continue
+            try:
+                g.neighbor_addr(ev.node, via, v6)
+            except (KeyError, AttributeError):
+                raise p.fail(loc + ("via", k), f"{via} is not a neighbour of {ev.node} (a "
+                                               f"next hop shares a link or switch with it)") \
+                    from None
+
+
+def _is_addr(s: str) -> bool:
+    try:
+        ipaddress.ip_address(s)
+        return True
+    except ValueError:
+        return False
+
+
+@check
+def _ports_collide(p: PointCheck) -> None:
+    from ..workload.iperf import SINK_PORT, resolve_flows
+    flows = resolve_flows(p.exp)
+    n = len(p.exp.workload.flows)
+    starts, k = [], n
+    for b in p.exp.workload.incast:
+        starts.append(k)
+        k += len(b.senders)
+    seen: dict[tuple[str, int], str] = {}
+    sinks = {f.dst for f in flows if f.tool == "burst"}
+    for j, f in enumerate(flows):
+        loc = ("workload", "flows", j) if j < n else \
+            ("workload", "incast", max(i for i, s in enumerate(starts) if s <= j))
+        if f.tool == "burst":
+            continue
+        if not 0 < f.port < 65536 or (f.port == SINK_PORT and f.dst in sinks):
+            raise p.fail(loc, f"{f.dst} receives too many iperf3 flows: its ports run from "
+                              f"5201 into {f.port} (the incast sink's {SINK_PORT} or past "
+                              f"65535); spread the flows over more receivers")
+        if (f.dst, f.port) in seen:
+            raise p.fail(loc, f"{f.name} and {seen[(f.dst, f.port)]} both use port "
+                              f"{f.port} on {f.dst}")
+        seen[(f.dst, f.port)] = f.name
+
+
+# --- congestion control -----------------------------------------------------------------
+
+def known_ccs() -> set[str]:
+    """Kernel CCs (built in or registered, as the kernel lists them) and ours (eBPF)."""
+    known = set()
+    try:
+        known = set(Path("/proc/sys/net/ipv4/tcp_available_congestion_control")
+                    .read_text().split())
+    except OSError:
+        pass
+    try:
+        from ..bpf import cc as ccmod
+        known |= set(ccmod.EBPF_CCS)
+    except ImportError:
+        pass
+    return known
+
+
+def _ccs_used(exp: Experiment) -> list[tuple[tuple, str, str | None, bool]]:
+    """(key path, cc, receiver, tcp) of every flow, and the experiment's default."""
+    out = [(("cc",), exp.cc, None, True)]
+    for i, f in enumerate(exp.workload.flows):
+        out.append((("workload", "flows", i, "cc") if f.cc else ("cc",), f.cc or exp.cc,
+                    f.dst, f.protocol == "tcp"))
+    for i, b in enumerate(exp.workload.incast):
+        out.append((("workload", "incast", i, "cc") if b.cc else ("cc",), b.cc or exp.cc,
+                    b.dst, True))
+    return out
+
+
+@check
+def _congestion_control(p: PointCheck) -> None:
+    known = known_ccs()
+    try:
+        from ..bpf import cc as ccmod
+    except ImportError:
+        ccmod = None
+    receivers: dict[str, str] = {}
+    for loc, cc, dst, tcp in _ccs_used(p.exp):
+        if known and cc not in known:
+            close = difflib.get_close_matches(cc, sorted(known), n=1)
+            raise p.fail(loc, f"unknown congestion control {cc!r}" +
+                         (f"; did you mean {close[0]!r}?" if close else
+                          f" (available: {', '.join(sorted(known))})"))
+        if ccmod is None or not tcp or dst is None:
+            continue
+        if ccmod.needs_int(cc) and not getattr(p.exp.tcp_int, "enabled", False):
+            raise p.fail(loc, f"{cc} reads TCP-INT telemetry: set `int: {{enabled: true}}` "
+                              f"(or use theta_powertcp, which needs none)")
+        if getattr(ccmod, "runs_at_receiver", lambda _: False)(cc):
+            if receivers.setdefault(dst, cc) != cc:
+                raise p.fail(loc, f"{dst} receives flows of {receivers[dst]} and {cc}, which "
+                                  f"each need the receiver to run them: give them different "
+                                  f"receivers")
+
+
+# --- instruments ------------------------------------------------------------------------
+
+@check
+def _instruments(p: PointCheck) -> None:
+    from ..instruments.base import REGISTRY
+    for name, opts in p.exp.instruments.items():
+        cls = REGISTRY.get(name)
+        if cls is not None and getattr(opts, "enabled", True):
+            cls.validate(opts, InstrumentCheck(p, name))
+
+
+class InstrumentCheck:
+    """What an instrument's validate() sees: the point, and fail() relative to its key."""
+
+    def __init__(self, point: PointCheck, name: str):
+        self.point, self.name = point, name
+        self.exp, self.graph = point.exp, point.graph
+
+    def fail(self, loc: tuple, msg: str) -> ConfigError:
+        return self.point.fail(("instruments", self.name) + tuple(loc), f"{self.name}: {msg}")
