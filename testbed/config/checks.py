@@ -362,4 +362,4 @@ class InstrumentCheck:
         self.exp, self.graph = point.exp, point.graph
 
     def fail(self, loc: tuple, msg: str) -> ConfigError:
-        return self.point.fail(("instruments", self.name) + tuple(loc), f"{self.name}: {msg}")
+        return self.point.fail(("instruments", self.name) + tuple(loc), msg)
