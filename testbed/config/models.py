@@ -411,6 +411,13 @@ class TopologyRef(Model):
             return {"inline": v}
         return v
 
+    @model_validator(mode="after")
+    def _one(self) -> "TopologyRef":
+        if not (self.file or self.builtin or self.inline is not None):
+            raise ValueError("give a topology: a file (topology: x.yaml), a built-in "
+                             "(topology: {builtin: incast}) or hosts/links inline")
+        return self
+
 
 class Experiment(Model):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
