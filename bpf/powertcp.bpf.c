@@ -57,8 +57,8 @@ void BPF_PROG(powertcp_cong_control, struct sock *sk, __u32 ack, int flag,
 	st = bpf_sk_storage_get(&tcp_int_state, sk, NULL, 0);
 	seq = st ? st->seq : 0;
 	if (!st || seq == ca->last_int_id) {
-		/* No fresh telemetry: keep the law's window (recovery may have shrunk it). */
-		apply_cwnd(sk);
+		/* No fresh telemetry: no update (snd_cwnd stays as the last update or the
+		 * kernel's loss recovery left it). */
 		track_old_cwnd(sk, ack);
 		return;
 	}

@@ -12,9 +12,9 @@
 #define POWERTCP_CWND_SHIFT 10   /* cwnd: segments × 2^10 */
 #define POWERTCP_POWER_SHIFT 16  /* Γ_norm, Γ_smooth, rtt_grad: × 2^16 */
 #define POWERTCP_GAMMA_SHIFT 10  /* γ: × 2^10 */
-#define POWERTCP_MIN_CWND 2      /* snd_cwnd floor, segments: 1 + delayed ACKs collapses */
-/* The law's own window may go below that (to 1/16 segment): it then sets only the pacing
- * rate, so N flows can share a bottleneck whose BDP is below 2·N segments (veth here). */
+#define POWERTCP_MIN_CWND 1      /* default snd_cwnd floor, segments (parameter min_cwnd) */
+/* The law's own window may go below the floor (to 1/16 segment): it then sets only the
+ * pacing rate, so N flows can share a bottleneck whose BDP is below N segments (veth). */
 #define POWERTCP_MIN_LAW_CWND_FP ((1 << POWERTCP_CWND_SHIFT) / 16)
 #define POWERTCP_MIN_POWER ((1 << POWERTCP_POWER_SHIFT) / 100) /* Γ_norm floor 0.01 */
 #define POWERTCP_MAX_POWER 0xffffffffULL
@@ -60,6 +60,10 @@ const volatile __u32 base_rtt_us = 0;       /* τ; 0: the socket's min RTT */
 const volatile __u32 hop_bw_mbps = 1000;
 const volatile __u32 host_bw_mbps = 1000;
 const volatile __u32 trace_interval_us = 0; /* 0: every update */
+/* snd_cwnd floor, segments. 1 as in the reference: N flows at their floor keep N packets
+ * in flight, not 2·N. Needs receivers that ACK at once (quickack): one segment in flight
+ * and a delayed ACK stall for 40 ms; 2 is for receivers with delayed ACKs. */
+const volatile __u32 min_cwnd = POWERTCP_MIN_CWND;
 
 __u64 trace_lost = 0; /* events the ring buffer had no room for (read by the loader) */
 
@@ -67,6 +71,15 @@ struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, POWERTCP_RINGBUF_BYTES);
 } events SEC(".maps");
+
+/* [0] != 0 while someone records the trace (set by the loader): no event, no reserve in
+ * the ring buffer and no wake-up of the reader otherwise. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} trace_ctl SEC(".maps");
 
 /* Per-socket state in icsk_ca_priv (104 bytes available). */
 struct powertcp_ca {
@@ -131,12 +144,21 @@ static __always_inline void set_pacing(struct sock *sk, __u64 cwnd_fp, __u32 tau
 	sk->sk_pacing_rate = rate;
 }
 
-/* snd_cwnd from the law's window, floored at POWERTCP_MIN_CWND segments. */
+/* snd_cwnd from the law's window, floored at min_cwnd segments, within snd_cwnd_clamp.
+ * Called only where the law updates (and at init): between updates the kernel's own
+ * changes stand — after an RTO (cwnd = in flight + 1) the window comes back at the next
+ * update, not at the next ACK, which would resend a full window into the loss. */
 static __always_inline void apply_cwnd(struct sock *sk)
 {
+	struct tcp_sock *tp = tcp_sk(sk);
 	__u64 segs = ca_of(sk)->cwnd_fp >> POWERTCP_CWND_SHIFT;
+	__u32 floor = min_cwnd ? min_cwnd : 1;
 
-	tcp_sk(sk)->snd_cwnd = segs < POWERTCP_MIN_CWND ? POWERTCP_MIN_CWND : segs;
+	if (segs < floor)
+		segs = floor;
+	if (tp->snd_cwnd_clamp && segs > tp->snd_cwnd_clamp)
+		segs = tp->snd_cwnd_clamp;
+	tp->snd_cwnd = segs;
 }
 
 /* The window cap host_bw·τ, in segments × 2^10 (never below the law's floor). */
@@ -160,6 +182,7 @@ static __always_inline void powertcp_reset(struct sock *sk)
 	if (ca->cwnd_fp > cap)
 		ca->cwnd_fp = cap;
 	apply_cwnd(sk);
+	tp->snd_ssthresh = TCP_INFINITE_SSTHRESH;
 	ca->old_cwnd_fp = ca->cwnd_fp;
 	ca->epoch_end_seq = tp->snd_nxt;
 	ca->p_smooth = 0;
@@ -168,7 +191,9 @@ static __always_inline void powertcp_reset(struct sock *sk)
 	ca->last_tx_bytes = 0;
 	ca->last_qlen = 0;
 	ca->last_int_id = 0;
-	ca->prev_rtt_us = 0;
+	/* θ's first gradient against the handshake's RTT: an update one RTT after start,
+	 * not a first epoch spent on a baseline. */
+	ca->prev_rtt_us = tp->srtt_us >> 3;
 	ca->beta_fp = 0;
 	ca->updates = 0;
 	/* No fq qdisc here: ask TCP for its internal pacing timer. */
@@ -193,7 +218,11 @@ static __always_inline void emit(struct sock *sk, __u64 now, __u64 p_norm, __u64
 {
 	struct powertcp_ca *ca = ca_of(sk);
 	struct powertcp_event *e;
+	__u32 zero = 0, *on;
 
+	on = bpf_map_lookup_elem(&trace_ctl, &zero);
+	if (!on || !*on)
+		return;
 	if (trace_interval_us && now - ca->last_trace_ns < trace_interval_us * NSEC_PER_USEC)
 		return;
 	ca->last_trace_ns = now;
@@ -226,7 +255,7 @@ static __always_inline void emit(struct sock *sk, __u64 now, __u64 p_norm, __u64
 /* The control law shared by both variants, given this update's Γ_norm over dt ns:
  * Γ_smooth = EWMA(Γ_norm, weight min(dt, τ)/τ);
  * cwnd = γ·(cwnd_old/Γ_smooth + β) + (1−γ)·cwnd, in [1/16 segment, host_bw·τ],
- * snd_cwnd = max(2, cwnd);
+ * snd_cwnd = max(min_cwnd, cwnd);
  * pacing = cwnd·mss/τ. Returns Γ_norm as used (after its floor). */
 static __always_inline __u64 update_window(struct sock *sk, __u64 p_norm, __u64 dt, __u32 tau)
 {

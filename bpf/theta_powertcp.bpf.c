@@ -29,12 +29,14 @@ void BPF_PROG(theta_cong_control, struct sock *sk, __u32 ack, int flag,
 	__u64 now, dt, p_norm;
 	__s64 rtt, grad, factor;
 
-	rtt = rs->rtt_us;
-	/* Between updates keep the window the law chose (recovery may have shrunk it). */
-	if (rtt <= 0 || !seq_after(ack, ca->epoch_end_seq)) {
-		apply_cwnd(sk);
+	/* Between updates snd_cwnd stays as the last update (or loss recovery) left it. */
+	if (!seq_after(ack, ca->epoch_end_seq))
 		return;
-	}
+	rtt = rs->rtt_us;
+	if (rtt <= 0) /* no sample on this ACK (e.g. only retransmitted data acked) */
+		rtt = tcp_sk(sk)->srtt_us >> 3;
+	if (rtt <= 0)
+		return;
 	now = bpf_ktime_get_ns();
 	dt = now - ca->last_ns;
 	if (!ca->prev_rtt_us || !dt) {

@@ -73,6 +73,9 @@ class ThetaPowerTCPParams(CCParams):
     trace_interval_us: int = Field(0, ge=0, le=10_000_000,
                                    description="at most one trace event per flow per "
                                                "interval; 0 = every update")
+    min_cwnd: int = Field(1, ge=1, le=1000,
+                          description="snd_cwnd floor, segments; 1 needs receivers with "
+                                      "quick ACKs (hosts.quickack), 2 for delayed ACKs")
 
     def rodata(self) -> dict[str, int]:
         return {
@@ -82,6 +85,7 @@ class ThetaPowerTCPParams(CCParams):
             "base_rtt_us": self.base_rtt_us,
             "host_bw_mbps": self.host_bw_mbps,
             "trace_interval_us": self.trace_interval_us,
+            "min_cwnd": self.min_cwnd,
         }
 
 
@@ -232,6 +236,8 @@ class TraceRecorder:
     def stop(self) -> list[TraceEvent]:
         self._owner.flush()
         self._owner._recorders.discard(self)
+        if not self._owner._recorders:
+            self._owner._set_tracing(False)
         self.lost = self._owner.lost() - self.lost_at_start
         return self.events
 
@@ -250,6 +256,11 @@ class LoadedCC:
     lock: threading.Lock = field(default_factory=threading.Lock)
     closed: bool = False
     int_map_id: int = 0             # the TCP-INT state map it reads (0: none)
+
+    def set_tracing(self, on: bool) -> None:
+        """Emit trace events (the kernel side skips them, ring buffer and all, when off)."""
+        if not self.closed:
+            self.obj.map("trace_ctl").update(b"\0\0\0\0", int(on).to_bytes(4, "little"))
 
     def lost(self) -> int:
         if self.closed:
@@ -376,6 +387,7 @@ class CongestionControls:
             obj.close()
             raise
         cc = LoadedCC(name, kname, params, obj, link, int_map_id=int_id)
+        cc.set_tracing(bool(self._recorders))
         # Registered: every exit path unregisters it: close() (deferred with the tracker
         # when this registry was made: run-wide, not per sweep point, so the CC is built
         # once per run) or, if the process dies, the kernel closing the link.
@@ -412,7 +424,12 @@ class CongestionControls:
     def record(self) -> TraceRecorder:
         r = TraceRecorder(self)
         self._recorders.add(r)
+        self._set_tracing(True)
         return r
+
+    def _set_tracing(self, on: bool) -> None:
+        for cc in self.loaded.values():
+            cc.set_tracing(on)
 
     def close(self) -> None:
         """Unregister every eBPF CC of the run (idempotent)."""
