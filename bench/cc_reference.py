@@ -113,7 +113,7 @@ def measure(pdir: Path, bw: int, seconds: float, warmup: float) -> dict:
     t0, t1 = warmup, seconds - 0.2
     meta = json.loads((pdir / "meta.json").read_text()) if (pdir / "meta.json").exists() else {}
     out = {"status": meta.get("status", "?"),
-           "cpu_busy": float((meta.get("bottleneck") or {}).get("cpu_busy") or 0)}
+           "cpu_busy": float(meta.get("cpu_busy_pct") or 0)}
     per: dict[str, list[tuple[float, float]]] = {}
     for r in _rows(pdir / "throughput.csv"):
         per.setdefault(r["flow"], []).append((float(r["time"]), float(r["bps"])))
@@ -175,7 +175,10 @@ def run_cell(n: int, bw: int, tau: int, rnd: int, ccs: list[str], seconds: float
 
 
 def med(rows: list[dict], cc: str, key: str) -> float:
-    v = [float(r[key]) for r in rows if r["cc"] == cc and not np.isnan(float(r[key]))]
+    """Median over the rounds whose run completed (a failed point is reported, not
+    averaged in)."""
+    v = [float(r[key]) for r in rows if r["cc"] == cc and r.get("status") == "ok"
+         and not np.isnan(float(r[key]))]
     return statistics.median(v) if v else float("nan")
 
 
@@ -195,6 +198,9 @@ def report(rows: list[dict]) -> None:
     for c in cells:
         rs = [r for r in rows if r["cell"] == c]
         for cc in ccs:
+            bad = sum(1 for r in rs if r["cc"] == cc and r.get("status") != "ok")
+            if bad:
+                print(f"{c:18} {cc:16} {bad} round(s) failed: not counted")
             print(f"{c:18} {cc:16} {med(rs, cc, 'goodput'):8.1f} {med(rs, cc, 'q50'):6.1f} "
                   f"{med(rs, cc, 'q99'):6.1f} {med(rs, cc, 'drops'):6.0f} "
                   f"{med(rs, cc, 'retrans'):6.0f} {med(rs, cc, 'jain'):6.3f} "
@@ -233,7 +239,8 @@ def plot(rows: list[dict], path: Path) -> None:
                              (axes[2], "retrans", "retransmits")):
             vals, lo, hi = [], [], []
             for c in cells:
-                v = [float(r[key]) for r in rows if r["cell"] == c and r["cc"] == cc]
+                v = [float(r[key]) for r in rows if r["cell"] == c and r["cc"] == cc
+                     and r.get("status") == "ok"]
                 v = [a for a in v if not np.isnan(a)] or [float("nan")]
                 m = statistics.median(v)
                 vals.append(m)

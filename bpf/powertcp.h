@@ -40,7 +40,8 @@ struct powertcp_event {
 	__u32 old_cwnd;    /* cwnd_old of the law, segments × 2^10 */
 	__u32 beta;        /* β in use, segments × 2^10 */
 	__u32 seq;         /* this socket's update count: gaps = lost events */
-	__u32 pad;
+	__u32 snd_cwnd;    /* the kernel's snd_cwnd when this update began, segments (after
+			    * an RTO: what loss recovery left, the law not yet applied) */
 };
 
 #ifdef __bpf__
@@ -214,7 +215,8 @@ static __always_inline void track_old_cwnd(struct sock *sk, __u32 ack)
 }
 
 static __always_inline void emit(struct sock *sk, __u64 now, __u64 p_norm, __u64 dt,
-				 __u32 qlen, __u64 tx_bytes, __s64 grad, __u32 rtt, __u32 tau)
+				 __u32 qlen, __u64 tx_bytes, __s64 grad, __u32 rtt, __u32 tau,
+				 __u32 snd_cwnd_in)
 {
 	struct powertcp_ca *ca = ca_of(sk);
 	struct powertcp_event *e;
@@ -248,7 +250,7 @@ static __always_inline void emit(struct sock *sk, __u64 now, __u64 p_norm, __u64
 	e->old_cwnd = ca->old_cwnd_fp;
 	e->beta = ca->beta_fp;
 	e->seq = ca->updates;
-	e->pad = 0;
+	e->snd_cwnd = snd_cwnd_in;
 	bpf_ringbuf_submit(e, 0);
 }
 

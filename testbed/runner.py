@@ -315,6 +315,8 @@ class Runner:
             meta["receiver_cc"] = receivers
         if ecn_senders:
             meta["ecn_senders"] = sorted(ecn_senders)
+        meta["cc_tau"] = cc_tau({f.cc for f in flows if f.protocol == "tcp"},
+                                exp.congestion_control)
         names = list(exp.instruments) or list(DEFAULT_INSTRUMENTS)
         ctx = InstrumentContext(net=net, outdir=pdir, tracker=tracker, experiment=exp,
                                 flows=flows, run_cache=self.run_cache)
@@ -444,6 +446,22 @@ def bundle_plan(run_dir: Path) -> Plan:
     copy = run_dir / "experiment.yaml"
     text = copy.read_text() if copy.exists() else None
     return load_experiment(path, run.get("sets") or [], text=text)
+
+
+def cc_tau(names: set[str], params: dict) -> dict:
+    """Where each eBPF CC's τ comes from: the experiment (fixed µs) or the path (each
+    flow's min RTT, measured by the socket; per update in cc_trace.csv base_rtt_us)."""
+    from .bpf import cc as ccmod
+
+    out = {}
+    for n in sorted(x for x in names if ccmod.is_ebpf(x)):
+        p = ccmod.parse_params(n, params.get(n))
+        if "base_rtt_us" not in type(p).model_fields:
+            continue  # a CC without τ
+        tau = p.base_rtt_us
+        out[n] = ({"source": "experiment", "base_rtt_us": tau} if tau else
+                  {"source": "path: each flow's min RTT (cc_trace.csv base_rtt_us)"})
+    return out
 
 
 def bottleneck_check(pdir: Path, net: Network, cpu_busy: float, duration: float) -> dict:

@@ -46,7 +46,7 @@ GAMMA_SHIFT = 10
 _EVENT = struct.Struct("<QQQIHHIIIIIiIIIIII")
 EVENT_FIELDS = ("time_ns", "rate", "tx_bytes", "hash", "sport", "dport", "cwnd", "p_norm",
                 "p_smooth", "qlen", "delta_t", "rtt_grad", "rtt_us", "base_rtt_us",
-                "old_cwnd", "beta", "seq")
+                "old_cwnd", "beta", "seq", "snd_cwnd")
 
 
 # ----------------------------------------------------------------------------- parameters
@@ -216,10 +216,11 @@ class TraceEvent:
     old_cwnd: int    # segments × 2^10
     beta: int        # segments × 2^10
     seq: int         # the socket's update count
+    snd_cwnd: int    # the kernel's snd_cwnd when the update began, segments
 
     @classmethod
     def decode(cls, cc: str, raw: bytes) -> "TraceEvent":
-        return cls(cc, *_EVENT.unpack_from(raw)[:-1])  # the last field is padding
+        return cls(cc, *_EVENT.unpack_from(raw))
 
 
 class TraceRecorder:

@@ -19,6 +19,8 @@ Classes:
     tx_bytes    bytes that hop sent during delta_t (INT; 0 for θ)
     rtt_grad    dRTT/dt (θ; 0 for INT)
     rtt_us      RTT sample used; base_rtt_us: τ in use
+    snd_cwnd    the kernel's window (segments) when the update began: after an RTO, what
+                loss recovery left before the law set it again
 
 The ring buffer's lost events (no room) are counted into cc_trace.lost.txt, never
 silently dropped. Sampling is set per CC (congestion_control.<cc>.trace_interval_us).
@@ -33,7 +35,7 @@ from ..errors import RunError
 from .base import Instrument, InstrumentOptions, register
 
 COLUMNS = ("time", "flow", "cc", "sport", "dport", "cwnd", "rate", "p_norm", "p_smooth",
-           "qlen", "delta_t", "tx_bytes", "rtt_grad", "rtt_us", "base_rtt_us")
+           "qlen", "delta_t", "tx_bytes", "rtt_grad", "rtt_us", "base_rtt_us", "snd_cwnd")
 
 
 def event_row(ev: TraceEvent, t0_ns: int) -> list:
@@ -41,7 +43,7 @@ def event_row(ev: TraceEvent, t0_ns: int) -> list:
             f"{ev.cwnd / (1 << CWND_SHIFT):.3f}", ev.rate * 8,
             f"{ev.p_norm / (1 << POWER_SHIFT):.4f}", f"{ev.p_smooth / (1 << POWER_SHIFT):.4f}",
             ev.qlen, f"{ev.delta_t / 1e9:.6f}", ev.tx_bytes,
-            f"{ev.rtt_grad / (1 << POWER_SHIFT):.4f}", ev.rtt_us, ev.base_rtt_us]
+            f"{ev.rtt_grad / (1 << POWER_SHIFT):.4f}", ev.rtt_us, ev.base_rtt_us, ev.snd_cwnd]
 
 
 def write_trace_csv(path: Path, events: list[TraceEvent], t0_ns: int) -> Path:
