@@ -52,7 +52,7 @@ void BPF_PROG(powertcp_cong_control, struct sock *sk, __u32 ack, int flag,
 	struct powertcp_ca *ca = ca_of(sk);
 	struct tcp_int_state *st;
 	__u32 tau = tau_us(sk), bw, qlen, seq, cwnd_in;
-	__u64 now, dt, dtx, tx, p_norm;
+	__u64 now, dt, dtx, tx, p_norm, srtt_ns;
 
 	st = bpf_sk_storage_get(&tcp_int_state, sk, NULL, 0);
 	seq = st ? st->seq : 0;
@@ -74,6 +74,15 @@ void BPF_PROG(powertcp_cong_control, struct sock *sk, __u32 ack, int flag,
 		ca->last_ns = now;
 		ca->last_qlen = qlen;
 		ca->last_tx_bytes = tx;
+		track_old_cwnd(sk, ack);
+		return;
+	}
+	srtt_ns = (__u64)(tcp_sk(sk)->srtt_us >> 3) * NSEC_PER_USEC;
+	if (dt < (__u64)tau * NSEC_PER_USEC || dt < srtt_ns) {
+		/* λ over at least τ: a sample's time is when its echo reached us (no switch
+		 * timestamp), jittered by the host's CPU, and the queue comes in 2 KiB steps —
+		 * one step over a 20 µs gap read as ±800 Mb/s, and Γ swung between its 0.01
+		 * floor (window to the cap) and 16. Keep the baseline, wait for more. */
 		track_old_cwnd(sk, ack);
 		return;
 	}

@@ -311,26 +311,31 @@ def test_window_floor_is_one_segment_with_many_flows():
     """4 θ-PowerTCP flows on a 100 Mb/s bottleneck, τ = 200 µs: the BDP (2.5 KB) is below
     one segment per flow, so the law asks for less than a segment and snd_cwnd sits at
     the floor — 1 segment (the reference's), not 2 (which doubled the standing queue)."""
-    from concurrent.futures import ThreadPoolExecutor
-
     with pair(bottleneck_mbps=100, senders=4) as net:
         ccs = CongestionControls(net.tracker, {"theta_powertcp": {
             "base_rtt_us": 200, "host_bw_mbps": 100, "expected_flows": 20}})
         k = ccs.kernel_name("theta_powertcp")
         rec = ccs.record()
+        ports = range(5201, 5205)
+        srvs = [net["h0"].popen(["iperf3", "-s", "-1", "-p", str(p)],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                for p in ports]
+        deadline = time.monotonic() + 5
+        while not all(f":{p} " in net["h0"].cmd("ss -ltnH") for p in ports):
+            assert time.monotonic() < deadline, "iperf3 servers did not listen"
+            time.sleep(0.05)
+        cls = [net[f"h{i + 1}"].popen(["iperf3", "-c", net.ip("h0"), "-p", str(p), "-t",
+                                       "2.5", "-C", k, "-J"], stdout=subprocess.PIPE, text=True)
+               for i, p in enumerate(ports)]
         seen: list[int] = []
-
-        def sample():
-            time.sleep(0.7)
-            for _ in range(40):
-                for h in ("h1", "h2", "h3", "h4"):
-                    seen.extend(_ss_cwnds(net, h, k))
-                time.sleep(0.02)
-
-        with ThreadPoolExecutor(4) as ex:
-            runs = [ex.submit(iperf, net, k, 2.5, 5201 + i, sample if i == 0 else None,
-                              f"h{i + 1}") for i in range(4)]
-            results = [r.result() for r in runs]
+        time.sleep(0.7)
+        for _ in range(30):
+            for h in ("h1", "h2", "h3", "h4"):
+                seen.extend(_ss_cwnds(net, h, k))
+            time.sleep(0.02)
+        results = [json.loads(c.communicate(timeout=30)[0]) for c in cls]
+        for srv in srvs:
+            srv.wait(timeout=10)
         evs = rec.stop()
     total = sum(r["end"]["sum_received"]["bits_per_second"] for r in results)
     assert total > 70e6, total                    # the link stays used
