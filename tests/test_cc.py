@@ -218,6 +218,9 @@ def test_powertcp_reads_tcp_int_telemetry():
     assert sum(e.tx_bytes for e in evs) > 1_000_000        # the hop's bytes, from INT
     assert max(e.qlen for e in evs) >= 2048                # a queue seen (2 KiB steps)
     assert len({e.p_norm for e in evs}) > 10               # Γ moves with the telemetry
+    # λ is taken over at least τ (and an RTT): echo times jitter with the host CPU and the
+    # queue comes in 2 KiB steps, so a 20 µs gap swung Γ between 0.01 and 16
+    assert min(e.delta_t for e in evs) >= 200_000
     # the law: a queue well above the BDP (2.5 KB) means Γ_norm > 1 (typically; a queue
     # draining fast lowers λ, so the median, not every update)
     queued = [e.p_norm for e in evs if e.qlen >= 8192]
