@@ -51,7 +51,7 @@ void BPF_PROG(powertcp_cong_control, struct sock *sk, __u32 ack, int flag,
 {
 	struct powertcp_ca *ca = ca_of(sk);
 	struct tcp_int_state *st;
-	__u32 tau = tau_us(sk), bw, qlen, seq, cwnd_in;
+	__u32 tau = tau_us(sk), bw, qlen, seq;
 	__u64 now, dt, dtx, tx, p_norm, srtt_ns;
 
 	st = bpf_sk_storage_get(&tcp_int_state, sk, NULL, 0);
@@ -86,11 +86,10 @@ void BPF_PROG(powertcp_cong_control, struct sock *sk, __u32 ack, int flag,
 		track_old_cwnd(sk, ack);
 		return;
 	}
-	cwnd_in = tcp_sk(sk)->snd_cwnd;
 	p_norm = int_power(qlen, ca->last_qlen, dtx, dt, bw, tau);
 	p_norm = update_window(sk, p_norm, dt, tau);
 	emit(sk, bpf_ktime_get_ns(), p_norm, dt, qlen, dtx, 0, rs->rtt_us > 0 ? rs->rtt_us : 0,
-	     tau, cwnd_in);
+	     tau);
 	ca->last_int_id = seq;
 	ca->last_ns = now;
 	ca->last_qlen = qlen;

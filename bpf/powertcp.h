@@ -96,6 +96,7 @@ struct powertcp_ca {
 	__u32 prev_rtt_us;   /* θ: the RTT at the previous update */
 	__u32 beta_fp;       /* β used by the last update */
 	__u32 updates;       /* window updates so far */
+	__u32 snd_cwnd_in;   /* the kernel's snd_cwnd as the last update began */
 };
 
 static __always_inline struct tcp_sock *tcp_sk(const struct sock *sk)
@@ -215,8 +216,7 @@ static __always_inline void track_old_cwnd(struct sock *sk, __u32 ack)
 }
 
 static __always_inline void emit(struct sock *sk, __u64 now, __u64 p_norm, __u64 dt,
-				 __u32 qlen, __u64 tx_bytes, __s64 grad, __u32 rtt, __u32 tau,
-				 __u32 snd_cwnd_in)
+				 __u32 qlen, __u64 tx_bytes, __s64 grad, __u32 rtt, __u32 tau)
 {
 	struct powertcp_ca *ca = ca_of(sk);
 	struct powertcp_event *e;
@@ -250,7 +250,7 @@ static __always_inline void emit(struct sock *sk, __u64 now, __u64 p_norm, __u64
 	e->old_cwnd = ca->old_cwnd_fp;
 	e->beta = ca->beta_fp;
 	e->seq = ca->updates;
-	e->snd_cwnd = snd_cwnd_in;
+	e->snd_cwnd = ca->snd_cwnd_in;
 	bpf_ringbuf_submit(e, 0);
 }
 
@@ -267,6 +267,7 @@ static __always_inline __u64 update_window(struct sock *sk, __u64 p_norm, __u64 
 	__u64 mss = tp->mss_cache ? tp->mss_cache : 1;
 	__u64 max_fp, beta, target, cwnd;
 
+	ca->snd_cwnd_in = tp->snd_cwnd;
 	if (p_norm < POWERTCP_MIN_POWER)
 		p_norm = POWERTCP_MIN_POWER;
 	if (p_norm > POWERTCP_MAX_POWER)

@@ -25,7 +25,7 @@ void BPF_PROG(theta_cong_control, struct sock *sk, __u32 ack, int flag,
 	      const struct rate_sample *rs)
 {
 	struct powertcp_ca *ca = ca_of(sk);
-	__u32 tau = tau_us(sk), cwnd_in;
+	__u32 tau = tau_us(sk);
 	__u64 now, dt, p_norm;
 	__s64 rtt, grad, factor;
 
@@ -58,9 +58,8 @@ void BPF_PROG(theta_cong_control, struct sock *sk, __u32 ack, int flag,
 		factor = 1LL << 32;
 	p_norm = (__u64)factor * rtt / tau;
 
-	cwnd_in = tcp_sk(sk)->snd_cwnd;
 	p_norm = update_window(sk, p_norm, dt, tau);
-	emit(sk, now, p_norm, dt, 0, 0, grad, rtt, tau, cwnd_in);
+	emit(sk, now, p_norm, dt, 0, 0, grad, rtt, tau);
 	ca->prev_rtt_us = rtt;
 	ca->last_ns = now;
 	track_old_cwnd(sk, ack);
