@@ -27,7 +27,10 @@ static __always_inline void dccs_emit(struct sock *sk, __u64 *last_ns, __u64 cwn
 {
 	struct powertcp_event *e;
 	__u64 now = bpf_ktime_get_ns();
+	__u32 zero = 0, *on = bpf_map_lookup_elem(&trace_ctl, &zero);
 
+	if (!on || !*on) /* nothing records (powertcp.h trace_ctl) */
+		return;
 	if (cc_trace_interval_us && now - *last_ns < cc_trace_interval_us * NSEC_PER_USEC)
 		return;
 	*last_ns = now;
@@ -53,7 +56,7 @@ static __always_inline void dccs_emit(struct sock *sk, __u64 *last_ns, __u64 cwn
 	e->old_cwnd = 0;
 	e->beta = 0;
 	e->seq = seq;
-	e->pad = 0;
+	e->snd_cwnd = tcp_sk(sk)->snd_cwnd;
 	bpf_ringbuf_submit(e, 0);
 }
 

@@ -29,8 +29,10 @@ void BPF_PROG(theta_cong_control, struct sock *sk, __u32 ack, int flag,
 	__u64 now, dt, p_norm;
 	__s64 rtt, grad, factor;
 
-	/* Between updates snd_cwnd stays as the last update (or loss recovery) left it. */
-	if (!seq_after(ack, ca->epoch_end_seq))
+	/* Once per RTT: when the ACK covers the snd_nxt of the previous update (all of the
+	 * window it sent). Between updates snd_cwnd stays as the last update (or loss
+	 * recovery) left it. */
+	if (seq_after(ca->epoch_end_seq, ack))
 		return;
 	rtt = rs->rtt_us;
 	if (rtt <= 0) /* no sample on this ACK (e.g. only retransmitted data acked) */
