@@ -35,6 +35,9 @@ def _run(a) -> int:
         from .slurm import SlurmOptions
         slurm = SlurmOptions(partition=a.slurm_partition, time=a.slurm_time,
                              parallel=a.slurm_parallel, extra=a.slurm_arg)
+        if a.cli:
+            raise errors.ConfigError("--cli opens a shell here; the points of --executor slurm "
+                                     "run on the cluster's nodes (drop one of them)", key="--cli")
     elif a.slurm_partition or a.slurm_arg or a.slurm_parallel or a.slurm_time:
         raise errors.ConfigError("--slurm-* options need --executor slurm", key="--executor")
     runner = Runner(plan, Path(a.out) if a.out else None, a.resume, a.cli,

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shlex
 import shutil
 import subprocess
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from .runner import Runner
 
 TOOLS = ("sbatch", "squeue", "scancel", "sinfo")
+CONF_PATHS = ("/etc/slurm/slurm.conf", "/run/slurm/conf/slurm.conf")  # the latter: configless
 LOST_AFTER_S = 30  # a task out of the queue this long without its exit code is lost
 FIX = "apt-get install slurm-client, and SLURM_CONF (or /etc/slurm/slurm.conf) naming the cluster"
 
@@ -63,6 +65,12 @@ def preflight(opts: SlurmOptions | None) -> None:
     missing = [t for t in TOOLS if shutil.which(t) is None]
     if missing:
         raise MissingFeature(f"--executor slurm: {', '.join(missing)} not found", FIX)
+    conf = os.environ.get("SLURM_CONF")
+    if conf and not Path(conf).exists():
+        raise MissingFeature(f"--executor slurm: SLURM_CONF={conf} does not exist", FIX)
+    if not conf and not any(Path(p).exists() for p in CONF_PATHS):
+        raise MissingFeature("--executor slurm: no slurm.conf here "
+                             f"({', '.join(CONF_PATHS)})", FIX)
     cmd = ["sinfo", "-h", "-o", "%P %a %D"]
     if opts and opts.partition:
         cmd += ["-p", opts.partition]

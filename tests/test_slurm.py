@@ -242,3 +242,13 @@ def test_failed_task_is_recorded_and_resume_resubmits_only_it(write, tmp_path, s
     jobs = [json.loads(f.read_text()) for f in (out / "slurm").glob("*.json")]
     assert sorted(len(j["points"]) for j in jobs) == [1, 2], jobs
     assert next(j for j in jobs if len(j["points"]) == 1)["points"] == ["action=link_down"]
+
+
+def test_no_cluster_is_reported_before_anything_exists(write, tmp_path):
+    out = tmp_path / "res"
+    r = _run(["run", str(write("s.yaml", SWEEP)), "--out", str(out), "--executor", "slurm"],
+             env={**os.environ, "SLURM_CONF": str(tmp_path / "none.conf")}, timeout=60)
+    assert r.returncode == 2 and "SLURM_CONF" in r.stderr and "fix:" in r.stderr, r.stderr
+    assert not out.exists()
+    r = _run(["run", str(write("s.yaml", SWEEP)), "--slurm-partition", "p"], timeout=60)
+    assert r.returncode == 2 and "--executor slurm" in r.stderr, r.stderr
