@@ -272,3 +272,61 @@ def test_timely_cuts_on_rtt_and_stops_without_thresholds():
         evs = beside_cubic(k2, 5203)
         assert len(evs) > 20 and max(e.rtt_us for e in evs) > 2000   # a queue was there
         assert all(b.rate >= a.rate for a, b in zip(evs, evs[1:]))
+
+
+SINK = ("import socket\ns = socket.socket(); s.setsockopt(socket.SOL_SOCKET, "
+        "socket.SO_REUSEADDR, 1); s.bind(('', {port})); s.listen()\nc, _ = s.accept()\n"
+        "while c.recv(1 << 16): pass\n")
+SOURCE = ("import socket, time\ns = socket.socket()\ncc = lambda: s.setsockopt("
+          "socket.IPPROTO_TCP, socket.TCP_CONGESTION, b'{cc}')\n{before}cc()\n"
+          "s.connect(('{dst}', {port}))\n{after}cc()\n"
+          "end = time.monotonic() + {seconds}\nbuf = bytes(1 << 16)\n"
+          "while time.monotonic() < end: s.send(buf)\ns.close()\n")
+
+
+def test_dctcp_receiver_echoes_the_exact_ce_state():
+    """DCTCP's receiver sets ECE on the ACKs of CE data only (RFC 8257 §3.2), where
+    RFC 3168's (a Reno receiver) holds ECE from the first CE until the sender's CWR: the
+    share of ECE ACKs follows the share of CE data with DCTCP at both ends, and is
+    larger with a classic receiver. A DCTCP SYN is ECT (as Linux's DCTCP sends it), which
+    only a listener that itself needs ECN accepts: the classic case negotiates RFC 3168
+    ECN (tcp_ecn=1, the CC set after connect(), as iperf3 does) and then runs DCTCP."""
+    from scapy.all import IP, TCP
+
+    from test_tcp_int import Capture
+    from testbed.testing import running_network
+
+    topo = {"builtin": "incast", "senders": 1, "ipv6": False, "bottleneck_bw": 100,
+            "bottleneck_queue": 100, "bottleneck_ecn_mark": 20}
+    shares = {}
+    with running_network(topo, hosts={"offloads": False, "quickack": True}) as net:
+        k = CongestionControls(net.tracker).kernel_name("dctcp")
+        for port, receiver in ((5301, k), (5302, "reno")):
+            net.run("h0", f"sysctl -qw net.ipv4.tcp_congestion_control={receiver}")
+            sink = net["h0"].popen([PY, "-c", SINK.format(port=port)])
+            deadline = time.monotonic() + 5
+            while f":{port} " not in net["h0"].cmd("ss -ltnH"):
+                assert time.monotonic() < deadline, "sink did not listen"
+                time.sleep(0.05)
+            cap = Capture(net, "h0", "h0-eth0", f"tcp port {port}", count=30000)
+            classic = receiver != k
+            net.run("h1", f"sysctl -qw net.ipv4.tcp_ecn={int(classic)}")
+            src = net["h1"].popen([PY, "-c", SOURCE.format(
+                cc=k, dst=net.ip("h0"), port=port, seconds=1,
+                before="#" if classic else "", after="" if classic else "#")])
+            src.wait(timeout=20)
+            sink.wait(timeout=20)
+            pkts = cap.stop()
+            data = [p for p in pkts if IP in p and p[IP].dst == net.ip("h0")
+                    and len(p[TCP].payload)]
+            acks = [p for p in pkts if IP in p and p[IP].src == net.ip("h0")
+                    and not len(p[TCP].payload)]
+            ce = sum(p[IP].tos & 3 == 3 for p in data) / max(1, len(data))
+            ece = sum(bool(p[TCP].flags & 0x40) for p in acks) / max(1, len(acks))
+            shares[receiver == k] = (ce, ece, len(data), len(acks))
+    print("CE share, ECE share (dctcp receiver, classic receiver):", shares)
+    ce, ece, nd, na = shares[True]
+    assert nd > 1000 and na > 300 and ce > 0.02
+    assert 0.5 * ce <= ece <= 1.5 * ce + 0.02, shares
+    ce2, ece2, _, _ = shares[False]
+    assert ece2 > 1.5 * ce2, shares
