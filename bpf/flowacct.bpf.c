@@ -6,7 +6,8 @@
  * - ingress: SYN / SYN-ACK arrivals (count, first and last), and the payload the host
  *   received — first and last segment with new data, unique bytes by sequence number
  *   (retransmitted and duplicate segments are counted apart, never twice), first FIN.
- * - egress: SYNs and SYN-ACKs the host sent, retransmits included.
+ * - egress: SYNs and SYN-ACKs the host sent, retransmits included, and when the first
+ *   data segment left (how far apart an incast's senders really started).
  * Pure ACKs return at once. Every packet is let through (return 1).
  */
 #include "vmlinux.h"
@@ -134,9 +135,17 @@ static __always_inline int account(struct __sk_buff *skb, __u8 dir)
 
 	if (parse(skb, &k, &seq, &flags, &len))
 		return 1;
-	if (!(flags & (FA_SYN | FA_FIN | FA_RST)) && (len == 0 || dir == FA_DIR_OUT))
-		return 1;               /* a pure ACK, or data we send: nothing to record */
+	if (!(flags & (FA_SYN | FA_FIN | FA_RST)) && len == 0)
+		return 1;               /* a pure ACK: nothing to record */
 	k.dir = dir;
+	if (dir == FA_DIR_OUT && !(flags & (FA_SYN | FA_FIN | FA_RST))) {
+		/* data we send: only when the first segment left (no lock, no new record) */
+		struct fa_val *o = bpf_map_lookup_elem(&fa_conns, &k);
+
+		if (o && !o->data_first_ns)
+			o->data_first_ns = bpf_ktime_get_ns();
+		return 1;
+	}
 	struct fa_val *v = record(&k);
 
 	if (!v)

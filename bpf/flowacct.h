@@ -32,7 +32,7 @@ struct fa_rec {
 	__u32 syns;             /* segments with SYN set (SYN or SYN-ACK), retransmits too */
 	__u64 syn_first_ns;
 	__u64 syn_last_ns;
-	__u64 data_first_ns;    /* first segment carrying payload */
+	__u64 data_first_ns;    /* first segment carrying payload (egress: the first sent) */
 	__u64 start_ns;         /* the segment that took the connection past FA_START_BYTES */
 	__u64 data_last_ns;     /* last segment that brought new payload */
 	__u64 bytes;            /* unique payload bytes: sequence space covered */

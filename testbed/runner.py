@@ -495,7 +495,8 @@ def bottleneck_check(pdir: Path, net: Network, cpu_busy: float, duration: float)
 def release_spread(flows: list, t0: int) -> list[dict]:
     """Per start instant: how late its flows were let go (late_ms: the latest one;
     spread_ms: latest − earliest release) and, where the iperf instrument saw them on the
-    wire, the spread of their first data at the receivers (data_spread_ms)."""
+    wire, how far apart their first data segments left the senders (sent_spread_ms) and
+    reached the receivers (data_spread_ms: includes queueing at a shared bottleneck)."""
     out = []
     for at in sorted({f.start for f in flows}):
         group = [f for f in flows if f.start == at]
@@ -505,9 +506,11 @@ def release_spread(flows: list, t0: int) -> list[dict]:
         ev = {"at": at, "late_ms": round(max(lates), 3),
               "spread_ms": round(max(lates) - min(lates), 3),
               "what": f"start {len(lates)} flow(s)"}
-        data = [f.wire_start_ns for f in group if f.wire_start_ns]
-        if len(data) > 1:
-            ev["data_spread_ms"] = round((max(data) - min(data)) / 1e6, 3)
+        for key, ts in (("sent_spread_ms", [f.wire_sent_ns for f in group]),
+                        ("data_spread_ms", [f.wire_start_ns for f in group])):
+            ts = [t for t in ts if t]
+            if len(ts) > 1:
+                ev[key] = round((max(ts) - min(ts)) / 1e6, 3)
         out.append(ev)
     return out
 

@@ -116,6 +116,9 @@ class IperfReports(Instrument):
                     connect = max(connect, (back.syn_first_ns - sent.syn_first_ns) / 1e6)
         rx = [inn[(src, dst, p, f.port)] for p in data if (src, dst, p, f.port) in inn]
         got = sum(c.bytes for c in rx)
+        sent = [out[(src, dst, p, f.port)].data_first_ns for p in data
+                if (src, dst, p, f.port) in out and out[(src, dst, p, f.port)].data_first_ns]
+        f.wire_sent_ns = min(sent) if sent else 0
         starts = [c.start_ns or c.data_first_ns for c in rx if c.data_first_ns]
         ends = [c.data_last_ns for c in rx if c.data_last_ns]
         return {"connected": any(p in synacks for p in data), "bytes": got,

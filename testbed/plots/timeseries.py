@@ -68,7 +68,7 @@ def draw_point(ax, pdir: Path, qmax_kb: float | None = None, legend: bool = True
             # releases of several flows at one instant: how far apart they went, and
             # how far apart their first data reached the receivers
             spread = "".join(f", {label} {ev[k]:.1f} ms" for k, label in
-                             (("spread_ms", "spread"), ("data_spread_ms", "data"))
+                             (("spread_ms", "spread"), ("sent_spread_ms", "on wire"))
                              if ev.get(k) and "flow" in ev["what"] and not ev["what"].endswith(" 1 flow(s)"))
             ax.annotate(ev["what"] + spread, (ev["at"], 1.0), xycoords=("data", "axes fraction"),
                         fontsize=7, rotation=90, va="top", ha="right")
