@@ -29,7 +29,7 @@
 const volatile __u32 eta_fp = 62259;     /* η × 2^16 (0.95) */
 const volatile __u32 max_stage = 5;
 const volatile __u32 w_ai_fp = 0;        /* W_AI, segments × 2^10; 0: W_init·(1−η)/N */
-const volatile __u32 hpcc_min_cwnd = 2;
+const volatile __u32 hpcc_min_cwnd = 1;
 
 TCP_INT_STATE_MAP;
 

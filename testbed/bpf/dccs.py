@@ -49,7 +49,9 @@ class HpccParams(CCParams):
                               description="W_init = host_bw·T, also the window's cap")
     hop_bw_mbps: int = Field(1000, ge=0, le=1_000_000,
                              description="B of the reporting hop; 0 = its LinkSpeed code")
-    min_cwnd: int = Field(2, ge=1, le=1000, description="snd_cwnd floor, segments")
+    min_cwnd: int = Field(1, ge=1, le=1000,
+                          description="snd_cwnd floor, segments (PowerTCP's: 1, with "
+                                      "receivers that ACK at once)")
     trace_interval_us: int = _TRACE
 
     def rodata(self) -> dict[str, int]:
