@@ -32,6 +32,7 @@ bench: setup
 	-$(PY) bench/int_overhead.py
 	-$(PY) bench/noobprobe.py
 	-$(PY) bench/noobflow.py
+	-$(PY) bench/release_spread.py
 
 doctor: setup
 	$(PY) -m testbed doctor
