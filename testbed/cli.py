@@ -110,6 +110,15 @@ def _doctor(a) -> int:
         pass
     except errors.MissingFeature as e:
         extra.append(features.Check("eBPF CCs (struct_ops)", False, e.what, e.fix, required=False))
+    try:
+        from .network.ecn import EcnMarking
+        EcnMarking.check()
+        extra.append(features.Check("ECN marking (ecn_mark:)", True, "eBPF on kernel switches"))
+    except ImportError:
+        pass
+    except errors.MissingFeature as e:
+        extra.append(features.Check("ECN marking (ecn_mark:)", False, e.what, e.fix,
+                                    required=False))
     for name, (ok, why) in available_backends().items():
         extra.append(features.Check(f"backend {name}", ok, (why or "ok") if ok else "unavailable",
                                     "" if ok else why, required=False))
