@@ -1,10 +1,11 @@
 """Fuzzing the configuration edge: mutated experiment and topology files (from the shipped
 ones) give "ok" or one ConfigError naming the file and a line — never another exception.
 
-Three mutators: bytes (flips, insertions, cuts), lines (delete, duplicate, swap, indent)
-and values (a value of the parsed tree replaced by a hostile one, a key removed or
-added), the last ones written back as YAML so they pass the parser and reach the models
-and the cross-checks. The whole module runs on a time budget (FUZZ_BUDGET_S, default
+Mutators: bytes (flips, insertions, cuts), lines (delete, duplicate, swap, indent),
+values (a value of the parsed tree replaced by a hostile one, a key removed or added,
+written back as YAML so they pass the parser and reach the models and the cross-checks),
+and generated (small topologies and workloads drawn from a few names and addresses,
+combined wrongly in every way: loops, address clashes, kinds, reachability, events). The whole module runs on a time budget (FUZZ_BUDGET_S, default
 60 s, shared by the tests); every example is validated in-process, as `validate` does.
 A crash found is kept as a file under tests/fuzz_cases/, replayed by
 test_fuzz_regression_cases.
@@ -29,7 +30,7 @@ SHIPPED = sorted((REPO / "experiments").glob("*.yaml")) + \
     sorted((REPO / "topologies").glob("*.yaml"))
 CASES = REPO / "tests" / "fuzz_cases"
 BUDGET_S = float(os.environ.get("FUZZ_BUDGET_S", "60"))
-SHARES = {"bytes": 0.3, "lines": 0.3, "values": 0.4}   # of the budget, per mutator
+SHARES = {"bytes": 0.25, "lines": 0.2, "values": 0.3, "generated": 0.25}   # of the budget
 BATCH = settings(max_examples=40, deadline=None, database=None,
                  suppress_health_check=list(HealthCheck))
 
@@ -186,6 +187,85 @@ def _search_values(tree, src, data):
     except (yaml.YAMLError, ValueError, RecursionError):
         return   # a tree PyYAML cannot write (e.g. a value put inside itself): not input
     _run(tree / src.parent.name / f"fuzz-{src.name}", text.encode())
+
+
+NAMES = ["h1", "h2", "h3", "h4", "s1", "s2", "r1", "r2", "x1"]
+GOOD4 = [None, None, None, None, "10.1.0.1/24", "10.1.0.2/24", "10.0.1.7/24", "10.2.0.1/30"]
+BAD4 = ["10.1.0.0/24", "10.1.0.255/24", "10.1.0.1/16", "10.0.0.1/24", "10.3.0.1/32",
+        "127.0.0.1/8", "224.0.0.1/24", "10.1.0.1/31", 5, "nope"]
+GOOD6 = [None, None, None, "fd01::1/64", "fd01::2/64", "fd00::1/64"]
+BAD6 = ["fd01::/64", "fe80::1/64", "fd01::1/127", "::1/128"]
+
+
+@BATCH
+@given(data=st.data())
+def _search_generated(tree, data):
+    """Topologies and workloads drawn from scratch: few names, mostly plausible choices
+    and one wrong one now and then (1 in 12 per choice), so that every check is reached:
+    loops, addresses, kinds, reachability, events, instruments, CCs."""
+    d = data.draw
+
+    def pick(good: list, bad: list, odds: int = 12):
+        return d(st.sampled_from(bad)) if bad and d(st.integers(1, odds)) == 1 else \
+            d(st.sampled_from(good))
+    hosts = d(st.lists(st.sampled_from(["h1", "h2", "h3", "h4"]), min_size=2, max_size=4,
+                       unique=True))
+    switches = d(st.lists(st.sampled_from(["s1", "s2"]), max_size=2, unique=True))
+    routers = d(st.lists(st.sampled_from(["r1", "r2"]), max_size=2, unique=True))
+    nodes = hosts + switches + routers
+    fwd = switches + routers or hosts[:1]
+    links = {frozenset((n, d(st.sampled_from([f for f in fwd if f != n] or hosts[1:2]))))
+             for n in nodes if [f for f in fwd if f != n] or n != hosts[1]}
+    for _ in range(d(st.integers(0, 2))):   # extra links: loops, multi-homed hosts
+        a, b = d(st.sampled_from(nodes)), d(st.sampled_from(nodes))
+        if a != b:
+            links.add(frozenset((a, b)))
+    links = [sorted(l) for l in links if len(l) == 2]
+    v6 = d(st.booleans())
+    topo = {"ipv6": v6,
+            "hosts": {h: {k: v for k, v in (("ip", pick(GOOD4, BAD4)),
+                                           ("ip6", pick(GOOD6, BAD6) if v6 else
+                                            pick([None], ["fd01::1/64"])))
+                          if v is not None} for h in hosts},
+            "switches": switches, "routers": routers,
+            "links": [l if d(st.booleans()) else
+                      {"ends": l, "bw": pick([10, "1Gbit", 100], [0, "fast"], 40),
+                       "queue": pick([100, "64KB"], [0, "lots"], 40)} for l in links]}
+    names = pick([hosts], [NAMES])
+
+    def pair():
+        a = d(st.sampled_from(names))
+        return a, pick([x for x in names if x != a] or [a], [a, "s1", "r1"])
+    flows = []
+    for _ in range(d(st.integers(0, 3))):
+        a, b = pair()
+        flows.append({"src": a, "dst": b, "ipv6": pick([False, v6], [True]),
+                      "cc": pick(["cubic", "reno", "bbr"], ["powertcp", "dctcp", "nope"])})
+    events = [{"at": pick([0.1, 1], [5]), "action": "link_down", "link": pick(links, [["h1", "x1"]])}
+              for _ in range(d(st.integers(0, 1))) if links]
+    events += [{"at": pick([0.5], [9]), "action": "route", "node": pick(routers or ["r1"], NAMES),
+                "dst": pick(hosts, ["10.9.0.0/24", "fd01::/64", "x1"]),
+                "via": [pick(routers + hosts, ["10.1.0.9", "fd01::9", "x1"])]}
+               for _ in range(d(st.integers(0, 1)))]
+    exp = {"name": "gen", "duration": 2, "topology": topo,
+           "workload": {"flows": flows, "events": events,
+                        "commands": [{"host": pick(nodes, ["x1"]), "at": pick([0, 1], [3]),
+                                      "cmd": "true"} for _ in range(d(st.integers(0, 1)))]},
+           "instruments": d(st.sampled_from([
+               {}, {"queue": {"nodes": [pick(switches + routers or ["s1"], ["h1", "x1"])]}},
+               {"queue": {"ports": [pick(["s1-eth0", "s1-eth1", "r1-eth0", "s1:s1-eth1"],
+                                         ["h1-eth0", "x", "s1-eth9"])]}},
+               {"noobprobe": {"hosts": [pick(hosts, ["s1", "x1"])],
+                              "dests": [pick(hosts + ["10.1.0.1"], ["s1", "x1"])]}},
+               {"noobflow": {"ports": [pick(["s1-eth0", "r1-eth1"], ["h1-eth0"])]}},
+               {"pcap": {"nodes": [pick(nodes, ["x1"])],
+                         "interfaces": [pick(["h1-eth0", "s1-eth0"], ["x"])]}},
+               {"int_trace": {}}]))}
+    if d(st.booleans()):
+        exp["int"] = {"enabled": d(st.booleans()), "hosts": [pick(hosts, ["s1"])],
+                      "switches": [pick(switches + routers or ["s1"], ["h1"])]}
+    text = yaml.safe_dump(exp, sort_keys=False)
+    _run(tree / "experiments" / "fuzz-generated.yaml", text.encode())
 
 
 @pytest.mark.parametrize("mutator", list(SHARES))
