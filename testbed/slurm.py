@@ -100,8 +100,8 @@ class SlurmExecutor:
         self.dir = runner.run_dir.resolve() / "slurm"
 
     # -- submit ------------------------------------------------------------------------
-    def _script(self, names: list[str]) -> str:
-        o, bundle = self.opts, self.runner.run_dir.resolve()
+    def _options(self, names: list[str]) -> list[str]:
+        o = self.opts
         array = f"0-{len(names) - 1}" + (f"%{o.parallel}" if o.parallel else "")
         sb = [f"--job-name=testbed-{self.runner.plan.experiment.name}"[:60],
               f"--array={array}", "--nodes=1", "--ntasks=1", "--exclusive",
@@ -109,29 +109,35 @@ class SlurmExecutor:
               f"--time={o.time or _time_limit(self.runner)}"]
         if o.partition:
             sb.append(f"--partition={o.partition}")
-        sb += o.extra
-        run = [sys.executable, "-m", "testbed", "run-point", str(bundle), '"$point"']
-        return "\n".join(
-            ["#!/bin/bash"] + [f"#SBATCH {shlex.quote(x)}" for x in sb] +
-            ["# one sweep point per array task (index → point name)",
-             "points=(" + " ".join(shlex.quote(n) for n in names) + ")",
-             'point=${points[$SLURM_ARRAY_TASK_ID]}',
-             f"cd {shlex.quote(str(Path.cwd()))}",
-             " ".join(shlex.quote(x) if x != '"$point"' else x for x in run),
-             "rc=$?",
-             f'echo $rc > {shlex.quote(str(self.dir))}/"${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}}.rc"',
-             "exit $rc", ""])
+        return sb + o.extra
+
+    def _script(self, names: list[str], options: list[str]) -> str:
+        bundle = self.runner.run_dir.resolve()
+        run = [sys.executable, "-m", "testbed", "run-point", str(bundle)]
+        return "\n".join([
+            "#!/bin/bash",
+            "# submitted as: sbatch " + " ".join(shlex.quote(x) for x in options) + " <this file>",
+            "# one sweep point per array task (index → point name)",
+            "points=(" + " ".join(shlex.quote(n) for n in names) + ")",
+            'point=${points[$SLURM_ARRAY_TASK_ID]}',
+            f"cd {shlex.quote(str(Path.cwd()))}",
+            " ".join(shlex.quote(x) for x in run) + ' "$point"',
+            "rc=$?",
+            f'echo $rc > {shlex.quote(str(self.dir))}/"${{SLURM_ARRAY_JOB_ID}}_${{SLURM_ARRAY_TASK_ID}}.rc"',
+            "exit $rc", ""])
 
     def submit(self, names: list[str]) -> str:
         self.dir.mkdir(parents=True, exist_ok=True)
         script = self.dir / f"job-{time.strftime('%Y%m%d-%H%M%S')}.sh"
-        script.write_text(self._script(names))
-        r = _slurm(["sbatch", "--parsable", str(script)])
+        options = self._options(names)   # as arguments: no quoting rules of #SBATCH lines
+        script.write_text(self._script(names, options))
+        r = _slurm(["sbatch", "--parsable", *options, str(script)])
         if r.returncode != 0:
             raise RunError(f"sbatch {script}: {(r.stderr or r.stdout).strip()}")
         job = r.stdout.strip().split(";")[0]
         results.write_json(self.dir / f"{job}.json", {
-            "job_id": job, "script": str(script), "points": names, "submitted": time.time()})
+            "job_id": job, "script": str(script), "sbatch": options, "points": names,
+            "submitted": time.time()})
         return job
 
     # -- follow ------------------------------------------------------------------------

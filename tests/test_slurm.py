@@ -180,7 +180,7 @@ def _shape(bundle: Path) -> dict:
 
 def test_sweep_through_slurm_equals_local_run_in_structure(write, tmp_path, slurm_env):
     exp = write("sweep.yaml", SWEEP)
-    local, remote = tmp_path / "local", tmp_path / "remote"
+    local, remote = tmp_path / "local", tmp_path / "remote run"   # a space: quoting
     r = _run(["run", str(exp), "--out", str(local), "-q"])
     assert r.returncode == 0, r.stderr
     r = _run(["run", str(exp), "--out", str(remote), "--executor", "slurm",
