@@ -35,13 +35,16 @@ def _flows(pdir: Path) -> dict[str, dict]:
     return {r["flow"]: r for r in csv.DictReader(open(pdir / "flows.csv"))}
 
 
+def _syn_drop(out: Path, *flags: str) -> Path:
+    inc = [f"-I/usr/include/{d}" for d in os.listdir("/usr/include") if d.endswith("-linux-gnu")]
+    subprocess.run(["clang", "-O2", "-g", "-target", "bpf", *inc, *flags, "-c",
+                    str(REPO / "tests" / "bpf" / "syn_drop.bpf.c"), "-o", str(out)], check=True)
+    return out
+
+
 @pytest.fixture(scope="module")
 def syn_drop(tmp_path_factory) -> Path:
-    obj = tmp_path_factory.mktemp("bpf") / "syn_drop.o"
-    inc = [f"-I/usr/include/{d}" for d in os.listdir("/usr/include") if d.endswith("-linux-gnu")]
-    subprocess.run(["clang", "-O2", "-g", "-target", "bpf", *inc, "-c",
-                    str(REPO / "tests" / "bpf" / "syn_drop.bpf.c"), "-o", str(obj)], check=True)
-    return obj
+    return _syn_drop(tmp_path_factory.mktemp("bpf") / "syn_drop.o")
 
 
 DELAYED = """
@@ -105,6 +108,28 @@ def test_delayed_flow_reported_with_its_true_start(tmp_path, syn_drop):
     # a claim over this point is not judged on its wrong-looking series
     v = claims.check(out, [{"claim": "utilization", "cc": "cubic", "min": 0.5}])
     assert v[0].passed is None and "delayed late" in v[0].reason, v[0].reason
+
+
+def test_flow_that_never_connects(tmp_path):
+    """Every SYN of h2 dropped: iperf3 gives up (--connect-timeout), the point fails, and
+    flows.csv still says what happened — no data, never connected, SYNs retransmitted."""
+    obj = _syn_drop(tmp_path / "syn_drop_all.o", "-DSYN_DROP_ALL")
+    text = DELAYED.format(rate=RATE_MBPS, obj=obj).replace("duration: 3.5\n", "duration: 2\n") \
+        .replace("{name: long, src: h1, dst: h0, start: 0, duration: 3}",
+                 "{name: long, src: h1, dst: h0, start: 0, duration: 2}") \
+        .replace("{name: delayed, src: h2, dst: h0, start: 0.5, duration: 2}",
+                 "{name: delayed, src: h2, dst: h0, start: 0.5, duration: 1}")
+    exp = tmp_path / "never.yaml"
+    exp.write_text(text)
+    out = tmp_path / "res"
+    r = _run(exp, out)
+    assert r.returncode == 1, r.stderr[-3000:]
+    p = out / "default"
+    assert json.loads((p / "meta.json").read_text())["status"] == "failed"
+    d = _flows(p)["delayed"]
+    assert d["status"] == "no_connection" and d["bytes"] == "0" and d["start"] == "", d
+    assert int(d["syn_retransmits"]) >= 1 and d["error"], d
+    assert _flows(p)["long"]["status"] == "ok"
 
 
 FRESH = """

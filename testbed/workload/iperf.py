@@ -230,12 +230,13 @@ class IperfWorkload:
                 p.wait()
                 errors.append(f"{name}: client still running at the end; stopped")
                 continue
-            if p.returncode != 0:
+            rep = self.outdir / f"{name}.client.json"
+            # iperf3 3.12 with --logfile exits 0 even when it could not connect: its
+            # report's error counts as a failure too
+            failed = _json_error(rep) or _json_error(self.outdir / f"{name}.burst.json")
+            if p.returncode != 0 or failed:
                 err = p.stderr.read().decode(errors="replace").strip() if p.stderr else ""
-                rep = self.outdir / f"{name}.client.json"
-                msg = _json_error(rep) or _json_error(self.outdir / f"{name}.burst.json") \
-                    or err or f"exit {p.returncode}"
-                errors.append(f"{name}: {msg}")
+                errors.append(f"{name}: {failed or err or f'exit {p.returncode}'}")
         errors += self._cc_mismatches()
         for name, p in self.servers.items():
             try:
