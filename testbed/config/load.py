@@ -300,6 +300,7 @@ def load_experiment(path: str | Path, sets: list[str] | None = None,
                        f"{MAX_POINTS}: sweep fewer values or split the experiment")
     combos = list(itertools.product(*(base.sweep[k] for k in keys))) or [()]
     points: list[Point] = []
+    graphs: dict[str, Any] = {}
     for combo in combos:
         values = dict(zip(keys, combo))
         psrc = Source(src.file, copy.deepcopy(src.data), dict(src.lines), dict(src.sets))
@@ -311,7 +312,9 @@ def load_experiment(path: str | Path, sets: list[str] | None = None,
         topo, tsrc, tprefix = _resolve_topology(exp, psrc)
         _validate_sections(exp, psrc)
         _check_expect(exp, psrc)
-        graph = build_graph(topo, tsrc, tprefix)
+        # points of a sweep that leaves the topology alone share its graph (read-only)
+        key = topo.model_dump_json()
+        graph = graphs.get(key) or graphs.setdefault(key, build_graph(topo, tsrc, tprefix))
         checks.run(checks.PointCheck(exp, topo, graph, psrc, tsrc, tprefix))
         for rep in range(exp.repetitions):
             name = _point_name(values) + (f",rep={rep}" if exp.repetitions > 1 else "")

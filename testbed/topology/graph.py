@@ -224,7 +224,16 @@ class Graph:
                         raise TopologyError(f"{h}'s subnet {n1} overlaps {n2} of another "
                                             f"segment: give each segment its own subnet",
                                             ("hosts", h, "ip6" if v6 else "ip"))
-        used4, used6 = list(explicit4.values()), list(explicit6.values())
+        # the /24s taken (a wider net takes each /24 in it, a narrower one its /24): a
+        # candidate is free when none of its /24s is taken (a set lookup, not a scan)
+        taken24: set[IPv4Net] = set()
+
+        def take(n: IPv4Net) -> None:
+            taken24.update(n.subnets(new_prefix=24) if n.prefixlen <= 24
+                           else [n.supernet(new_prefix=24)])
+        for n in explicit4.values():
+            take(n)
+        used6 = list(explicit6.values())   # automatic /64s never overlap each other
         k4 = k6 = 0
         for s in self.segments:
             if s in explicit4:
@@ -239,10 +248,10 @@ class Graph:
                         raise TopologyError("more than 65536 segments")
                     cand = IPv4Net(f"10.{k4 >> 8}.{k4 & 255}.0/24").supernet(new_prefix=plen)
                     k4 += 1
-                    if not any(cand.overlaps(u) for u in used4):
+                    if not any(c in taken24 for c in cand.subnets(new_prefix=24)):
                         break
                 s.net4 = cand
-                used4.append(cand)
+                take(cand)
             if not self.spec.ipv6:
                 s.net6 = None
             elif s in explicit6:
