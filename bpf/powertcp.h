@@ -1,6 +1,6 @@
 /* PowerTCP and θ-PowerTCP: what the kernel programs and the Python side share.
  *
- * Both sides read this header: the trace event (testbed/bpf/cc.py mirrors only
+ * Both sides read this header: the trace event (testbed/bpf/abi.py reads
  * `struct powertcp_event` and the fixed-point shifts below) and the limits.
  * The section under __bpf__ is kernel-only: the per-socket state, the parameters
  * (`const volatile`, set by the loader before load) and the control law shared by

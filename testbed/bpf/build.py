@@ -17,8 +17,7 @@ from pathlib import Path
 
 from ..errors import MissingFeature, RunError
 
-REPO = Path(__file__).resolve().parents[2]
-SRC = REPO / "bpf"
+from .abi import BPF_DIR as SRC
 
 
 def build_dir() -> Path:

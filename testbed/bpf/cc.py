@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import os
 import re
-import struct
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -34,19 +33,17 @@ from typing import Any, ClassVar, Iterator, Mapping
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import ConfigError, MissingFeature, RunError
-from . import build
+from . import abi, build
 
 KERNEL_AVAILABLE = Path("/proc/sys/net/ipv4/tcp_available_congestion_control")
 CC_NAME_MAX = 15  # TCP_CA_NAME_MAX - 1
 
-# Mirrors bpf/powertcp.h (struct powertcp_event and the fixed-point shifts).
-CWND_SHIFT = 10
-POWER_SHIFT = 16
-GAMMA_SHIFT = 10
-_EVENT = struct.Struct("<QQQIHHIIIIIiIIIIII")
-EVENT_FIELDS = ("time_ns", "rate", "tx_bytes", "hash", "sport", "dport", "cwnd", "p_norm",
-                "p_smooth", "qlen", "delta_t", "rtt_grad", "rtt_us", "base_rtt_us",
-                "old_cwnd", "beta", "seq", "snd_cwnd")
+# From bpf/powertcp.h: the trace event and the fixed-point shifts.
+_PT = abi.defines("powertcp.h", "POWERTCP_")
+CWND_SHIFT = _PT["POWERTCP_CWND_SHIFT"]
+POWER_SHIFT = _PT["POWERTCP_POWER_SHIFT"]
+GAMMA_SHIFT = _PT["POWERTCP_GAMMA_SHIFT"]
+EVENT = abi.layout("powertcp_event", "powertcp.h")
 
 
 # ----------------------------------------------------------------------------- parameters
@@ -220,7 +217,7 @@ class TraceEvent:
 
     @classmethod
     def decode(cls, cc: str, raw: bytes) -> "TraceEvent":
-        return cls(cc, *_EVENT.unpack_from(raw))
+        return cls(cc, **EVENT.decode(raw))
 
 
 class TraceRecorder:

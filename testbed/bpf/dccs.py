@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from pydantic import Field, model_validator
 
+from . import abi
 from .cc import CCParams
 
-FRAC_SHIFT = 16  # bpf/dccs.h DCCS_FRAC_SHIFT
+FRAC_SHIFT = abi.defines("dccs.h", "DCCS_")["DCCS_FRAC_SHIFT"]  # fractions in the trace
 _TRACE = Field(0, ge=0, le=10_000_000, description="at most one trace event per flow per "
                                                    "interval; 0 = every update")
 

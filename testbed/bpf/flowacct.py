@@ -12,35 +12,23 @@ Classes:
 """
 from __future__ import annotations
 
-import functools
 import ipaddress
-import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import build
+from . import abi, build
 from .libbpf import BpfObject, Link, num_possible_cpus
 
-HEADER = build.SRC / "flowacct.h"
-_FMT = {"__u8": "B", "__u16": "H", "__u32": "I", "__u64": "Q"}
+HEADER = "flowacct.h"
 
 
-@functools.lru_cache(maxsize=None)
 def defines() -> dict[str, int]:
-    return {n: int(v, 0) for n, v in re.findall(r"^#define\s+(FA_\w+)\s+(0x[0-9a-fA-F]+|\d+)",
-                                                 HEADER.read_text(), re.M)}
+    return abi.defines(HEADER, "FA_")
 
 
-@functools.lru_cache(maxsize=None)
-def layout(name: str) -> tuple[str, list[str]]:
-    """struct.unpack format and field names of a struct of flowacct.h."""
-    body = re.search(rf"struct\s+{name}\s*\{{(.*?)\n\}};", HEADER.read_text(), re.S).group(1)
-    fmt, names = "<", []
-    for typ, field, count in re.findall(r"^\s*(__[us]\d+)\s+(\w+)(?:\[(\d+)\])?;", body, re.M):
-        fmt += f"{count}s" if count else _FMT[typ]
-        names.append(field)
-    return fmt, names
+def layout(name: str) -> abi.Layout:
+    return abi.layout(name, HEADER)
 
 
 @dataclass
@@ -84,12 +72,10 @@ class FlowAcct:
         self.links.append(self.obj.attach_cgroup("fa_egress", cgroup))
 
     def conns(self) -> list[Conn]:
-        kfmt, knames = layout("fa_key")
-        vfmt, vnames = layout("fa_rec")
+        key_l, rec_l = layout("fa_key"), layout("fa_rec")
         out = []
         for k, v in self.obj.map("fa_conns").items():
-            key = dict(zip(knames, struct.unpack(kfmt, k)))
-            rec = dict(zip(vnames, struct.unpack(vfmt, v[:struct.calcsize(vfmt)])))
+            key, rec = key_l.decode(k), rec_l.decode(v)
             fam = key["family"]
             out.append(Conn(fam, _addr(key["saddr"], fam), _addr(key["daddr"], fam),
                             key["sport"], key["dport"], key["dir"],

@@ -16,8 +16,7 @@ Classes:
 - NoobflowInstrument: the `noobflow` instrument: hosts and/or switch ports, writes
   flows.csv and throughput_noobflow.csv (time, flow, bps).
 
-Functions: netns() runs a block inside another network namespace (this thread only);
-preflight() checks root, namespace, interface, filter and XDP support before any state.
+Functions: preflight() checks root, namespace, interface, filter and XDP support before any state.
 """
 from __future__ import annotations
 
@@ -29,20 +28,21 @@ import re
 import socket
 import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Literal
+from typing import Callable, Iterable, Literal
 
 from pydantic import Field, field_validator
 
+from ..bpf import abi
+from ..bpf.abi import BPF_DIR, proto_name, proto_number
+from ..bpf.netns import netns
 from ..config.models import HostRef, PortRef
 from ..errors import ConfigError, MissingFeature, RunError
 from .base import Instrument, InstrumentContext, InstrumentOptions, register
 
-BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
-SOURCE = BPF_DIR / "noobflow.bpf.c"
-HEADER = BPF_DIR / "noobflow.h"
+SOURCE = BPF_DIR / "noobflow.bpf.c"     # bcc source: compiled by bcc at load time
+HEADER = "noobflow.h"
 
 CSV_COLUMNS = ["time", "interval", "src", "dst", "sport", "dport", "proto", "packets",
                "bytes", "first_ns", "last_ns", "tcp_flags", "point"]
@@ -52,22 +52,14 @@ XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
 XDP_FLAGS_SKB_MODE = 1 << 1
 XDP_FLAGS_DRV_MODE = 1 << 2
 MODE_FLAGS = {"native": XDP_FLAGS_DRV_MODE, "skb": XDP_FLAGS_SKB_MODE}
-CLONE_NEWNET = 0x40000000
 BPF_PROG_TYPE_XDP = 6
 NETDEV_XDP_ACT_BASIC = 1
 
-PROTO_NAMES = {"icmp": 1, "tcp": 6, "udp": 17, "gre": 47, "esp": 50, "icmp6": 58,
-               "ipv6-icmp": 58, "sctp": 132}
-PROTO_BY_NUM = {1: "icmp", 6: "tcp", 17: "udp", 47: "gre", 50: "esp", 58: "icmp6",
-                132: "sctp"}
 
 
-def header_constants(path: Path = HEADER) -> dict[str, int]:
+def header_constants() -> dict[str, int]:
     """The #define NAME <number> lines of noobflow.h (the one source of the limits)."""
-    out: dict[str, int] = {}
-    for m in re.finditer(r"^#define\s+(NF_\w+)\s+(0x[0-9a-fA-F]+|\d+)", path.read_text(), re.M):
-        out[m.group(1)] = int(m.group(2), 0)
-    return out
+    return abi.defines(HEADER, "NF_")
 
 
 H = header_constants()
@@ -113,9 +105,7 @@ class FlowFilter:
                         raise ValueError(f"{tok!r}: port must be 0-65535 (e.g. port=5201)")
                     ports.append(int(val))
                 elif kind == "proto":
-                    p = PROTO_NAMES.get(val.lower())
-                    if p is None and val.isdigit() and 0 <= int(val) <= 255:
-                        p = int(val)
+                    p = proto_number(val)
                     if p is None:
                         raise ValueError(f"{tok!r}: unknown protocol (use tcp, udp, icmp, "
                                          f"icmp6 or a number 0-255)")
@@ -137,7 +127,7 @@ class FlowFilter:
 
     def __str__(self) -> str:
         parts = [f"net={p}" for p in self.prefixes] + [f"port={p}" for p in self.ports]
-        parts += [f"proto={PROTO_BY_NUM.get(p, p)}" for p in self.protos]
+        parts += [f"proto={proto_name(p)}" for p in self.protos]
         return ",".join(parts) or "all"
 
 
@@ -155,45 +145,6 @@ def _addr(raw: bytes) -> str:
 
 
 # ---------------------------------------------------------------- namespaces, checks
-
-_libc = C.CDLL(None, use_errno=True)
-
-
-def _ns_path(target: str | int) -> str:
-    t = str(target)
-    if t.isdigit():
-        return f"/proc/{t}/ns/net"
-    return t if "/" in t else f"/var/run/netns/{t}"
-
-
-@contextmanager
-def netns(target: str | int | None) -> Iterator[None]:
-    """Run the block in another network namespace (a name under /var/run/netns, a PID,
-    or a path). setns() changes only the calling thread, so other threads are unaffected;
-    the thread always returns to its own namespace."""
-    if target is None:
-        yield
-        return
-    path = _ns_path(target)
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError as e:
-        raise ConfigError(f"network namespace {target!r} not found ({e.strerror}); "
-                          f"give a name from `ip netns list` or a PID", key="--netns") from None
-    own = os.open(f"/proc/thread-self/ns/net", os.O_RDONLY)
-    try:
-        if _libc.setns(fd, CLONE_NEWNET) != 0:
-            err = C.get_errno()
-            raise RunError(f"setns({path}): {os.strerror(err)}")
-        try:
-            yield
-        finally:
-            if _libc.setns(own, CLONE_NEWNET) != 0:  # pragma: no cover - cannot happen
-                raise RunError("setns back to own namespace failed")
-    finally:
-        os.close(fd)
-        os.close(own)
-
 
 def _xdp_features(ifindex: int) -> int | None:
     """XDP features the driver advertises (netdev genl family, kernel >= 6.3), or None

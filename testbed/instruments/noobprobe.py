@@ -22,75 +22,40 @@ import errno
 import ipaddress
 import json
 import os
-import re
 import socket
 import threading
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Iterator, Optional
+from typing import Annotated, Optional
 
+from ..bpf import abi
+from ..bpf.abi import BPF_DIR
+from ..bpf.netns import netns as in_netns, ns_path
 from ..config.models import HostRef, Ref
 from ..errors import ConfigError, MissingFeature, RunError
 from .base import Instrument, InstrumentOptions, register
 
-BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
-SRC = BPF_DIR / "noobprobe.bpf.c"
-HEADER = BPF_DIR / "noobprobe.h"
+SRC = BPF_DIR / "noobprobe.bpf.c"     # bcc source: compiled by bcc at load time
+HEADER = "noobprobe.h"
 TC_PRIO = 0xE0B                 # our filter's preference on clsact egress (unique to us)
-CLONE_NEWNET = 0x40000000
 XDP_FLAGS_UPDATE_IF_NOEXIST, XDP_FLAGS_SKB_MODE, XDP_FLAGS_DRV_MODE = 1, 2, 4
-PROTO_NAMES = {6: "tcp", 17: "udp", 1: "icmp", 58: "icmpv6"}
 
 COLUMNS = ["time", "host", "recvcpu", "seq", "origseq", "latency", "sendtime", "recvtime",
            "dest", "responder", "outttl", "recvttl", "sport", "dport", "protocol", "outipid",
            "inipid"]
 
 
-def header_defines(path: Path = HEADER) -> dict[str, int]:
+def header_defines() -> dict[str, int]:
     """The integer #defines of noobprobe.h: the one source of the limits and slots."""
-    out: dict[str, int] = {}
-    for m in re.finditer(r"^#define\s+(NP_\w+)\s+(0x[0-9a-fA-F]+|\d+)U?\b", path.read_text(),
-                         re.M):
-        out[m.group(1)] = int(m.group(2), 0)
-    return out
+    return abi.defines(HEADER, "NP_")
 
 
 H = header_defines()
 
 
-# ---- namespaces --------------------------------------------------------------------------
-
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-@contextmanager
-def in_netns(path: Optional[str]) -> Iterator[None]:
-    """Run the body with this thread in the network namespace at `path` (None: stay).
-
-    Only netlink sockets opened inside the body live there; BPF objects are global."""
-    if not path:
-        yield
-        return
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    tgt = os.open(path, os.O_RDONLY)
-    try:
-        if _libc.setns(tgt, CLONE_NEWNET) != 0:
-            e = ctypes.get_errno()
-            raise OSError(e, f"setns({path}): {os.strerror(e)}")
-        try:
-            yield
-        finally:
-            if _libc.setns(own, CLONE_NEWNET) != 0:  # cannot continue in the wrong netns
-                raise RuntimeError("noobprobe: could not return to the own network namespace")
-    finally:
-        os.close(own)
-        os.close(tgt)
-
-
 def netns_of_pid(pid: int) -> str:
-    return f"/proc/{pid}/ns/net"
+    return ns_path(pid)
 
 
 def interface_addresses(iface: str, netns: Optional[str] = None) -> list[str]:
@@ -333,7 +298,7 @@ class Prober:
                     elif h.tc_attached:
                         ipr.tc("del-filter", "bpf", h.ifindex, ":1", parent="ffff:fff3",
                                prio=TC_PRIO)
-            except (NetlinkError, OSError) as e:
+            except (NetlinkError, OSError, ConfigError, RunError) as e:
                 # the interface (or its namespace) is already gone with what was on it
                 if getattr(e, "code", None) not in (errno.ENODEV, errno.ENOENT, errno.EINVAL):
                     if Path(h.netns or "/").exists():

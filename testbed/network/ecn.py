@@ -24,15 +24,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import MissingFeature, RunError
-from .tcpint import BPF_DIR, layout
+from ..bpf.abi import defines, layout
 
 if TYPE_CHECKING:
     from ..config.models import EcnMark
     from .net import Network
 
-ECN_H = BPF_DIR / "ecn_mark.h"
+ECN_H = "ecn_mark.h"
 ECN_PREF = 29259  # our tc filter priority on clsact egress (TCP-INT's is 29258)
-P_ONE = 65536      # ECN_MARK_P_ONE
+P_ONE = defines(ECN_H, "ECN_MARK_")["ECN_MARK_P_ONE"]  # probability 1.0 in p_max
 COUNTERS = ("ip_pkts", "ect_pkts", "over_pkts", "marked_pkts", "not_ect_over")
 
 

@@ -3,7 +3,6 @@ in the experiment's cgroups, and the per-socket telemetry map the congestion con
 
 Classes:
 - IntOptions: the experiment key `int:` (pydantic, unknown keys refused).
-- Layout: a struct of bpf/tcp_int.h (offsets from the header text) that decodes raw bytes.
 - TcpInt: one run's TCP-INT: check() before any state, start() (compile, load once, pin,
   attach), stop() (detach everything); every step also registered with the run tracker.
 
@@ -21,19 +20,19 @@ tcp_int_lost (for the int_trace instrument).
 """
 from __future__ import annotations
 
-import functools
 import os
 import re
 import shutil
 import socket
 import struct
 import subprocess
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..bpf import abi
+from ..bpf.abi import Layout
 from ..config.models import Duration, ForwarderRef, HostRef, Rate
 from ..errors import MissingFeature, RunError
 
@@ -41,27 +40,26 @@ if TYPE_CHECKING:
     from ..bpf.libbpf import BpfObject, Map
     from .net import Network
 
-BPF_DIR = Path(__file__).resolve().parents[2] / "bpf"
-DEFS_H = BPF_DIR / "tcp_int_defs.h"
-STRUCTS_H = BPF_DIR / "tcp_int.h"
+DEFS_H = "tcp_int_defs.h"
+STRUCTS_H = "tcp_int.h"
 TC_PREF = 29258  # our tc filter priority on clsact egress (0x724a): removed by priority
 PIN_NAMES = ("tcp_int_switch", "tcp_int_ports", "tcp_int_state", "tcp_int_events",
              "tcp_int_lost")
 
 
 # -- the header, read (never copied) ----------------------------------------------------
-@functools.lru_cache(maxsize=1)
 def defs() -> dict[str, int]:
     """Every `#define TCP_INT_… <literal>` of tcp_int_defs.h."""
-    out = {}
-    for name, val in re.findall(r"^\s*#define\s+(TCP_INT_\w+)\s+(0x[0-9a-fA-F]+|\d+)\b",
-                                DEFS_H.read_text(), re.M):
-        out[name] = int(val, 0)
-    return out
+    return abi.defines(DEFS_H, "TCP_INT_")
 
 
 def D(name: str) -> int:
     return defs()[f"TCP_INT_{name}"]
+
+
+def layout(struct_name: str) -> Layout:
+    """A struct of tcp_int.h."""
+    return abi.layout(struct_name, STRUCTS_H)
 
 
 def find_option(tcp: bytes) -> tuple[int, bytes] | None:
@@ -82,51 +80,6 @@ def find_option(tcp: bytes) -> tuple[int, bytes] | None:
             return i, tcp[i:i + olen]
         i += tcp[i + 1]
     return None
-
-
-_CTYPES = {"__u8": "B", "__u16": "H", "__u32": "I", "__u64": "Q", "__s32": "i", "__s64": "q"}
-
-
-@dataclass
-class Layout:
-    """A struct of tcp_int.h: fixed-width members at natural alignment, no padding."""
-
-    name: str
-    fields: list[tuple[str, str, int]]  # (member, struct format char, array length or 0)
-
-    @property
-    def fmt(self) -> str:
-        return "<" + "".join(f"{n}s" if n else c for _, c, n in self.fields)
-
-    @property
-    def size(self) -> int:
-        return struct.calcsize(self.fmt)
-
-    def decode(self, raw: bytes) -> dict:
-        vals = struct.unpack_from(self.fmt, raw)
-        return {f: v for (f, _, _), v in zip(self.fields, vals)}
-
-    def encode(self, **values) -> bytes:
-        return struct.pack(self.fmt, *(values.get(f, b"" if n else 0)
-                                       for f, _, n in self.fields))
-
-
-@functools.lru_cache(maxsize=None)
-def layout(struct_name: str, header: Path = STRUCTS_H) -> Layout:
-    """A struct of tcp_int.h (or of another shared header of bpf/ written the same way)."""
-    text = header.read_text()
-    m = re.search(rf"struct\s+{struct_name}\s*\{{(.*?)\n\}};", text, re.S)
-    if not m:
-        raise RunError(f"{header.name}: no struct {struct_name}")
-    fields = []
-    for typ, name, count in re.findall(r"^\s*(__[us]\d+)\s+(\w+)(?:\[(\d+)\])?;",
-                                       m.group(1), re.M):
-        fields.append((name, _CTYPES[typ], int(count or 0)))
-    lay = Layout(struct_name, fields)
-    # the C side has no implicit padding: '<' (packed) size == natural-alignment size
-    if struct.calcsize(lay.fmt) != struct.calcsize("@" + lay.fmt[1:]):
-        raise RunError(f"struct {struct_name} in {header.name} has implicit padding")
-    return lay
 
 
 # -- encodings (mirror of tcp_int.h's helpers, from the same constants) ------------------

@@ -87,13 +87,13 @@ class _Output:
         self.rows = 0
 
     def __call__(self, rows, t_start: float, t_end: float) -> None:
-        from ..instruments.noobflow import PROTO_BY_NUM
+        from ..bpf.abi import proto_name
         for r in rows:
             if self.w:
                 self.w.writerow(r.csv())
             else:
                 print(TABLE_FMT.format(f"{r.time:.3f}", r.interval, r.src, r.sport, r.dst,
-                                       r.dport, PROTO_BY_NUM.get(r.proto, r.proto),
+                                       r.dport, proto_name(r.proto),
                                        r.packets, r.bytes, f"{r.tcp_flags:02x}"), file=self.f)
         self.rows += len(rows)
         self.f.flush()

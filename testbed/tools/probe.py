@@ -32,6 +32,8 @@ import sys
 import time
 from pathlib import Path
 
+from ..bpf.abi import proto_name
+from ..bpf.netns import enter
 from ..errors import BAD_INPUT, OK, RUN_FAILURE, ConfigError, MissingFeature, TestbedError
 from . import positive
 
@@ -157,16 +159,17 @@ def run(args: argparse.Namespace) -> int:
                 print(TABLE_FMT.format(f"{s.row(t0)[0][:10]}", s.outttl, s.seq,
                                        f"{s.latency_ms:.3f}", s.dest, s.recvttl,
                                        s.responder or "*", s.sport, s.dport,
-                                       np_.PROTO_NAMES.get(s.protocol, s.protocol)),
+                                       proto_name(s.protocol)),
                       flush=True)
 
         if app:
             pre = None
             if netns:
                 def pre() -> None:
-                    with open(netns) as f:
-                        if np_._libc.setns(f.fileno(), np_.CLONE_NEWNET) != 0:
-                            os._exit(127)
+                    try:
+                        enter(netns)
+                    except TestbedError:
+                        os._exit(127)
             proc = subprocess.Popen(app, preexec_fn=pre)
         deadline = time.monotonic() + args.duration if args.duration else None
         next_poll = time.monotonic() + args.interval

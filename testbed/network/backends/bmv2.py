@@ -46,6 +46,8 @@ from types import SimpleNamespace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ...bpf import abi
+from ...bpf.abi import P4_DIR, REPO
 from ...errors import MissingFeature, RunError
 from .base import QueueSource, SwitchBackend
 
@@ -53,11 +55,10 @@ if TYPE_CHECKING:
     from ...topology.graph import Node
     from ..tcpint import IntOptions
 
-REPO = Path(__file__).resolve().parents[3]
-P4_DIR = REPO / "p4"
+P4_SRC = P4_DIR / "tcp_int.p4"
 P4_JSON = P4_DIR / "build" / "tcp_int.json"
 P4_INFO = P4_DIR / "build" / "tcp_int.p4info.txtpb"
-DEFS_H = REPO / "bpf" / "tcp_int_defs.h"
+DEFS_H = abi.header("tcp_int_defs.h")
 
 GRPC_ADDR = ("127.0.0.1", 9559)
 THRIFT_PORT = 9090
@@ -66,11 +67,12 @@ START_TIMEOUT_S = 15.0
 FLOOD_GROUP = 1
 # BMv2 counts its queues in packets: a byte limit or rate is turned into packets of this
 # size (a full 1500-byte MTU frame with its Ethernet header), the P4 program's default.
-PKT_BYTES = 1514
+_P4 = abi.defines(P4_SRC)         # the P4 program's own constants, read from its source
+PKT_BYTES = _P4["TCPINT_BMV2_PKT_BYTES"]
 DEFAULT_QUEUE_PACKETS = 1000     # as network.shaping: Linux's txqueuelen
-UTIL_MULT_SHIFT = 32             # fixed points of set_port (p4/tcp_int.p4)
-AVAIL_SHIFT = 24
-SER_SHIFT = 16
+UTIL_MULT_SHIFT = _P4["UTIL_MULT_SHIFT"]   # fixed points of set_port's parameters
+AVAIL_SHIFT = _P4["AVAIL_SHIFT"]
+SER_SHIFT = _P4["SER_SHIFT"]
 SYS_PYTHON = "/usr/bin/python3"  # BMv2's Thrift CLI needs Debian's python3-thrift
 
 
