@@ -12,6 +12,10 @@ from __future__ import annotations
 
 import contextlib
 import re
+import signal
+import subprocess
+import time
+from pathlib import Path
 from typing import Any, Iterator
 
 import yaml
@@ -58,3 +62,50 @@ def ping_all(net: Network, v6: bool = False) -> dict[tuple[str, str], bool]:
         for st, addr in re.findall(r"(OK|FAIL) (\S+)", out):
             res[(h, addr)] = st == "OK"
     return res
+
+
+class Capture:
+    """tcpdump on one interface of a node into a pcap; stop() returns the packets (scapy).
+
+    Capturing has begun when the constructor returns (tcpdump said "listening").
+    --immediate-mode: without it packets wait in the ring's block until its timeout, and
+    what is still there when tcpdump is signalled is lost."""
+
+    def __init__(self, node, iface: str, path: Path, filt: str = "ip or ip6", *,
+                 direction: str | None = None, count: int | None = None,
+                 snaplen: int = 200, nano: bool = False, drain_s: float = 10.0):
+        """drain_s: how long stop() may wait for the file to stop growing (traffic that
+        goes on while stopping would make it wait that long)."""
+        self.path, self.drain_s = Path(path), drain_s
+        cmd = ["tcpdump", "-i", iface, "-n", "-U", "--immediate-mode", "-s", str(snaplen),
+               "-w", str(self.path)]
+        cmd += ["-Q", direction] if direction else []
+        cmd += ["-c", str(count)] if count else []
+        cmd += ["--time-stamp-precision=nano"] if nano else []
+        self.p = node.popen(cmd + [filt], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+        deadline, line = time.monotonic() + 5, ""
+        while "listening" not in line and time.monotonic() < deadline:
+            line = self.p.stderr.readline()   # "-i any" first says which data link type
+        assert "listening" in line, f"tcpdump did not start: {line}"
+        time.sleep(0.1)
+
+    @classmethod
+    def in_run(cls, net: Network, node: str, iface: str, filt: str = "ip or ip6",
+               **kw) -> "Capture":
+        """A capture whose file lives in the run's work dir (removed with the run)."""
+        path = net.tracker.workdir / f"cap-{node}-{iface}-{time.monotonic_ns()}.pcap"
+        return cls(net[node], iface, path, filt, **kw)
+
+    def stop(self) -> list:
+        from scapy.all import rdpcap
+        # tcpdump drops what it has not written yet when signalled: wait until it caught up
+        size, still, deadline = -1, 0, time.monotonic() + self.drain_s
+        while still < 3 and time.monotonic() < deadline and self.p.poll() is None:
+            time.sleep(min(0.2, self.drain_s))
+            now = self.path.stat().st_size if self.path.exists() else 0
+            still, size = (still + 1, size) if now == size else (0, now)
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGINT)
+        self.p.wait(timeout=5)
+        return list(rdpcap(str(self.path))) if self.path.exists() else []

@@ -26,12 +26,13 @@ import time
 from pathlib import Path
 
 import pytest
-from scapy.all import IP, TCP, IPv6, rdpcap
+from scapy.all import IP, TCP, IPv6
 
 from testbed.errors import BAD_INPUT, ConfigError, MissingFeature
 from testbed.network.backends.bmv2 import bmv2_available
 from testbed.network.tcpint import (D, IntOptions, TcpInt, decode_qdepth, find_option,
                                     qdepth_shift)
+from testbed import testing
 from testbed.testing import ping_all, running_network
 
 PY = sys.executable
@@ -87,30 +88,10 @@ def start_int(net) -> TcpInt:
     return KernelStampsOnly(IntOptions.model_validate(net.experiment.tcp_int), net).start()
 
 
-class Capture:
-    """tcpdump in a node's namespace into the run's work dir; stop() returns packets."""
-
-    def __init__(self, net, node: str, iface: str, filt: str = "tcp", count: int = 6000,
-                 snaplen: int = 200):
-        self.path = net.tracker.workdir / f"cap-{node}-{iface}-{time.monotonic_ns()}.pcap"
-        # --immediate-mode: without it packets wait in the ring's block until its timeout
-        # and those still there when tcpdump is stopped are lost
-        self.p = net[node].popen(["tcpdump", "-i", iface, "-n", "-U", "--immediate-mode",
-                                  "-Q", "in",
-                                  "-s", str(snaplen),
-                                  "-c", str(count), "-w", str(self.path), filt],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        deadline, line = time.monotonic() + 5, ""
-        while "listening" not in line and time.monotonic() < deadline:
-            line = self.p.stderr.readline()
-        assert "listening" in line, f"tcpdump did not start: {line}"
-
-    def stop(self) -> list:
-        time.sleep(0.5)
-        if self.p.poll() is None:
-            self.p.terminate()
-        self.p.wait(timeout=5)
-        return list(rdpcap(str(self.path))) if self.path.exists() else []
+def Capture(net, node: str, iface: str, filt: str = "tcp", count: int = 6000,
+            snaplen: int = 200):
+    return testing.Capture.in_run(net, node, iface, filt, direction="in", count=count,
+                                  snaplen=snaplen, drain_s=0.5)
 
 
 def int_option(pkt) -> bytes | None:

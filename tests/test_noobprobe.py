@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from testbed.instruments.noobprobe import HostSettings, Prober
+from testbed import testing
 from testbed.testing import running_network
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
@@ -64,33 +65,9 @@ def attached(node, iface: str) -> tuple[str, str]:
             "xdp" if "prog/xdp" in node.cmd(f"ip -d link show {iface}") else "")
 
 
-class Capture:
-    """tcpdump on a node's interface into a pcap, read back with scapy."""
-
-    def __init__(self, node, iface: str, path: Path, bpf_filter: str = "ip or ip6",
-                 direction: str = "out"):
-        self.node, self.path = node, path
-        self.p = node.popen(["tcpdump", "-i", iface, "-w", str(path), "-U", "-s", "200",
-                             "-Q", direction, "--immediate-mode",
-                             "--time-stamp-precision=nano", bpf_filter],
-                            stderr=subprocess.PIPE, text=True)
-        line = self.p.stderr.readline()         # "listening on ...": capturing from now
-        if "data link type" in line:            # -i any says which first
-            line = self.p.stderr.readline()
-        assert "listening" in line, line
-        time.sleep(0.1)
-
-    def stop(self):
-        from scapy.all import rdpcap
-        # tcpdump drops what it has not read yet when signalled: wait until it caught up
-        size, still, deadline = -1, 0, time.monotonic() + 10
-        while still < 3 and time.monotonic() < deadline:
-            time.sleep(0.2)
-            now = self.path.stat().st_size
-            still, size = (still + 1, size) if now == size else (0, now)
-        self.p.send_signal(signal.SIGINT)
-        self.p.wait(5)
-        return rdpcap(str(self.path))
+def Capture(node, iface: str, path: Path, bpf_filter: str = "ip or ip6",
+            direction: str = "out"):
+    return testing.Capture(node, iface, path, bpf_filter, direction=direction, nano=True)
 
 
 def run_app(node, cmd: str, timeout: float = 20) -> str:

@@ -16,10 +16,11 @@ import time
 from pathlib import Path
 
 import pytest
-from scapy.all import IP, TCP, rdpcap
+from scapy.all import IP, TCP
 
 from testbed.network.tcpint import (IntOptions, TcpInt, D, decode_qdepth, find_option, layout,
                                     qdepth_shift)
+from testbed import testing
 from testbed.testing import running_network
 
 PY = sys.executable
@@ -33,30 +34,10 @@ def topo_line(*links, hosts=("h1", "h2"), switches=("s1",), routers=()):
             "routers": {r: None for r in routers}, "links": list(links)}
 
 
-class Capture:
-    """tcpdump in a node's namespace into the run's work dir; stop() returns the packets."""
-
-    def __init__(self, net, node: str, iface: str, filt: str = "ip", count: int = 4000,
-                 direction: str | None = None):
-        self.path = net.tracker.workdir / f"cap-{node}-{iface}-{time.monotonic_ns()}.pcap"
-        cmd = ["tcpdump", "-i", iface, "-n", "-U", "-s", "1600", "-c", str(count),
-               "-w", str(self.path)]
-        if direction:
-            cmd[3:3] = ["-Q", direction]
-        self.p = net[node].popen(cmd + [filt], stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.PIPE, text=True)
-        deadline = time.monotonic() + 5
-        line = ""
-        while "listening" not in line and time.monotonic() < deadline:
-            line = self.p.stderr.readline()
-        assert "listening" in line, f"tcpdump did not start: {line}"
-
-    def stop(self):
-        time.sleep(0.2)
-        if self.p.poll() is None:
-            self.p.terminate()
-        self.p.wait(timeout=5)
-        return list(rdpcap(str(self.path))) if self.path.exists() else []
+def Capture(net, node: str, iface: str, filt: str = "ip", count: int = 4000,
+            direction: str | None = None):
+    return testing.Capture.in_run(net, node, iface, filt, count=count, direction=direction,
+                                  snaplen=1600, drain_s=0.2)
 
 
 def int_option(pkt) -> tuple[int, bytes] | None:

@@ -65,7 +65,7 @@ def vmlinux_h() -> Path:
 
 def _digest(src: Path, extra: list[str]) -> str:
     h = hashlib.sha256()
-    for p in [src, *sorted(SRC.glob("*.h"))]:
+    for p in [src, *sorted(SRC.rglob("*.h"))]:
         h.update(p.read_bytes())
     h.update(platform.release().encode())
     h.update(" ".join(extra).encode())
