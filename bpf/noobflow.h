@@ -1,6 +1,6 @@
 /* noobflow.h — the one definition of noobflow's kernel/user interface.
  *
- * Read by bpf/noobflow.bpf.c (#include) and by testbed/instruments/noobflow.py, which
+ * Read by bpf/noobflow.bcc.c (#include) and by testbed/instruments/noobflow.py, which
  * takes its constants from the #defines below (parsed) and its ctypes structs from the
  * maps' own declarations (bcc builds them from these structs). Fixed-width types only;
  * every struct is padded explicitly so kernel and user side agree byte for byte.

@@ -1,6 +1,6 @@
 """noobflow: an XDP passive flow collector with per-CPU double-buffered maps.
 
-The kernel side is bpf/noobflow.bpf.c (bcc); its interface is bpf/noobflow.h, from which
+The kernel side is bpf/noobflow.bcc.c (bcc); its interface is bpf/noobflow.h, from which
 this module takes every constant (parsed) and every struct (bcc builds the ctypes types
 from the maps' declarations). The swap protocol is explained in the C file and in
 docs/noobflow.md.
@@ -41,7 +41,7 @@ from ..config.models import HostRef, PortRef
 from ..errors import ConfigError, MissingFeature, RunError
 from .base import Instrument, InstrumentContext, InstrumentOptions, register
 
-SOURCE = BPF_DIR / "noobflow.bpf.c"     # bcc source: compiled by bcc at load time
+SOURCE = BPF_DIR / "noobflow.bcc.c"     # bcc source: compiled by bcc at load time
 HEADER = "noobflow.h"
 
 CSV_COLUMNS = ["time", "interval", "src", "dst", "sport", "dport", "proto", "packets",
@@ -308,7 +308,7 @@ class Noobflow:
 
     def _install(self, which: int) -> None:
         # An ARRAY_OF_MAPS update returns only after synchronize_rcu(): every XDP run
-        # that could still see the previous buffer has finished (see noobflow.bpf.c).
+        # that could still see the previous buffer has finished (see noobflow.bcc.c).
         self.active_map[C.c_int(0)] = C.c_int(self.buffers[which].map_fd)
         self.active = which
 

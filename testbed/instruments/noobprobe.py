@@ -1,6 +1,6 @@
 """noobprobe: per-hop latency of the application's own path, probed in-band from the kernel.
 
-The BPF side (bpf/noobprobe.bpf.c, interface in bpf/noobprobe.h) clones the app's packets
+The BPF side (bpf/noobprobe.bcc.c, interface in bpf/noobprobe.h) clones the app's packets
 on tc egress into TTL-limited probes and matches the routers' time-exceeded replies in
 XDP. This module loads it, attaches it and turns its maps into CSV rows.
 
@@ -36,7 +36,7 @@ from ..config.models import HostRef, Ref
 from ..errors import ConfigError, MissingFeature, RunError
 from .base import Instrument, InstrumentOptions, register
 
-SRC = BPF_DIR / "noobprobe.bpf.c"     # bcc source: compiled by bcc at load time
+SRC = BPF_DIR / "noobprobe.bcc.c"     # bcc source: compiled by bcc at load time
 HEADER = "noobprobe.h"
 TC_PRIO = 0xE0B                 # our filter's preference on clsact egress (unique to us)
 XDP_FLAGS_UPDATE_IF_NOEXIST, XDP_FLAGS_SKB_MODE, XDP_FLAGS_DRV_MODE = 1, 2, 4

@@ -1,4 +1,4 @@
-/* noobprobe.bpf.c — in-band per-hop latency probes cloned from the application's packets.
+/* noobprobe.bcc.c — in-band per-hop latency probes cloned from the application's packets.
  *
  * Egress (tc clsact, direct action), chained by tail calls through np_tc_progs:
  *   np_tc_entry  passes our own second passes (NP_CLONE_MARK / NP_PROBE_MARK, app's mark
@@ -28,6 +28,7 @@
 #include <uapi/linux/ip.h>
 #include <uapi/linux/ipv6.h>
 #include <uapi/linux/pkt_cls.h>
+#include "common/parse.h"
 #include "noobprobe.h"
 
 #define ETH_LEN 14
@@ -57,41 +58,12 @@ static __always_inline void st_inc(u32 i)
 		(*v)++;         /* per-CPU slot: no other writer */
 }
 
-struct cursor {
-	void *pos;
-	void *end;
-};
-
-/* Returns the EtherType (network order) or -1. */
-static __always_inline int parse_eth(struct cursor *c)
+/* The EtherType (host order) after the Ethernet header, or -1. */
+static __always_inline int np_ethertype(struct cursor *c)
 {
-	struct ethhdr *eth = c->pos;
-	if ((void *)(eth + 1) > c->end)
-		return -1;
-	c->pos = eth + 1;
-	return eth->h_proto;
-}
+	int proto;
 
-/* Returns the IPv4 header (options skipped) or NULL. */
-static __always_inline struct iphdr *parse_ipv4(struct cursor *c)
-{
-	struct iphdr *ip = c->pos;
-	if ((void *)(ip + 1) > c->end)
-		return NULL;
-	u32 len = ip->ihl * 4;
-	if (len < sizeof(*ip) || c->pos + len > c->end)
-		return NULL;
-	c->pos += len;
-	return ip;
-}
-
-static __always_inline struct ipv6hdr *parse_ipv6(struct cursor *c)
-{
-	struct ipv6hdr *ip6 = c->pos;
-	if ((void *)(ip6 + 1) > c->end)
-		return NULL;
-	c->pos = ip6 + 1;
-	return ip6;
+	return parse_eth(c, &proto) ? proto : -1;
 }
 
 static __always_inline u16 csum_fold32(u32 s)
@@ -398,7 +370,7 @@ int np_tc_v4(struct __sk_buff *skb)
 	struct cursor c = {(void *)(long)skb->data, (void *)(long)skb->data_end};
 	struct np_dest_key k = {};
 	struct iphdr *ip;
-	if (parse_eth(&c) != bpf_htons(ETH_P_IP) || !(ip = parse_ipv4(&c)))
+	if (np_ethertype(&c) != ETH_P_IP || !(ip = parse_ipv4(&c)))
 		goto out;
 	if (ip->frag_off & bpf_htons(IP_MF_OFFSET))   /* fragments carry no L4 header */
 		goto out;
@@ -419,7 +391,7 @@ int np_tc_v6(struct __sk_buff *skb)
 	struct cursor c = {(void *)(long)skb->data, (void *)(long)skb->data_end};
 	struct np_dest_key k = {};
 	struct ipv6hdr *ip6;
-	if (parse_eth(&c) != bpf_htons(ETH_P_IPV6) || !(ip6 = parse_ipv6(&c)))
+	if (np_ethertype(&c) != ETH_P_IPV6 || !(ip6 = parse_ipv6(&c)))
 		goto out;
 	__builtin_memcpy(k.src, &ip6->saddr, 16);
 	__builtin_memcpy(k.dst, &ip6->daddr, 16);
@@ -637,10 +609,10 @@ static __always_inline int np_match(u32 id, u32 wire, u32 proto, u32 fam, void *
 int np_xdp_entry(struct xdp_md *ctx)
 {
 	struct cursor c = {(void *)(long)ctx->data, (void *)(long)ctx->data_end};
-	int proto = parse_eth(&c);
-	if (proto == bpf_htons(ETH_P_IP))
+	int proto = np_ethertype(&c);
+	if (proto == ETH_P_IP)
 		np_xdp_progs.call(ctx, NP_XDP_V4);
-	else if (proto == bpf_htons(ETH_P_IPV6))
+	else if (proto == ETH_P_IPV6)
 		np_xdp_progs.call(ctx, NP_XDP_V6);
 	return XDP_PASS;
 }
@@ -651,7 +623,7 @@ int np_xdp_v4(struct xdp_md *ctx)
 	struct np_dest_key k = {};
 	struct iphdr *ip, *in;
 	int act = XDP_PASS;
-	if (parse_eth(&c) != bpf_htons(ETH_P_IP) || !(ip = parse_ipv4(&c)))
+	if (np_ethertype(&c) != ETH_P_IP || !(ip = parse_ipv4(&c)))
 		goto out;
 	k.family = 4;
 	if (ip->protocol == IPPROTO_ICMP) {
@@ -701,7 +673,7 @@ int np_xdp_v6(struct xdp_md *ctx)
 	struct np_dest_key k = {};
 	struct ipv6hdr *ip6, *in;
 	int act = XDP_PASS;
-	if (parse_eth(&c) != bpf_htons(ETH_P_IPV6) || !(ip6 = parse_ipv6(&c)))
+	if (np_ethertype(&c) != ETH_P_IPV6 || !(ip6 = parse_ipv6(&c)))
 		goto out;
 	k.family = 6;
 	if (ip6->nexthdr == IPPROTO_ICMPV6) {

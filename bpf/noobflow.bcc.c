@@ -1,4 +1,4 @@
-/* noobflow.bpf.c — XDP passive flow collector (bcc).
+/* noobflow.bcc.c — XDP passive flow collector (bcc).
  *
  * Every frame received on an attach point is parsed (Ethernet, optional 802.1Q,
  * IPv4/IPv6 with extension headers, TCP/UDP ports), checked against a filter held in
@@ -35,9 +35,9 @@
 #include <linux/tcp.h>
 #include <linux/udp.h>
 
+#include "common/parse.h"
 #include "noobflow.h"
 
-#define NF_VLAN_P 0x8100
 #define NF_V6_EXT_MAX 4  /* extension headers walked before giving up on ports */
 
 BPF_PERCPU_HASH(nf_buf0, struct nf_key, struct nf_rec, NF_MAX_FLOWS);
@@ -49,44 +49,27 @@ BPF_HASH(nf_ports, u16, u8, NF_MAX_PORTS);
 BPF_ARRAY(nf_protos, u8, 256);
 BPF_PERCPU_ARRAY(nf_stats, struct nf_stats, NF_MAX_POINTS);
 
-/* ---- parsing helpers: cursor + data_end, next protocol or -1 ---- */
+/* ---- parsing (common/parse.h's cursor): next protocol or -1 ---- */
 
-struct nf_cursor {
-	void *pos;
-};
-
-struct nf_vlan {
-	__be16 tci;
-	__be16 proto;
-};
-
-static __always_inline int nf_parse_eth(struct nf_cursor *c, void *data_end)
+/* The EtherType after the Ethernet header and one 802.1Q tag, or -1. */
+static __always_inline int nf_parse_eth(struct cursor *c)
 {
-	struct ethhdr *eth = c->pos;
-	if ((void *)(eth + 1) > data_end)
+	int proto;
+
+	if (!parse_eth(c, &proto))
 		return -1;
-	c->pos = eth + 1;
-	int proto = bpf_ntohs(eth->h_proto);
-	if (proto == NF_VLAN_P) {
-		struct nf_vlan *v = c->pos;
-		if ((void *)(v + 1) > data_end)
-			return -1;
-		c->pos = v + 1;
-		proto = bpf_ntohs(v->proto);
-	}
+	if (proto == ETH_P_8021Q && !parse_vlan(c, &proto))
+		return -1;
 	return proto;
 }
 
 /* Fills addresses (v4-mapped); returns the L4 protocol, or -1. *l4 is set to 0 when
  * the L4 header is not in this packet (non-first fragment). */
-static __always_inline int nf_parse_ip4(struct nf_cursor *c, void *data_end,
-					struct nf_key *k, int *l4)
+static __always_inline int nf_parse_ip4(struct cursor *c, struct nf_key *k, int *l4)
 {
-	struct iphdr *ip = c->pos;
-	if ((void *)(ip + 1) > data_end)
-		return -1;
-	int hl = ip->ihl * 4;
-	if (hl < (int)sizeof(*ip))
+	struct iphdr *ip = parse_ipv4(c);
+
+	if (!ip)
 		return -1;
 	k->src[10] = 0xff;
 	k->src[11] = 0xff;
@@ -94,20 +77,18 @@ static __always_inline int nf_parse_ip4(struct nf_cursor *c, void *data_end,
 	k->dst[11] = 0xff;
 	__builtin_memcpy(&k->src[12], &ip->saddr, 4);
 	__builtin_memcpy(&k->dst[12], &ip->daddr, 4);
-	*l4 = (bpf_ntohs(ip->frag_off) & 0x1fff) == 0;
-	c->pos = (void *)ip + hl;
+	*l4 = ipv4_has_l4(ip);
 	return ip->protocol;
 }
 
-static __always_inline int nf_parse_ip6(struct nf_cursor *c, void *data_end,
-					struct nf_key *k, int *l4)
+static __always_inline int nf_parse_ip6(struct cursor *c, struct nf_key *k, int *l4)
 {
-	struct ipv6hdr *ip6 = c->pos;
-	if ((void *)(ip6 + 1) > data_end)
+	struct ipv6hdr *ip6 = parse_ipv6(c);
+
+	if (!ip6)
 		return -1;
 	__builtin_memcpy(k->src, &ip6->saddr, 16);
 	__builtin_memcpy(k->dst, &ip6->daddr, 16);
-	c->pos = ip6 + 1;
 	int nh = ip6->nexthdr;
 	*l4 = 1;
 #pragma unroll
@@ -116,7 +97,7 @@ static __always_inline int nf_parse_ip6(struct nf_cursor *c, void *data_end,
 		    nh != IPPROTO_DSTOPTS && nh != IPPROTO_FRAGMENT)
 			break;
 		__u8 *ext = c->pos;
-		if ((void *)(ext + 8) > data_end)
+		if ((void *)(ext + 8) > c->end)
 			return nh;
 		if (nh == IPPROTO_FRAGMENT) {
 			/* frag offset in bytes 2-3, upper 13 bits */
@@ -132,19 +113,19 @@ static __always_inline int nf_parse_ip6(struct nf_cursor *c, void *data_end,
 }
 
 /* Ports and TCP flags; leaves them 0 when the header is not there. */
-static __always_inline void nf_parse_l4(struct nf_cursor *c, void *data_end, int proto,
-					struct nf_key *k, __u32 *tcp_flags)
+static __always_inline void nf_parse_l4(struct cursor *c, int proto, struct nf_key *k,
+					__u32 *tcp_flags)
 {
 	if (proto == IPPROTO_TCP) {
 		struct tcphdr *th = c->pos;
-		if ((void *)(th + 1) > data_end)
+		if ((void *)(th + 1) > c->end)
 			return;
 		k->sport = bpf_ntohs(th->source);
 		k->dport = bpf_ntohs(th->dest);
 		*tcp_flags = ((__u8 *)th)[13];
 	} else if (proto == IPPROTO_UDP) {
 		struct udphdr *uh = c->pos;
-		if ((void *)(uh + 1) > data_end)
+		if ((void *)(uh + 1) > c->end)
 			return;
 		k->sport = bpf_ntohs(uh->source);
 		k->dport = bpf_ntohs(uh->dest);
@@ -187,12 +168,10 @@ static __always_inline int nf_pass_filter(struct nf_key *k)
 
 static __always_inline int nf_collect(struct xdp_md *ctx, u32 point)
 {
-	void *data = (void *)(long)ctx->data;
-	void *data_end = (void *)(long)ctx->data_end;
 	/* Whole frame, frags included: veth may hand XDP a non-linear buffer (GRO'd or
 	 * copied into page-pool pages), where data_end - data is only the first part. */
 	__u64 len = bpf_xdp_get_buff_len(ctx);
-	struct nf_cursor c = {.pos = data};
+	struct cursor c = {(void *)(long)ctx->data, (void *)(long)ctx->data_end};
 	struct nf_key key;
 	__u32 tcp_flags = 0;
 	int l4 = 0, proto;
@@ -205,11 +184,11 @@ static __always_inline int nf_collect(struct xdp_md *ctx, u32 point)
 
 	__builtin_memset(&key, 0, sizeof(key));
 	key.point = point;
-	proto = nf_parse_eth(&c, data_end);
+	proto = nf_parse_eth(&c);
 	if (proto == ETH_P_IP)
-		proto = nf_parse_ip4(&c, data_end, &key, &l4);
+		proto = nf_parse_ip4(&c, &key, &l4);
 	else if (proto == ETH_P_IPV6)
-		proto = nf_parse_ip6(&c, data_end, &key, &l4);
+		proto = nf_parse_ip6(&c, &key, &l4);
 	else
 		proto = -1;
 	if (proto < 0) {
@@ -219,7 +198,7 @@ static __always_inline int nf_collect(struct xdp_md *ctx, u32 point)
 	}
 	key.proto = proto;
 	if (l4)
-		nf_parse_l4(&c, data_end, proto, &key, &tcp_flags);
+		nf_parse_l4(&c, proto, &key, &tcp_flags);
 
 	if (!nf_pass_filter(&key)) {
 		st->filtered_pkts++;
