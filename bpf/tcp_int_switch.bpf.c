@@ -295,27 +295,29 @@ int tcp_int_switch(struct __sk_buff *skb)
 	struct tcp_int_port *port;
 	struct tcphdr *tcp;
 	struct cursor c;
+	void *data;
 	__u32 tcp_off, seg_len, util = 0;
 	__u64 rate = 0;
 	int ttl, at;
 	__u8 freq;
 
-	c.pos = (void *)(long)skb->data;
+	data = (void *)(long)skb->data;
 	c.end = (void *)(long)skb->data_end;
 	seg_len = skb->len;
-	if (c.end - c.pos < LINEAR_MIN && c.end - c.pos < seg_len) {
+	if (c.end - data < LINEAR_MIN && c.end - data < seg_len) {
 		/* base headers outside the linear part (never for the local stack's TCP, whose
 		 * whole header is linear): pull them in. Never pulled otherwise: a pull on a
 		 * cloned skb (every TCP segment) would copy its head. Options are read with
 		 * bpf_skb_load_bytes, which also reads non-linear data. */
 		bpf_skb_pull_data(skb, seg_len < LINEAR_WANT ? seg_len : LINEAR_WANT);
-		c.pos = (void *)(long)skb->data;
+		data = (void *)(long)skb->data;
 		c.end = (void *)(long)skb->data_end;
 	}
+	c.pos = data;
 	tcp = parse_tcp_packet(&c, &ttl);
 	if (!tcp)
 		goto out;
-	tcp_off = (void *)tcp - (void *)(long)skb->data;
+	tcp_off = (void *)tcp - data;
 	at = find_option(skb, tcp, tcp_off, &scan);
 	if (at < 0 || at > MAX_OPT_BYTES - TCP_INT_OPT_LEN) /* 2nd test: verifier bound */
 		goto out;

@@ -53,6 +53,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from . import claims_noob
 from .config import units
 from .config.models import QueueLimit
 from .errors import ConfigError
@@ -235,6 +236,7 @@ class Verdict:
     reason: str
     points: list[str] = field(default_factory=list)
     measured: dict[str, float] = field(default_factory=dict)
+    detail: dict[str, Any] = field(default_factory=dict)   # what a number cannot say
     # An `expect:` claim decides the exit code; a default claim (the experiment has no
     # `expect:`) is reported only, unless `check --strict`.
     binding: bool = True
@@ -587,11 +589,105 @@ class StandingQueue(_Claim):
                        [p.name for p in mine], {"median": m, "near": float(target)})
 
 
-ClaimSpec = Annotated[Union[QueuePeakRatio, QueueDrains, Utilization, Fairness,
-                            DrainTimeRatio, StandingQueue], Field(discriminator="claim")]
-CLAIMS = {c.model_fields["claim"].default: c
-          for c in (QueuePeakRatio, QueueDrains, Utilization, Fairness, DrainTimeRatio,
-                    StandingQueue)}
+# ------------------------------------------------- the NOOBs paper's claims (noobprobe.csv)
+class _NoobClaim(_Claim):
+    """A claim on the per-hop RTT samples of noobprobe.csv: it judges the points that
+    probed (or the one named by `point`), whatever their CC."""
+    cc: str | None = None             # type: ignore[assignment]
+    point: str | None = None          # one point by name; default: every point that probed
+
+    def probed(self, pts: list[PointData]) -> list[PointData]:
+        mine = [p for p in pts if (p.dir / "noobprobe.csv").exists()]
+        return [p for p in mine if p.name == self.point] if self.point else mine
+
+    def verdict(self, m: dict, pts: list[PointData]) -> Verdict:
+        """A claims_noob result as a Verdict: its checks as the reason, its numbers as
+        measured, the rest (per-hop tables, paths) as detail."""
+        checks = m.get("checks") or {}
+        failed = [c for c, ok in checks.items() if not ok]
+        reason = m.get("reason") or (f"failed: {', '.join(failed)}" if failed else
+                                     f"{len(checks)} checks hold" if checks else "")
+        measured = {k: v for k, v in m.items() if k not in ("claim", "pass", "reason")
+                    and isinstance(v, (int, float)) and not isinstance(v, bool)}
+        detail = {k: v for k, v in m.items() if k not in ("claim", "pass", "reason")
+                  and k not in measured}
+        return Verdict(self.claim, None, bool(m["pass"]), reason,  # type: ignore[attr-defined]
+                       [p.name for p in pts], measured, detail)
+
+
+class OneHopQueue(_NoobClaim):
+    """N1: hop `hop` is the first behind the congested queue."""
+    claim: Literal["one_hop_queue"] = "one_hop_queue"
+    hop: int = Field(ge=2)
+    min_rise_ms: float = Field(1.0, ge=0)
+    flat_iqr_ms: float = Field(0.5, gt=0)
+    osc_factor: float = Field(5.0, gt=0)
+    after_ms: float = Field(0.5, gt=0)
+
+    def evaluate(self, pts: list[PointData]) -> Verdict:
+        mine = self.probed(pts)
+        return self.verdict(claims_noob.one_hop_queue(
+            [p.dir for p in mine], self.hop, self.min_rise_ms, self.flat_iqr_ms,
+            self.osc_factor, self.after_ms), mine)
+
+
+class RouteChange(_NoobClaim):
+    """N2: the path changes at `at` s; hop `hop` is the first router that differs."""
+    claim: Literal["route_change"] = "route_change"
+    at: float = Field(gt=0)
+    hop: int = Field(ge=1)
+    settle: float = Field(0.5, ge=0)
+    min_rise_ms: float = Field(1.0, ge=0)
+    silent_max: float = Field(0.2, ge=0, le=1)
+    answered_min: float = Field(0.8, ge=0, le=1)
+
+    def evaluate(self, pts: list[PointData]) -> Verdict:
+        mine = self.probed(pts)[:1]
+        if not mine:
+            return self.na("needs a point with noobprobe.csv")
+        return self.verdict(claims_noob.route_change(
+            mine[0].dir, self.at, self.hop, self.settle, self.min_rise_ms, self.silent_max,
+            self.answered_min), mine)
+
+
+class EcmpPaths(_NoobClaim):
+    """N3: one path (hop-`hop` responder) per flow, several paths, per-path throughput
+    distributions that differ (KS 2-sample test, p < alpha)."""
+    claim: Literal["ecmp_paths"] = "ecmp_paths"
+    hop: int = Field(2, ge=1)
+    alpha: float = Field(0.01, gt=0, lt=1)
+    min_probes: int = Field(3, ge=1)
+    slack: float = Field(0.2, ge=0)
+
+    def evaluate(self, pts: list[PointData]) -> Verdict:
+        mine = self.probed(pts)[:1]
+        if not mine:
+            return self.na("needs a point with noobprobe.csv")
+        return self.verdict(claims_noob.ecmp_paths(
+            mine[0].dir, self.hop, self.alpha, self.min_probes, self.slack), mine)
+
+
+class NoOverhead(_NoobClaim):
+    """N4: throughput with and without noobprobe (a sweep over
+    `instruments.noobprobe.enabled`) does not differ significantly."""
+    claim: Literal["no_overhead"] = "no_overhead"
+    alpha: float = Field(0.05, gt=0, lt=1)
+    min_ratio: float = Field(0.97, gt=0)
+
+    def evaluate(self, pts: list[PointData]) -> Verdict:
+        def probing(p: PointData) -> bool:
+            inst = p.config.get("instruments") or {}
+            return "noobprobe" in inst and bool((inst["noobprobe"] or {}).get("enabled", True))
+        on = [p for p in pts if probing(p)]
+        off = [p for p in pts if not probing(p)]
+        return self.verdict(claims_noob.no_overhead(
+            [p.dir for p in on], [p.dir for p in off], self.alpha, self.min_ratio), on + off)
+
+
+_KINDS = (QueuePeakRatio, QueueDrains, Utilization, Fairness, DrainTimeRatio, StandingQueue,
+          OneHopQueue, RouteChange, EcmpPaths, NoOverhead)
+ClaimSpec = Annotated[Union[_KINDS], Field(discriminator="claim")]  # type: ignore[valid-type]
+CLAIMS = {c.model_fields["claim"].default: c for c in _KINDS}
 _ADAPTER = TypeAdapter(list[ClaimSpec])
 
 

@@ -201,18 +201,6 @@ class Runner:
             return
         if self.verdicts:
             write_verdicts(self.run_dir, self.verdicts)
-        from .plots import noobprobe  # the NOOBs figures' claims (noobprobe_claims.json)
-        if self.plan.experiment.name in noobprobe.EXPECT:
-            from .claims import Verdict
-            for v in noobprobe.check(self.run_dir):
-                checks = v.get("checks", {})
-                failed = [c for c, ok in checks.items() if not ok]
-                detail = "; ".join(
-                    ([f"failed: {', '.join(failed)}"] if failed else
-                     [f"{len(checks)} checks hold"] if checks else []) +
-                    [f"{k}={x}" for k, x in v.items() if k not in ("claim", "pass")
-                     and isinstance(x, (int, float, str))])
-                self.verdicts.append(Verdict(v["claim"], None, bool(v["pass"]), detail[:300]))
 
     def _congestion_controls(self, tracker: RunTracker):
         try:

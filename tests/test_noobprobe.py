@@ -641,11 +641,11 @@ def test_instrument_in_an_experiment(tmp_path):
     meta = json.loads((pdir / "noobprobe_meta.json").read_text())
     assert meta["router_sysctls"]["r1"]["net.ipv4.icmp_ratelimit"] == "0"
     assert (pdir / "plots" / "noobprobe_latency.png").exists()
-    from testbed.plots.noobprobe import one_hop_queue
-    v = one_hop_queue(out, hop=3)
-    assert v["pass"], v
-    v = one_hop_queue(out, hop=2)
-    assert not v["pass"], v
+    from testbed.claims import check
+    v = check(out, expect=[{"claim": "one_hop_queue", "hop": 3}])[0]
+    assert v.passed, v
+    v = check(out, expect=[{"claim": "one_hop_queue", "hop": 2}])[0]
+    assert not v.passed, v
 
 
 # ---- the NOOBs figures whose claims need a whole run ---------------------------------
@@ -656,16 +656,16 @@ def test_noob_experiment_claims(exp, claim, tmp_path):
     """N2 (route change mid-flow: the runner's route events, a silent hop) and N3 (ECMP with
     L4 hashing: per-flow paths from the flows' own probes, per-path throughput KS test)
     run end to end and their claims, checked in code, hold."""
-    from testbed.plots.noobprobe import check
+    from testbed.claims import check
     out = tmp_path / "run"
     r = subprocess.run([PY, "-m", "testbed", "run", str(REPO / f"experiments/{exp}.yaml"),
                         "-q", "--out", str(out)], cwd=str(REPO), capture_output=True,
                        text=True, timeout=300)
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     verdicts = check(out)
-    assert [v["claim"] for v in verdicts] == [claim]
-    assert verdicts[0]["pass"], verdicts[0]
-    assert (out / "noobprobe_claims.json").exists()
+    assert [v.claim for v in verdicts] == [claim]
+    assert verdicts[0].passed, verdicts[0]
+    assert (out / "claims.json").exists()
 
 
 def test_ecmp_paths_attributes_probes_by_port_and_time(tmp_path):
@@ -676,10 +676,9 @@ def test_ecmp_paths_attributes_probes_by_port_and_time(tmp_path):
     import csv
     import json
     from testbed.instruments.noobprobe import COLUMNS
-    from testbed.plots.noobprobe import ecmp_paths
+    from testbed.claims_noob import ecmp_paths
     pdir = tmp_path / "default"
     (pdir / "iperf").mkdir(parents=True)
-    (tmp_path / "experiment.yaml").write_text("name: noob_n3\n")
     # (flow, port, start, spine(s) its probes name, Mb/s)
     flows = [("a", 50000, 0.0, ["S1"], 95.0), ("b", 50002, 1.0, ["S2"], 38.0),
              ("c", 50000, 2.0, ["S2"], 38.0), ("d", 50004, 3.0, ["S1"], 95.0),
@@ -699,7 +698,7 @@ def test_ecmp_paths_attributes_probes_by_port_and_time(tmp_path):
                 w.writerow({"time": start + 0.05 + 0.09 * k, "responder": spines[k % len(spines)],
                             "outttl": 2, "latency": 0.001, "sport": port})
                 wt.writerow([start + 0.1 * k, name, (mbps + 0.1 * k) * 1e6])
-    v = ecmp_paths(tmp_path)
+    v = ecmp_paths(pdir)
     assert v["flows_per_path"] == {"S1": ["a", "d"], "S2": ["b", "c"]}, v
     assert v["flows_with_several_paths"] == {"e": ["S1", "S2"]}, v
     assert v["checks"]["one path per flow"] is False and not v["pass"]

@@ -125,21 +125,12 @@ class Run:
 
     @functools.cached_property
     def claims(self) -> pd.DataFrame:
-        """claims.json (and the NOOBs figures' noobprobe_claims.json): one row per claim."""
+        """claims.json: one row per claim."""
         rows = []
         for v in _json(self.dir / "claims.json") or []:
             rows.append({"claim": v.get("claim"), "cc": v.get("cc"), "status": v.get("status"),
                          "reason": v.get("reason"), "points": ",".join(v.get("points") or []),
                          **{f"measured_{k}": x for k, x in (v.get("measured") or {}).items()}})
-        for v in _json(self.dir / "noobprobe_claims.json") or []:
-            checks = v.get("checks") or {}
-            rows.append({"claim": v.get("claim"), "cc": None,
-                         "status": "PASS" if v.get("pass") else "FAIL",
-                         "reason": "; ".join(f"{c}: {'ok' if ok else 'failed'}"
-                                             for c, ok in checks.items()),
-                         "points": "", **{f"measured_{k}": x for k, x in v.items()
-                                          if k not in ("claim", "pass", "checks")
-                                          and isinstance(x, (int, float))}})
         cols = ["claim", "cc", "status", "reason", "points"]
         return pd.DataFrame(rows) if rows else pd.DataFrame(columns=cols)
 

@@ -110,15 +110,6 @@ def _claims(run_dir: Path) -> str:
         rows.append([v.get("status", ""), v.get("claim", ""), v.get("cc") or "-",
                      measured, v.get("reason", "")])
         cls.append(str(v.get("status", "")).replace("/", ""))
-    for v in _json(run_dir / "noobprobe_claims.json") or []:
-        st = "PASS" if v.get("pass") else "FAIL"
-        checks = v.get("checks") or {}
-        rows.append([st, v.get("claim", ""), "-",
-                     ", ".join(f"{k} = {x}" for k, x in v.items()
-                               if k not in ("claim", "pass", "checks")
-                               and isinstance(x, (int, float, str))),
-                     "; ".join(f"{c}: {'ok' if ok else 'failed'}" for c, ok in checks.items())])
-        cls.append(st)
     if not rows:
         return "<p>no claims were judged on this run (no <code>expect:</code> and no " \
                "default claim applies)</p>"
