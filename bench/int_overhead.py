@@ -50,10 +50,10 @@ from testbed.testing import running_network  # noqa: E402
 CONFIGS = {
     "plain": None,
     "int-off": IntOptions(enabled=True, hosts=[]),
-    "int-1": IntOptions(enabled=True, tag_every=1),
-    "int-16": IntOptions(enabled=True, tag_every=16),
+    "int-1": IntOptions(enabled=True, host_tag_every=1),
+    "int-16": IntOptions(enabled=True, host_tag_every=16),
     # hosts tag every segment, switches stamp ~none: splits host cost from switch cost
-    "int-1-nostamp": IntOptions(enabled=True, tag_every=1, switch_tag_every=255),
+    "int-1-nostamp": IntOptions(enabled=True, host_tag_every=1, switch_tag_every=255),
 }
 TOPO = {"ipv6": False, "hosts": {"h1": None, "h2": None}, "switches": {"s1": None},
         "links": [{"ends": ["h1", "s1"]}, {"ends": ["s1", "h2"]}]}

@@ -600,6 +600,13 @@ class _NoobClaim(_Claim):
         mine = [p for p in pts if (p.dir / "noobprobe.csv").exists()]
         return [p for p in mine if p.name == self.point] if self.point else mine
 
+    def judge_one(self, pts: list[PointData], measure) -> Verdict:
+        """A claim on one point's data: the first that probed (or the named one)."""
+        mine = self.probed(pts)[:1]
+        if not mine:
+            return self.na("needs a point with noobprobe.csv")
+        return self.verdict(measure(mine[0].dir), mine)
+
     def verdict(self, m: dict, pts: list[PointData]) -> Verdict:
         """A claims_noob result as a Verdict: its checks as the reason, its numbers as
         measured, the rest (per-hop tables, paths) as detail."""
@@ -642,12 +649,9 @@ class RouteChange(_NoobClaim):
     answered_min: float = Field(0.8, ge=0, le=1)
 
     def evaluate(self, pts: list[PointData]) -> Verdict:
-        mine = self.probed(pts)[:1]
-        if not mine:
-            return self.na("needs a point with noobprobe.csv")
-        return self.verdict(claims_noob.route_change(
-            mine[0].dir, self.at, self.hop, self.settle, self.min_rise_ms, self.silent_max,
-            self.answered_min), mine)
+        return self.judge_one(pts, lambda d: claims_noob.route_change(
+            d, self.at, self.hop, self.settle, self.min_rise_ms, self.silent_max,
+            self.answered_min))
 
 
 class EcmpPaths(_NoobClaim):
@@ -660,11 +664,8 @@ class EcmpPaths(_NoobClaim):
     slack: float = Field(0.2, ge=0)
 
     def evaluate(self, pts: list[PointData]) -> Verdict:
-        mine = self.probed(pts)[:1]
-        if not mine:
-            return self.na("needs a point with noobprobe.csv")
-        return self.verdict(claims_noob.ecmp_paths(
-            mine[0].dir, self.hop, self.alpha, self.min_probes, self.slack), mine)
+        return self.judge_one(pts, lambda d: claims_noob.ecmp_paths(
+            d, self.hop, self.alpha, self.min_probes, self.slack))
 
 
 class NoOverhead(_NoobClaim):

@@ -364,7 +364,7 @@ def sample_backlog(netns: str, iface: str, proc, period: float = 0.0005):
     return out
 
 
-# The issue's bound on noobprobe's error, against what the wire at h1 shows.
+# How far noobprobe's per-hop rise may be from what the wire at h1 shows.
 TOLERANCE_US = 50
 # The FIFO's share of the rise against the drain-time model of a full FIFO behind HTB at
 # rate R: the backlog a probe finds, then its app packet just ahead of it, plus the rest of
@@ -387,7 +387,7 @@ def test_standing_queue_drain_time(prober, tmp_path):
     Ground truth on the wire:
     - at h1's link: each probe leaving h1 and its time-exceeded leaving r1 for h1 — the
       RTT the network really gave the probe. noobprobe's hop-3 rise over hop 2 must equal
-      the wire's within TOLERANCE_US (the issue's 50 µs).
+      the wire's within TOLERANCE_US (50 µs).
     - at r2: each probe for hop 3 arriving (TTL 2) and leaving after the FIFO (TTL 1), and
       its time-exceeded passing back: the FIFO part of the rise must equal the drain
       time of the standing queue ((time-averaged backlog + app packet + half a flood
@@ -670,7 +670,7 @@ def test_noob_experiment_claims(exp, claim, tmp_path):
 
 def test_ecmp_paths_attributes_probes_by_port_and_time(tmp_path):
     """N3's analysis: a probe belongs to the flow whose ephemeral port it carries *and*
-    that ran when it was sent — iperf3 tests reuse ports (CI saw t05 and t10 share one)
+    that ran when it was sent — iperf3 tests reuse ports (two 1-s tests of N3 can share one)
     and port-only matching merged two flows' paths into 'several paths'. A flow whose own
     probes name two spines is still reported."""
     import csv

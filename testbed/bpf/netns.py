@@ -6,6 +6,7 @@ Functions:
 - ns_path(target): the path of a namespace given as a path, a PID or an `ip netns` name.
 - netns(target): a context manager running its body in that namespace (None: stay);
   the thread always returns to its own namespace.
+- resolve(target): the path of an existing namespace, or a ConfigError naming the fix.
 - enter(target): move the calling thread (or a child before exec) for good.
 """
 from __future__ import annotations
@@ -41,6 +42,18 @@ def _open(target: str | int) -> tuple[int, str]:
     except OSError as e:
         raise ConfigError(f"network namespace {target!r} not found ({e.strerror}); "
                           f"give a name from `ip netns list` or a PID", key="--netns") from None
+
+
+def resolve(target: str | int | None) -> str | None:
+    """The absolute path of an existing namespace (None: none given); ConfigError naming
+    the fix otherwise — checked before anything is attached."""
+    if target is None:
+        return None
+    path = ns_path(target)
+    if not os.path.exists(path):
+        raise ConfigError(f"no network namespace {target!r} (fix: a name from `ip netns "
+                          f"list`, a PID or a /proc/PID/ns/net path)", key="--netns")
+    return os.path.abspath(path)
 
 
 def enter(target: str | int) -> None:

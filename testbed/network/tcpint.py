@@ -29,7 +29,7 @@ import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
 from ..bpf import abi
 from ..bpf.abi import Layout
@@ -151,7 +151,11 @@ class IntOptions(BaseModel):
     enabled: bool = False
     version: Literal["v04", "v02"] = "v04"
     scale: Literal["public", "fine"] = "public"   # fine: see docs/tcp-int.md "Scales"
-    tag_every: int = Field(1, ge=1, le=65536)     # hosts: option on 1 in N data segments
+    # Two samplings, named apart: a host puts the option on 1 in N of its data segments;
+    # a switch stamps 1 in N of the option-carrying packets it forwards. `tag_every`
+    # (the host's, by its older name) is still read.
+    host_tag_every: int = Field(1, ge=1, le=65536,
+                                validation_alias=AliasChoices("host_tag_every", "tag_every"))
     switch_tag_every: int = Field(1, ge=1, le=255)  # switches: stamp 1 in N (TagFreqKey 0xf)
     dynamic_tagging: bool = False                 # hosts send TagFreqKey by flow state (v04)
     congested_every: int = Field(1, ge=1, le=255)    # switch frequency for CONGESTED
@@ -331,7 +335,7 @@ class TcpInt:
         o = self.options
         self.host_obj = BpfObject(obj_path)
         self.host_obj.set_rodata(version=o.version_code, scale=o.scale_code,
-                                 tag_every=o.tag_every, dynamic_tagging=int(o.dynamic_tagging),
+                                 tag_every=o.host_tag_every, dynamic_tagging=int(o.dynamic_tagging),
                                  echo=int(o.echo), hop_mbps=int(o.hop_mbps or 0),
                                  trace=int(o.trace))
         self.host_obj.load()

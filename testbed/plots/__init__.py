@@ -27,6 +27,17 @@ def plotter(fn: Callable[[Path], list[Path]]) -> Callable[[Path], list[Path]]:
     return fn
 
 
+def save(fig, pdir: Path, name: str, dpi: int = 120) -> Path:
+    """Write a point's figure to <point>/plots/<name> and free it."""
+    import matplotlib.pyplot as plt
+    fig.tight_layout()
+    out = Path(pdir) / "plots" / name
+    out.parent.mkdir(exist_ok=True)
+    fig.savefig(out, dpi=dpi)
+    plt.close(fig)
+    return out
+
+
 def point_plots(pdir: Path) -> list[Path]:
     import importlib
     import pkgutil

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..claims_noob import path_samples, read_samples
-from . import plotter
+from . import plotter, save
 
 
 @plotter
@@ -39,12 +39,7 @@ def per_hop_latency(pdir: Path) -> list[Path]:
         ax.set_ylabel("RTT (ms)")
         ax.legend(fontsize=8, ncol=min(len(hops), 8))
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    out = Path(pdir) / "plots" / "noobprobe_latency.png"
-    out.parent.mkdir(exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return [out]
+    return [save(fig, pdir, "noobprobe_latency.png")]
 
 
 
@@ -68,9 +63,4 @@ def path_throughput_cdf(pdir: Path) -> list[Path]:
                  fontsize=9)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    out = Path(pdir) / "plots" / "noobprobe_paths_cdf.png"
-    out.parent.mkdir(exist_ok=True)
-    fig.savefig(out, dpi=120)
-    plt.close(fig)
-    return [out]
+    return [save(fig, pdir, "noobprobe_paths_cdf.png")]

@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 from ..bpf.abi import proto_name
-from ..bpf.netns import enter
+from ..bpf.netns import enter, resolve
 from ..errors import BAD_INPUT, OK, RUN_FAILURE, ConfigError, MissingFeature, TestbedError
 from . import positive
 
@@ -90,16 +90,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return p
 
 
-def _netns_path(ns: str | None) -> str | None:
-    if ns is None:
-        return None
-    for cand in (ns, f"/var/run/netns/{ns}", f"/proc/{ns}/ns/net" if ns.isdigit() else ""):
-        if cand and os.path.exists(cand) and (cand.startswith("/") or cand == ns):
-            return os.path.abspath(cand)
-    raise ConfigError(f"no network namespace {ns!r} (fix: a name from `ip netns list`, "
-                      "a PID or a /proc/PID/ns/net path)", key="--netns")
-
-
 class _Stop:
     """SIGINT/SIGTERM only set a flag: the loop then detaches and flushes."""
 
@@ -110,33 +100,112 @@ class _Stop:
         self.flag = True
 
 
+def _check_args(args: argparse.Namespace, np_) -> tuple[str | None, list[str], list[str]]:
+    """(namespace path, destination addresses, app argv), or a TestbedError naming the
+    fix — before anything is loaded."""
+    np_.check_support()
+    netns = resolve(args.netns)
+    if args.hops is not None and not 2 <= args.hops <= np_.H["NP_MAX_HOPS"] + 1:
+        raise ConfigError(f"--hops must be 2..{np_.H['NP_MAX_HOPS'] + 1}", key="--hops")
+    np_.interface_addresses(args.interface, netns)          # unknown interface → error
+    dests: list[str] = []
+    for d in args.dest:
+        dests += np_.resolve(d)
+    app = list(args.app)
+    if app and shutil.which(app[0]) is None:
+        raise ConfigError(f"application {app[0]!r} not found (fix: a program on PATH "
+                          "or a path to one)", key="APP")
+    return netns, dests, app
+
+
+class _Output:
+    """Samples to a CSV file or as a table on stdout; counts them."""
+
+    def __init__(self, csv_path: str | None, t0: int, np_):
+        self.t0, self.rows = t0, 0
+        self.sink = np_.CsvSink(Path(csv_path), t0) if csv_path else None
+        if not self.sink:
+            print(TABLE_HDR, flush=True)
+
+    def __call__(self, samples) -> None:
+        self.rows += len(samples)
+        if self.sink:
+            self.sink.write(samples)
+            return
+        for s in samples:
+            print(TABLE_FMT.format(f"{s.row(self.t0)[0][:10]}", s.outttl, s.seq,
+                                   f"{s.latency_ms:.3f}", s.dest, s.recvttl,
+                                   s.responder or "*", s.sport, s.dport,
+                                   proto_name(s.protocol)),
+                  flush=True)
+
+    def close(self) -> None:
+        if self.sink:
+            self.sink.close()
+
+
+def _start_app(app: list[str], netns: str | None) -> subprocess.Popen:
+    """The application, in the probed interface's namespace."""
+    pre = None
+    if netns:
+        def pre() -> None:
+            try:
+                enter(netns)
+            except TestbedError:
+                os._exit(127)
+    return subprocess.Popen(app, preexec_fn=pre)
+
+
+def _poll_until_done(args: argparse.Namespace, prober, emit, proc, stop: _Stop) -> None:
+    """Drain results every --interval until the app exits, --duration passes or a signal."""
+    deadline = time.monotonic() + args.duration if args.duration else None
+    next_poll = time.monotonic() + args.interval
+    while not stop.flag:
+        if proc is not None and proc.poll() is not None:
+            break
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+        time.sleep(0.05)
+        if time.monotonic() >= next_poll:
+            emit(prober.poll())
+            next_poll += args.interval
+
+
+def _finish(args: argparse.Namespace, prober, host, emit) -> None:
+    """Stop emitting first, give the last replies time to come back, then detach XDP and
+    report everything still outstanding as unanswered."""
+    prober.detach_tc(host)
+    time.sleep(min(0.3, args.timeout))
+    emit(prober.poll())
+    prober.remove_host(host)
+    emit(prober.poll(give_up_all=True))
+
+
+def _stop_app(proc: subprocess.Popen | None) -> None:
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(3)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def run(args: argparse.Namespace) -> int:
     from ..instruments import noobprobe as np_
 
-    stop = _Stop()
     try:
-        np_.check_support()
-        netns = _netns_path(args.netns)
-        if args.hops is not None and not 2 <= args.hops <= np_.H["NP_MAX_HOPS"] + 1:
-            raise ConfigError(f"--hops must be 2..{np_.H['NP_MAX_HOPS'] + 1}", key="--hops")
-        np_.interface_addresses(args.interface, netns)          # unknown interface → error
-        dests: list[str] = []
-        for d in args.dest:
-            dests += np_.resolve(d)
-        app = list(args.app)
-        if app and shutil.which(app[0]) is None:
-            raise ConfigError(f"application {app[0]!r} not found (fix: a program on PATH "
-                              "or a path to one)", key="APP")
+        netns, dests, app = _check_args(args, np_)
     except TestbedError as e:
         print(f"probe: {e}", file=sys.stderr)
         return e.exit_code
 
     settings = np_.HostSettings(args.rate, args.hop_rate, args.pass_icmp, args.hops,
                                 args.timeout)
-    prober = host = sink = proc = None
-    rows = 0
+    stop = _Stop()
+    prober = out = proc = None
     old = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
-    t0 = time.monotonic_ns()
+    t0 = time.monotonic_ns()          # the CSV's time base: when probing was asked for
     try:
         prober = np_.Prober()
         try:
@@ -144,52 +213,11 @@ def run(args: argparse.Namespace) -> int:
         except ConfigError as e:
             print(f"probe: {e}", file=sys.stderr)
             return BAD_INPUT
-        if args.csv:
-            sink = np_.CsvSink(Path(args.csv), t0)
-        else:
-            print(TABLE_HDR, flush=True)
-
-        def emit(samples) -> None:
-            nonlocal rows
-            rows += len(samples)
-            if sink:
-                sink.write(samples)
-                return
-            for s in samples:
-                print(TABLE_FMT.format(f"{s.row(t0)[0][:10]}", s.outttl, s.seq,
-                                       f"{s.latency_ms:.3f}", s.dest, s.recvttl,
-                                       s.responder or "*", s.sport, s.dport,
-                                       proto_name(s.protocol)),
-                      flush=True)
-
+        out = _Output(args.csv, t0, np_)
         if app:
-            pre = None
-            if netns:
-                def pre() -> None:
-                    try:
-                        enter(netns)
-                    except TestbedError:
-                        os._exit(127)
-            proc = subprocess.Popen(app, preexec_fn=pre)
-        deadline = time.monotonic() + args.duration if args.duration else None
-        next_poll = time.monotonic() + args.interval
-        while not stop.flag:
-            if proc is not None and proc.poll() is not None:
-                break
-            if deadline is not None and time.monotonic() >= deadline:
-                break
-            time.sleep(0.05)
-            if time.monotonic() >= next_poll:
-                emit(prober.poll())
-                next_poll += args.interval
-        # Stop emitting first, give the last replies time to come back, then detach XDP
-        # and report everything still outstanding as unanswered.
-        prober.detach_tc(host)
-        time.sleep(min(0.3, args.timeout))
-        emit(prober.poll())
-        prober.remove_host(host)
-        emit(prober.poll(give_up_all=True))
-        host = None
+            proc = _start_app(app, netns)
+        _poll_until_done(args, prober, out, proc, stop)
+        _finish(args, prober, host, out)
     except TestbedError as e:
         print(f"probe: {e}", file=sys.stderr)
         return e.exit_code
@@ -198,24 +226,18 @@ def run(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return RUN_FAILURE
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(3)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        _stop_app(proc)
         if prober is not None:
             try:
                 prober.close()
             except Exception as e:  # keep the report one line; the kernel side is gone
                 print(f"probe: cleanup: {e}", file=sys.stderr)
-        if sink:
-            sink.close()
+        if out is not None:
+            out.close()
         for s, h in old.items():
             signal.signal(s, h)
-    print(f"probe: {rows} probes ({prober.samples_seen if prober else 0} answered, "
-          f"{prober.lost if prober else 0} lost)", file=sys.stderr)
+    print(f"probe: {out.rows if out else 0} probes ({prober.samples_seen if prober else 0} "
+          f"answered, {prober.lost if prober else 0} lost)", file=sys.stderr)
     if proc is not None and proc.returncode not in (0, None) and not stop.flag:
         print(f"probe: application exited with {proc.returncode}", file=sys.stderr)
         return RUN_FAILURE
