@@ -1,7 +1,7 @@
 /* noobprobe.h — the one definition of noobprobe's kernel/user interface.
  *
  * Read by bpf/noobprobe.bcc.c (#include) and by testbed/instruments/noobprobe.py, which
- * takes its constants from the #defines below (parsed) and its ctypes structs from the
+ * takes its constants from the #defines below (parsed by testbed/bpf/abi.py) and its ctypes structs from the
  * maps' own declarations (bcc builds them from these structs). Fixed-width types only;
  * every struct is padded explicitly so kernel and user side agree byte for byte.
  *

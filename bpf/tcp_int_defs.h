@@ -3,7 +3,7 @@
  * Plain `#define NAME <integer literal>` lines only, so that every consumer can read it:
  *   - the eBPF programs (through tcp_int.h),
  *   - the P4 program (p4/tcp_int.p4 #includes this file through the P4 preprocessor),
- *   - the Python side (testbed/network/tcpint.py parses these lines; no second copy).
+ *   - the Python side (testbed/bpf/abi.py parses these lines; no second copy).
  * No C types, no casts, no U/L suffixes, no expressions: a literal per name.
  *
  * Facts: the public TCP-INT host tool (p4lang/p4app-TCP-INT v0.2-v0.4) and the Third Eye
