@@ -158,8 +158,13 @@ def run_cell(n: int, bw: int, tau: int, rnd: int, ccs: list[str], seconds: float
     exp = work / "exp.yaml"
     exp.write_text(yaml.safe_dump(experiment(n, bw, tau, seconds, order), sort_keys=False))
     res = work / "res"
-    p = subprocess.run([sys.executable, "-m", "testbed", "run", str(exp), "--out", str(res),
-                        "-q"], cwd=ROOT, capture_output=True, text=True)
+    global _child
+    _child = subprocess.Popen([sys.executable, "-m", "testbed", "run", str(exp), "--out",
+                               str(res), "-q"], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    _, err = _child.communicate()
+    p = subprocess.CompletedProcess(_child.args, _child.returncode, "", err)
+    _child = None
     rows = []
     cell = f"{n}x{bw}x{tau}"
     for cc in ccs:
@@ -172,6 +177,18 @@ def run_cell(n: int, bw: int, tau: int, rnd: int, ccs: list[str], seconds: float
     if keep is None:
         subprocess.run(["rm", "-rf", str(work)])
     return rows
+
+
+_child: subprocess.Popen | None = None
+
+
+def _on_term(signum, _frame):
+    """SIGTERM/SIGINT: the running point is stopped by its own runner (SIGTERM: it removes
+    what it made), then the reference is unregistered (main's finally)."""
+    if _child is not None and _child.poll() is None:
+        _child.terminate()
+        _child.wait(timeout=60)
+    raise SystemExit(128 + signum)
 
 
 def med(rows: list[dict], cc: str, key: str) -> float:
@@ -285,6 +302,9 @@ def main() -> int:
         print(f"skipped: {why}")
         return 0
     grid = [tuple(int(v) for v in c.split("x")) for c in a.cells] if a.cells else GRID
+    import signal
+    signal.signal(signal.SIGTERM, _on_term)
+    signal.signal(signal.SIGINT, _on_term)
     rows: list[dict] = []
     t_start = time.monotonic()
     try:

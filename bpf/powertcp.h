@@ -209,7 +209,7 @@ static __always_inline void track_old_cwnd(struct sock *sk, __u32 ack)
 {
 	struct powertcp_ca *ca = ca_of(sk);
 
-	if (!seq_after(ca->epoch_end_seq, ack)) {
+	if (seq_after(ack, ca->epoch_end_seq)) {
 		ca->old_cwnd_fp = ca->cwnd_fp;
 		ca->epoch_end_seq = tcp_sk(sk)->snd_nxt;
 	}

@@ -29,10 +29,12 @@ void BPF_PROG(theta_cong_control, struct sock *sk, __u32 ack, int flag,
 	__u64 now, dt, p_norm;
 	__s64 rtt, grad, factor;
 
-	/* Once per RTT: when the ACK covers the snd_nxt of the previous update (all of the
-	 * window it sent). Between updates snd_cwnd stays as the last update (or loss
-	 * recovery) left it. */
-	if (seq_after(ca->epoch_end_seq, ack))
+	/* Once per RTT: the first ACK beyond the snd_nxt of the previous update. Not at
+	 * that snd_nxt itself (the reference's gate): with 1-segment windows that is every
+	 * ACK, and 10 flows oscillated into a queue p99 of 43-45 packets (11-14 with this
+	 * gate; docs/powertcp.md). Between updates snd_cwnd stays as the last update (or
+	 * loss recovery) left it. */
+	if (!seq_after(ack, ca->epoch_end_seq))
 		return;
 	rtt = rs->rtt_us;
 	if (rtt <= 0) /* no sample on this ACK (e.g. only retransmitted data acked) */
