@@ -368,8 +368,8 @@ class Runner:
             meta["ecn_marks"] = {f"{r['node']}:{r['iface']}": r["marked_pkts"] for r in marks}
         meta["outputs"] = outputs
         meta["schedule"] = sorted(fired + release_spread(flows, t0), key=lambda e: e["at"])
-        if ctx.notes:
-            meta["notes"] = ctx.notes
+        if ctx.notes or iperf.notes:
+            meta["notes"] = iperf.notes + ctx.notes
         meta["bottleneck"] = bottleneck_check(pdir, net, meta["cpu_busy_pct"], exp.duration)
         if errors:
             raise RunError("workload: " + "; ".join(errors))

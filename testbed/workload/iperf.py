@@ -87,6 +87,7 @@ class IperfWorkload:
         self.cc_name = cc_name
         self.clients: dict[str, subprocess.Popen] = {}
         self.servers: dict[str, subprocess.Popen] = {}
+        self.notes: list[str] = []   # what runs otherwise than asked (meta.json notes)
 
     def prepare(self) -> None:
         """Servers listening and clients spawned (blocked), before the clock starts."""
@@ -131,7 +132,13 @@ class IperfWorkload:
             if f.bytes is not None:
                 cmd += ["-n", str(f.bytes)]
             else:
-                cmd += ["-t", f"{max(f.duration, 0.1):.3f}"]
+                # iperf3 (3.12) reads -t as whole seconds (atoi: "2.5" runs 2 s, "0.5"
+                # runs unbounded): give it what it will run, and say so where that differs
+                secs = max(1, int(f.duration))
+                if secs != f.duration:
+                    self.notes.append(f"{f.name}: iperf3 runs whole seconds: {f.duration:g} s "
+                                      f"asked, {secs} s run (give bytes: or whole seconds)")
+                cmd += ["-t", str(secs)]
             if f.protocol == "udp":
                 cmd += ["-u", "-b", f"{(f.rate or 1.0) * 1e6:.0f}"]
             else:
