@@ -132,8 +132,8 @@ class IperfWorkload:
             if f.bytes is not None:
                 cmd += ["-n", str(f.bytes)]
             else:
-                # iperf3 (3.12) reads -t as whole seconds (atoi: "2.5" runs 2 s, "0.5"
-                # runs unbounded): give it what it will run, and say so where that differs
+                # iperf3 (3.12) reads -t as whole seconds (atoi: "2.5" runs 2 s, "0.5" is
+                # 0): give it what it will run, and say so where that differs
                 secs = max(1, int(f.duration))
                 if secs != f.duration:
                     self.notes.append(f"{f.name}: iperf3 runs whole seconds: {f.duration:g} s "
