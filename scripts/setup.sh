@@ -15,8 +15,10 @@ pkgs=(mininet bridge-utils iproute2 iperf3 iputils-ping traceroute tcpdump tshar
 case "${ID:-debian}" in
   # Ubuntu (the Vagrant VM): its kernel has headers; bpftool comes with linux-tools
   ubuntu) pkgs+=("linux-headers-$(uname -r)" linux-tools-common "linux-tools-$(uname -r)") ;;
-  # chromium renders report.html in the tests (Ubuntu ships it only as a snap: skipped there)
-  *) pkgs+=(bpftool linux-headers-amd64 chromium) ;;
+  # chromium renders report.html in the tests (Ubuntu ships it only as a snap: skipped there);
+  # qemu + debootstrap: the stock-kernel VM (python -m testbed vm; the -m stock_kernel tier)
+  *) pkgs+=(bpftool linux-headers-amd64 chromium qemu-system-x86 qemu-utils debootstrap
+            e2fsprogs openssh-client) ;;
 esac
 # Slurm (the `--executor slurm` client; the test suite starts its own one-node cluster
 # from these daemons, by hand): installed without starting the distribution's services.

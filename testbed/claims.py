@@ -630,12 +630,13 @@ class OneHopQueue(_NoobClaim):
     flat_iqr_ms: float = Field(0.5, gt=0)
     osc_factor: float = Field(5.0, gt=0)
     after_ms: float = Field(0.5, gt=0)
+    hop_prop_ms: float = Field(0.0, ge=0)   # RTT each hop adds by propagation (WAN variants)
 
     def evaluate(self, pts: list[PointData]) -> Verdict:
         mine = self.probed(pts)
         return self.verdict(claims_noob.one_hop_queue(
             [p.dir for p in mine], self.hop, self.min_rise_ms, self.flat_iqr_ms,
-            self.osc_factor, self.after_ms), mine)
+            self.osc_factor, self.after_ms, self.hop_prop_ms), mine)
 
 
 class RouteChange(_NoobClaim):
@@ -647,11 +648,12 @@ class RouteChange(_NoobClaim):
     min_rise_ms: float = Field(1.0, ge=0)
     silent_max: float = Field(0.2, ge=0, le=1)
     answered_min: float = Field(0.8, ge=0, le=1)
+    prop_rise_ms: float = Field(0.0, ge=0)  # RTT the new path adds by propagation alone
 
     def evaluate(self, pts: list[PointData]) -> Verdict:
         return self.judge_one(pts, lambda d: claims_noob.route_change(
             d, self.at, self.hop, self.settle, self.min_rise_ms, self.silent_max,
-            self.answered_min))
+            self.answered_min, prop_rise_ms=self.prop_rise_ms))
 
 
 class EcmpPaths(_NoobClaim):

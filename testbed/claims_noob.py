@@ -39,7 +39,7 @@ def _iqr(v: list[float]) -> float:
 
 def one_hop_queue(pdirs: list[Path], hop: int, min_rise_ms: float = 1.0,
                   flat_iqr_ms: float = 0.5, osc_factor: float = 5.0,
-                  after_ms: float = 0.5) -> dict:
+                  after_ms: float = 0.5, hop_prop_ms: float = 0.0) -> dict:
     """N1: hop `hop` is the first behind the congested queue, in every point given."""
     out = {"claim": "one_hop_queue", "hop": hop, "points": {}}
     ok_all = bool(pdirs)
@@ -57,15 +57,18 @@ def one_hop_queue(pdirs: list[Path], hop: int, min_rise_ms: float = 1.0,
             continue
         med = {h: statistics.median(lat[h]) for h in hops}
         iqr = {h: _iqr(lat[h]) for h in hops}
-        rise = med[hop] - med[hop - 1]
+        # hop_prop_ms: the RTT each hop adds by propagation alone (WAN variants)
+        rise = med[hop] - med[hop - 1] - hop_prop_ms
         checks = {
             f"rise hop {hop} over hop {hop - 1} > {min_rise_ms} ms": rise > min_rise_ms,
             f"hop {hop} oscillates: IQR > {osc_factor}x hop {hop - 1}'s and > {flat_iqr_ms} ms":
                 iqr[hop] > osc_factor * iqr[hop - 1] and iqr[hop] > flat_iqr_ms,
             f"hops 1..{hop - 1} flat: IQR < {flat_iqr_ms} ms":
                 all(iqr[h] < flat_iqr_ms for h in hops if h < hop),
-            f"hops after {hop} add < {after_ms} ms":
-                all(abs(med[h] - med[hop]) < after_ms for h in hops if h > hop),
+            f"hops after {hop} add < {after_ms} ms" + (f" beyond {hop_prop_ms:g} ms each"
+                                                        if hop_prop_ms else ""):
+                all(abs(med[h] - med[hop] - (h - hop) * hop_prop_ms) < after_ms
+                    for h in hops if h > hop),
         }
         ok = all(checks.values())
         ok_all &= ok
@@ -111,7 +114,7 @@ def no_overhead(with_probes: list[Path], without: list[Path], alpha: float = 0.0
 
 
 def route_change(pdir: Path, at: float, hop: int, settle: float = 0.5,
-                 min_rise_ms: float = 1.0, silent_max: float = 0.2,
+                 min_rise_ms: float = 1.0, prop_rise_ms: float = 0.0, silent_max: float = 0.2,
                  answered_min: float = 0.8) -> dict:
     """N2: the path changes at `at` s; hop `hop` is the first router that differs."""
     rows = read_samples(pdir)
@@ -144,7 +147,9 @@ def route_change(pdir: Path, at: float, hop: int, settle: float = 0.5,
     checks = {
         f"hop {hop}'s responder changes": len(resp["before"]) == 1 and len(resp["after"]) == 1
         and resp["before"] != resp["after"],
-        f"last answering hop's RTT rises > {min_rise_ms} ms": ma > mb + min_rise_ms,
+        f"last answering hop's RTT rises > {min_rise_ms} ms" +
+        (f" beyond {prop_rise_ms:g} ms of propagation" if prop_rise_ms else ""):
+            ma > mb + prop_rise_ms + min_rise_ms,
         f"before: every hop answers >= {answered_min:.0%}":
             bool(frac_b) and min(frac_b.values()) >= answered_min,
         f"after: a hop answers < {silent_max:.0%}":

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from pathlib import Path
 
 from . import errors
 
 TOOLS = ("testbed.tools.probe", "testbed.tools.flows", "testbed.tools.check",
-         "testbed.tools.results")
+         "testbed.tools.results", "testbed.vm.cli")
 
 EPILOG = """examples:
   python -m testbed run experiments/powertcp_incast.yaml
@@ -27,6 +28,16 @@ EPILOG = """examples:
 
 def _run(a) -> int:
     from .config.load import load_experiment
+
+    if not a.vm and os.environ.get("TESTBED_VM") != "1":
+        # an experiment that says `vm: true` runs in the VM without being asked
+        from .config.yamlsrc import load_source
+        src = load_source(a.file)
+        a.vm = isinstance(src.data, dict) and src.data.get("vm") is True
+    if a.vm:
+        from .vm import cli as vmcli
+        from .vm.experiment import run_experiment
+        return run_experiment(a.file, a.set, a.out, a.resume, a.quiet, vmcli.options(a))
     from .runner import Runner
 
     plan = load_experiment(a.file, a.set)
@@ -202,6 +213,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="extra sbatch option, e.g. --slurm-arg=--constraint=bpf")
     p.add_argument("--mixed-kernels", action="store_true",
                    help="judge claims even across points that ran on different kernels")
+    p.add_argument("--vm", action="store_true",
+                   help="run in the stock-kernel VM (netem, AQMs, dctcp); bundle lands here")
+    try:
+        from .vm.cli import add_vm_options
+        add_vm_options(p.add_argument_group("--vm options"))
+    except ImportError:
+        pass
     p.set_defaults(fn=_run)
     p = sub.add_parser("run-point", help="run one point of a results bundle (a Slurm task)")
     p.add_argument("bundle", help="the run's results directory (run.json, experiment.yaml)")

@@ -10,6 +10,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
+# tests/guest run inside the stock-kernel VM only (tests/test_stock_kernel.py boots it)
+collect_ignore = [] if os.environ.get("TESTBED_VM") == "1" else ["guest"]
 
 
 def pytest_collection_modifyitems(config, items):

@@ -39,6 +39,7 @@ class PointCheck:
     src: Source                       # the point's experiment
     topo_src: Source                  # the source holding the topology's keys
     topo_prefix: tuple | None         # their path in topo_src; None: a built-in
+    kernel: bool = True               # check this kernel's qdiscs and CCs (not for --vm)
 
     def fail(self, loc: tuple, msg: str) -> ConfigError:
         from .load import error_at
@@ -158,13 +159,19 @@ def _links(p: PointCheck) -> None:
             raise p.fail_topo(("links", i), f"{name}: ecn_mark needs bw (marking reads the "
                                             f"shaped egress queue; an unshaped veth never "
                                             f"queues)")
-        needs = lp.needs_netem()
-        if needs and not features.has_qdisc("netem"):
-            # Mininet would drop them silently: refuse instead
-            raise p.fail_topo(("links", i),
-                              f"{name}: {', '.join(needs)} needs netem, which this kernel "
-                              f"lacks (CONFIG_NET_SCH_NETEM); remove {'/'.join(needs)} or run "
-                              f"on a kernel with netem (python -m testbed vm)")
+        if getattr(lp, "ecn_mark", None) is not None and lp.aqm is not None:
+            raise p.fail_topo(("links", i), f"{name}: ecn_mark (our switches' marking) and "
+                                            f"aqm (a kernel qdisc) both mark this queue: "
+                                            f"choose one")
+        if not p.kernel:
+            continue
+        # Mininet would drop delay/loss silently: refuse what this kernel lacks instead
+        for qdisc, why in lp.needs_qdiscs().items():
+            if not features.has_qdisc(qdisc):
+                raise p.fail_topo(("links", i),
+                                  f"{name}: {why} needs {qdisc}, which this kernel lacks "
+                                  f"(sch_{qdisc}); run it in the stock-kernel VM (`run … "
+                                  f"--vm`) or remove {why}")
 
 
 @check
@@ -291,12 +298,8 @@ def _ports_collide(p: PointCheck) -> None:
 
 def known_ccs() -> set[str]:
     """Kernel CCs (built in or registered, as the kernel lists them) and ours (eBPF)."""
-    known = set()
-    try:
-        known = set(Path("/proc/sys/net/ipv4/tcp_available_congestion_control")
-                    .read_text().split())
-    except OSError:
-        pass
+    from ..network import features
+    known = set(features.kernel_ccs())   # registered, or a tcp_<name> module
     try:
         from ..bpf import cc as ccmod
         known |= set(ccmod.EBPF_CCS)
@@ -326,7 +329,7 @@ def _congestion_control(p: PointCheck) -> None:
         ccmod = None
     receivers: dict[str, str] = {}
     for loc, cc, dst, tcp in _ccs_used(p.exp):
-        if known and cc not in known:
+        if p.kernel and known and cc not in known:
             close = difflib.get_close_matches(cc, sorted(known), n=1)
             raise p.fail(loc, f"unknown congestion control {cc!r}" +
                          (f"; did you mean {close[0]!r}?" if close else

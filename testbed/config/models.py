@@ -149,16 +149,62 @@ class EcnMark(Model):
         return self.threshold(self.min), self.threshold(self.max)
 
 
+AQM_KINDS = ("red", "codel", "fq_codel", "pie", "fq")
+
+
+class Aqm(Model):
+    """An active queue manager in place of a shaped link's FIFO (`aqm: fq_codel` or
+    `aqm: {kind: red, ecn: true, min: 30KB, max: 90KB}`). Its packet limit is the link's
+    `queue`. Each kind is a kernel qdisc (sch_<kind>): refused where the kernel lacks it."""
+
+    kind: Literal["red", "codel", "fq_codel", "pie", "fq"]
+    ecn: bool = False                      # mark CE instead of dropping (not fq)
+    target: Duration | None = None         # codel, fq_codel, pie: target queueing delay
+    interval: Duration | None = None       # codel, fq_codel: the window target is held over
+    min: Size | None = None                # red: average backlog where marking starts
+    max: Size | None = None                # red: where it reaches `probability`
+    probability: float | None = Field(None, gt=0, le=1)   # red: marking probability at max
+    maxrate: Rate | None = None            # fq: per-flow pacing cap, Mb/s
+
+    @model_validator(mode="before")
+    @classmethod
+    def _short(cls, v: Any) -> Any:
+        return {"kind": v} if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _fits(self) -> "Aqm":
+        own = {"red": {"min", "max", "probability"}, "codel": {"target", "interval"},
+               "fq_codel": {"target", "interval"}, "pie": {"target"}, "fq": {"maxrate"}}
+        stray = [k for k in ("target", "interval", "min", "max", "probability", "maxrate")
+                 if getattr(self, k) is not None and k not in own[self.kind]]
+        if stray:
+            raise ValueError(f"{', '.join(stray)} is not an option of {self.kind} "
+                             f"(it takes: {', '.join(sorted(own[self.kind])) or 'none'})")
+        if self.kind == "fq" and self.ecn:
+            raise ValueError("fq does not mark ECN; choose red, codel, fq_codel or pie")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError("red: min must not exceed max")
+        return self
+
+
 class LinkParams(Model):
     bw: Rate | None = None           # Mb/s; None = not shaped
-    queue: QueueLimit | None = None  # FIFO at each shaped egress
+    queue: QueueLimit | None = None  # FIFO at each shaped egress (the AQM's limit)
     ecn_mark: EcnMark | None = None  # CE marking at forwarding nodes' egress (needs bw)
     delay: Duration | None = None    # needs netem
     jitter: Duration | None = None   # needs netem
     loss: float | None = Field(None, ge=0, le=100)  # percent; needs netem
+    aqm: Aqm | None = None           # in place of the FIFO; needs sch_<kind>
 
     def needs_netem(self) -> list[str]:
         return [k for k in ("delay", "jitter", "loss") if getattr(self, k)]
+
+    def needs_qdiscs(self) -> dict[str, str]:
+        """qdisc → the option asking for it (netem for delay/jitter/loss, the AQM's)."""
+        out = {"netem": "/".join(self.needs_netem())} if self.needs_netem() else {}
+        if self.aqm is not None:
+            out[self.aqm.kind] = f"aqm: {self.aqm.kind}"
+        return out
 
 
 class LinkSpec(LinkParams):
@@ -438,6 +484,9 @@ class Experiment(Model):
     sweep: dict[str, list[Any]] = {}
     repetitions: int = Field(1, ge=1, le=1000)
     expect: list[dict[str, Any]] = []
+    # needs a stock kernel (netem, AQMs, dctcp): `run` boots the stock-kernel VM for it
+    # (python -m testbed vm), `validate` leaves the kernel's features to the guest
+    vm: bool = False
 
     @field_validator("sweep")
     @classmethod

@@ -32,12 +32,45 @@ def _kallsyms() -> frozenset[str]:
     return frozenset(names)
 
 
+@functools.lru_cache(maxsize=1)
+def _modules() -> frozenset[str]:
+    """Loadable modules of the running kernel (modules.dep), `-` spelt `_`: a stock
+    kernel has netem, fq, AQMs and dctcp as modules that load on first use."""
+    try:
+        text = Path(f"/lib/modules/{os.uname().release}/modules.dep").read_text()
+    except OSError:
+        return frozenset()
+    return frozenset(Path(line.split(":", 1)[0]).name.split(".ko")[0].replace("-", "_")
+                     for line in text.splitlines() if ":" in line)
+
+
+# enqueue functions not named <qdisc>_enqueue
+_ENQUEUE = {"codel": "codel_qdisc_enqueue", "pie": "pie_qdisc_enqueue"}
+
+
 def has_qdisc(name: str) -> bool:
-    """Built-in qdiscs show their enqueue function in kallsyms (no modules here)."""
+    """Built in (its enqueue function is in kallsyms) or a loadable module (sch_<name>)."""
+    if f"sch_{name}" in _modules():
+        return True
     syms = _kallsyms()
     if not syms:  # kallsyms unreadable: assume the common ones
         return name in ("htb", "pfifo", "bfifo", "tbf")
-    return f"{name}_enqueue" in syms
+    return _ENQUEUE.get(name, f"{name}_enqueue") in syms
+
+
+def kernel_ccs() -> list[str]:
+    """TCP congestion controls this kernel offers: registered ones, and tcp_<name>
+    modules (the kernel loads one when a socket asks for it)."""
+    try:
+        ccs = Path("/proc/sys/net/ipv4/tcp_available_congestion_control").read_text().split()
+    except OSError:
+        ccs = []
+    ccs += sorted(m[4:] for m in _modules() if m.startswith("tcp_") and m[4:] not in ccs
+                  and m not in ("tcp_diag", "tcp_probe"))
+    return ccs
+
+
+VM_HINT = "run it in the stock-kernel VM: python -m testbed run EXP --vm"
 
 
 def tool(name: str) -> str | None:
@@ -84,12 +117,21 @@ def checks() -> list[Check]:
     except Exception as e:
         out.append(Check("bcc (python3-bpfcc)", False, str(e),
                          "apt-get install python3-bpfcc; venv with --system-site-packages"))
-    for q, req in (("htb", True), ("pfifo", True), ("bfifo", True), ("tbf", False),
-                   ("netem", False), ("fq", False), ("fq_codel", False)):
+    for q, req in (("htb", True), ("pfifo", True), ("bfifo", True), ("tbf", False)):
         ok = has_qdisc(q)
-        fix = "" if ok else ("link delay/jitter/loss are refused without it" if q == "netem"
-                             else f"kernel with sch_{q}")
-        out.append(Check(f"qdisc {q}", ok, "built in" if ok else "absent", fix, required=req))
+        out.append(Check(f"qdisc {q}", ok, "present" if ok else "absent",
+                         "" if ok else f"kernel with sch_{q}", required=req))
+    # what a stock kernel has and this one may lack: each absent one points at the VM
+    for q, use in (("netem", "link delay/jitter/loss"), ("fq", "aqm: fq (pacing)"),
+                   ("fq_codel", "aqm: fq_codel"), ("codel", "aqm: codel"),
+                   ("red", "aqm: red"), ("pie", "aqm: pie")):
+        ok = has_qdisc(q)
+        out.append(Check(f"qdisc {q}", ok, (("module" if f"sch_{q}" in _modules() else
+                                             "built in") if ok else "absent") + f" ({use})",
+                         "" if ok else f"{use} is refused here; {VM_HINT}", required=False))
+    ok = "dctcp" in kernel_ccs()
+    out.append(Check("TCP CC dctcp", ok, "present" if ok else "absent",
+                     "" if ok else f"cc: dctcp is refused here; {VM_HINT}", required=False))
     return out
 
 

@@ -1,0 +1,61 @@
+#!/bin/sh
+# The image's set-up, run inside its chroot by `python -m testbed vm build`.
+# Arguments: MIRROR SUITE SECURITY_MIRROR (the host's own apt sources, read at build time).
+# Everything the guest needs comes from Debian's packages; the project's Python
+# dependencies from wheels the host downloaded, into /opt/testbed-venv (it sees Debian's
+# bcc and mininet).
+set -eu
+export DEBIAN_FRONTEND=noninteractive LC_ALL=C.UTF-8 PATH=/usr/sbin:/usr/bin:/sbin:/bin
+mirror=$1 suite=$2 security=$3
+{
+  echo "deb $mirror $suite main"
+  echo "deb $mirror $suite-updates main"
+  echo "deb $mirror $suite-backports main"
+  [ -z "$security" ] || echo "deb $security $suite-security main"
+} > /etc/apt/sources.list
+# no daemons start inside the chroot
+printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+apt-get update -qq
+inst() { apt-get install -y -q --no-install-recommends "$@"; }
+
+# Two kernels, each with its headers (bcc compiles against them): the suite's ("stable")
+# and the backports one; the first is kept when the metapackage moves to the second.
+inst linux-image-amd64 linux-headers-amd64 initramfs-tools zstd
+stable=$(ls /lib/modules | sort -V | tail -n1)
+apt-mark manual "linux-image-$stable" "linux-headers-$stable" >/dev/null
+inst -t "$suite-backports" linux-image-amd64 linux-headers-amd64
+backports=$(ls /lib/modules | sort -V | tail -n1)
+[ "$backports" != "$stable" ] || { echo "recipe: no backports kernel in $suite-backports" >&2; exit 1; }
+echo "stable=$stable" > /boot/testbed-kernels
+echo "backports=$backports" >> /boot/testbed-kernels
+
+# the project's set-up (scripts/setup.sh's Debian packages) + what a booted VM needs.
+# The backports kernel's build tools moved libbpf1/libelf1 to backports: their -dev
+# packages must come from there too.
+inst systemd-sysv udev kmod iproute2 iputils-ping iperf3 ethtool procps traceroute \
+  tcpdump bridge-utils mininet python3 python3-venv python3-pip python3-bpfcc bpfcc-tools \
+  clang llvm "libbpf-dev/$suite-backports" "libelf-dev/$suite-backports" bpftool make gcc \
+  libc6-dev zlib1g-dev pkg-config \
+  python3-yaml python3-pyelftools \
+  ca-certificates openssh-server sudo rsync iptables
+python3 -m venv --system-site-packages /opt/testbed-venv
+# wheels fetched by the host's own pip (its index, proxy and certificates): no network
+# set-up needed in here
+/opt/testbed-venv/bin/pip install -q --no-cache-dir --no-index \
+  --find-links /tmp/testbed-wheels -r /tmp/testbed-deps
+
+# a booted (Vagrant) VM: DHCP on its NIC, a vagrant user with its own key
+mkdir -p /etc/systemd/network
+printf '[Match]\nName=en* eth*\n\n[Network]\nDHCP=yes\n' > /etc/systemd/network/80-dhcp.network
+systemctl enable systemd-networkd ssh >/dev/null 2>&1
+echo testbed-vm > /etc/hostname
+printf '127.0.0.1 localhost\n127.0.1.1 testbed-vm\n' > /etc/hosts
+echo '/dev/vda / ext4 rw,errors=remount-ro 0 1' > /etc/fstab
+id vagrant >/dev/null 2>&1 || useradd -m -s /bin/bash vagrant
+echo 'vagrant ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/vagrant
+install -d -m 700 -o vagrant -g vagrant /home/vagrant/.ssh
+install -m 600 -o vagrant -g vagrant /tmp/testbed-vagrant.pub /home/vagrant/.ssh/authorized_keys
+passwd -l root >/dev/null
+rm -f /usr/sbin/policy-rc.d
+apt-get clean
+rm -rf /var/lib/apt/lists/* /tmp/testbed-deps /tmp/testbed-vagrant.pub /tmp/testbed-wheels
