@@ -130,8 +130,9 @@ def checks() -> list[Check]:
                                              "built in") if ok else "absent") + f" ({use})",
                          "" if ok else f"{use} is refused here; {VM_HINT}", required=False))
     ok = "dctcp" in kernel_ccs()
-    out.append(Check("TCP CC dctcp", ok, "present" if ok else "absent",
-                     "" if ok else f"cc: dctcp is refused here; {VM_HINT}", required=False))
+    out.append(Check("kernel TCP CC dctcp", ok, "tcp_dctcp present" if ok else "absent",
+                     "" if ok else f"`cc: dctcp` runs our eBPF DCTCP here; the kernel's own "
+                     f"is in the stock-kernel VM (python -m testbed vm)", required=False))
     return out
 
 
