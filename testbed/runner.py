@@ -258,10 +258,53 @@ class Runner:
 
     def _execute(self, point: Point, pdir: Path, tracker: RunTracker, ccs,
                  phase: Callable[[str], None], meta: dict) -> None:
+        """One point, step by step; meta.json's facts are recorded as they become known."""
         exp = point.experiment
         phase("bring-up")
-        net = Network(point.graph, tracker, exp.hosts, exp.emulation)
-        net.experiment = exp  # backends read experiment keys (bmv2: `int:`)
+        net = self._bring_up(point, tracker, meta)
+        tint = self._start_tcp_int(exp, net, tracker, phase, meta)
+        flows = resolve_flows(exp)
+        cc_name = self._prepare_ccs(exp, net, flows, ccs, meta)
+        ctx = InstrumentContext(net=net, outdir=pdir, tracker=tracker, experiment=exp,
+                                flows=flows, run_cache=self.run_cache, tcp_int=tint, ccs=ccs)
+        phase("instruments")
+        instruments = self._start_instruments(exp, ctx)
+        phase("workload: preparing")
+        iperf = IperfWorkload(net, flows, pdir, cc_name)
+        cmds = Commands(net, exp.workload.commands, pdir)
+        tracker.defer("commands", cmds.finish)
+        iperf.prepare()
+        cmds.prepare()
+        if self.cli:
+            from mininet.cli import CLI
+            with self.display.paused():   # the bar would draw into the CLI's prompt
+                print(f"\nMininet CLI on {point.name}; `exit` starts the workload.",
+                      file=sys.stderr)
+                CLI(net.mn)
+        busy0 = results.cpu_times()
+        t0, fired = self._run_workload(exp, net, iperf, cmds, ctx, phase, meta)
+        phase("settle")
+        errors = iperf.finish(grace=exp.settle + 2.0)
+        iperf.started()
+        busy1 = results.cpu_times()
+        meta["cpu_busy_pct"] = round(100.0 * (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]), 1)
+        cmds.finish()
+        meta["tcp_counters"] = tcp_counters(net, sorted({h for f in flows for h in (f.src, f.dst)}))
+        phase("collect")
+        meta["outputs"] = self._collect(instruments, net, pdir, meta)
+        meta["schedule"] = sorted(fired + release_spread(flows, t0), key=lambda e: e["at"])
+        if ctx.notes or iperf.notes:
+            meta["notes"] = iperf.notes + ctx.notes
+        meta["bottleneck"] = bottleneck_check(pdir, net, meta["cpu_busy_pct"], exp.duration)
+        if errors:
+            raise RunError("workload: " + "; ".join(errors))
+
+    @staticmethod
+    def _bring_up(point: Point, tracker: RunTracker, meta: dict) -> Network:
+        """The point's network, started; its addresses and the sysctls its routers and
+        switches run with go to meta."""
+        net = Network(point.graph, tracker, point.experiment.hosts, point.experiment.emulation,
+                      experiment=point.experiment)
         net.start()
         meta["addresses"] = {n: net.ip(n) for n in net.graph.nodes if net.graph.nodes[n].is_l3}
         from .network.backends.kernel import (BR_NETFILTER, ECMP_HASH, ROUTER_SYSCTLS,
@@ -275,22 +318,32 @@ class Runner:
         if BR_NETFILTER.exists() and any(g.kind == "switch" and g.spec.backend == "kernel"
                                          for g in net.graph.switches):
             meta["switch_sysctls"] = SWITCH_SYSCTLS
-        if getattr(exp.tcp_int, "enabled", False):
-            phase("TCP-INT")
-            from .network.tcpint import TcpInt
-            tint = TcpInt(exp.tcp_int, net)
-            tracker.defer("tcp-int", tint.stop)
-            tint.start()
-            net.tcp_int = tint
-            meta["tcp_int"] = exp.tcp_int.model_dump()
+        return net
 
+    @staticmethod
+    def _start_tcp_int(exp, net: Network, tracker: RunTracker,
+                       phase: Callable[[str], None], meta: dict):
+        """TCP-INT on the switches and hosts when the experiment asks for it (else None)."""
+        if not getattr(exp.tcp_int, "enabled", False):
+            return None
+        phase("TCP-INT")
+        from .network.tcpint import TcpInt
+        tint = TcpInt(exp.tcp_int, net)
+        tracker.defer("tcp-int", tint.stop)
+        tint.start()
+        meta["tcp_int"] = exp.tcp_int.model_dump()
+        return tint
+
+    @staticmethod
+    def _prepare_ccs(exp, net: Network, flows, ccs, meta: dict) -> Callable[[str], str]:
+        """Every flow's CC built and registered before the clock starts, and the hosts'
+        sysctls some CCs need; returns the experiment's CC name → the kernel's."""
         def cc_name(name: str) -> str:
             if ccs is None:
                 return name
             return ccs.kernel_name(name, exp.congestion_control.get(name))
-        flows = resolve_flows(exp)
         for f in {f.cc for f in flows if f.protocol == "tcp"}:
-            cc_name(f)  # build and register eBPF CCs before the clock starts
+            cc_name(f)
         meta["cc_names"] = {f.cc: cc_name(f.cc) for f in flows if f.protocol == "tcp"}
         receivers, ecn_senders = receiver_ccs(flows, cc_name)
         for host, k in receivers.items():
@@ -305,11 +358,12 @@ class Runner:
             meta["ecn_senders"] = sorted(ecn_senders)
         meta["cc_tau"] = cc_tau({f.cc for f in flows if f.protocol == "tcp"},
                                 exp.congestion_control)
+        return cc_name
+
+    @staticmethod
+    def _start_instruments(exp, ctx: InstrumentContext) -> list:
         names = list(exp.instruments) or list(DEFAULT_INSTRUMENTS)
-        ctx = InstrumentContext(net=net, outdir=pdir, tracker=tracker, experiment=exp,
-                                flows=flows, run_cache=self.run_cache)
         instruments = []
-        phase("instruments")
         for name in names:
             opts = exp.instruments.get(name) or REGISTRY[name].Options()
             if not opts.enabled:
@@ -317,21 +371,14 @@ class Runner:
             inst = REGISTRY[name](opts, ctx)
             inst.start()
             instruments.append(inst)
-        phase("workload: preparing")
-        end = exp.duration
-        iperf = IperfWorkload(net, flows, pdir, cc_name)
-        cmds = Commands(net, exp.workload.commands, pdir)
-        tracker.defer("commands", cmds.finish)
-        iperf.prepare()
-        cmds.prepare()
-        if self.cli:
-            from mininet.cli import CLI
-            with self.display.paused():   # the bar would draw into the CLI's prompt
-                print(f"\nMininet CLI on {point.name}; `exit` starts the workload.",
-                      file=sys.stderr)
-                CLI(net.mn)
+        return instruments
+
+    @staticmethod
+    def _run_workload(exp, net: Network, iperf, cmds, ctx: InstrumentContext,
+                      phase: Callable[[str], None], meta: dict) -> tuple[int, list[dict]]:
+        """Arm the clients, fire the events on time, wait out the duration: (t0, how late
+        each event fired)."""
         schedule = sorted(Events(net, exp.workload.events).events(), key=lambda e: e[0])
-        busy0 = results.cpu_times()
         # t0 a little ahead, so every client has its start time before the clock starts
         t0 = time.monotonic_ns() + int(ARM_AHEAD * 1e9)
         ctx.t0_ns = t0
@@ -347,15 +394,12 @@ class Runner:
             action()
             fired.append({"at": at, "late_ms": round((time.monotonic_ns() - t0) / 1e6 - at * 1e3, 3),
                           "what": label})
-        _sleep_until(t0 + int(end * 1e9), tick)
-        phase("settle")
-        errors = iperf.finish(grace=exp.settle + 2.0)
-        iperf.started()
-        busy1 = results.cpu_times()
-        meta["cpu_busy_pct"] = round(100.0 * (busy1[0] - busy0[0]) / max(1, busy1[1] - busy0[1]), 1)
-        cmds.finish()
-        meta["tcp_counters"] = tcp_counters(net, sorted({h for f in flows for h in (f.src, f.dst)}))
-        phase("collect")
+        _sleep_until(t0 + int(exp.duration * 1e9), tick)
+        return t0, fired
+
+    @staticmethod
+    def _collect(instruments: list, net: Network, pdir: Path, meta: dict) -> list[str]:
+        """Stop every instrument, then write their files (and the switches' ECN counters)."""
         for inst in instruments:
             inst.stop()
         outputs = []
@@ -366,13 +410,7 @@ class Runner:
             from .network.ecn import write_csv
             outputs.append(str(write_csv(marks, pdir / "ecn.csv").relative_to(pdir)))
             meta["ecn_marks"] = {f"{r['node']}:{r['iface']}": r["marked_pkts"] for r in marks}
-        meta["outputs"] = outputs
-        meta["schedule"] = sorted(fired + release_spread(flows, t0), key=lambda e: e["at"])
-        if ctx.notes or iperf.notes:
-            meta["notes"] = iperf.notes + ctx.notes
-        meta["bottleneck"] = bottleneck_check(pdir, net, meta["cpu_busy_pct"], exp.duration)
-        if errors:
-            raise RunError("workload: " + "; ".join(errors))
+        return outputs
 
     # -- bundle ----------------------------------------------------------------------
     def _write_run_json(self) -> None:

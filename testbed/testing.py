@@ -42,8 +42,7 @@ def running_network(spec: Any, **experiment: Any) -> Iterator[Network]:
     point = plan.points[0]
     with RunTracker() as tracker:
         net = Network(point.graph, tracker, point.experiment.hosts,
-                      point.experiment.emulation)
-        net.experiment = point.experiment
+                      point.experiment.emulation, experiment=point.experiment)
         net.start()
         yield net
 

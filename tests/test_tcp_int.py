@@ -531,9 +531,10 @@ def test_int_trace_instrument_writes_csv_and_plot(tmp_path):
                      {"ends": ["s1", "h2"], "bw": 20, "queue": {"packets": 80}})
     with running_network(topo) as net:
         offloads(net, ["h1", "h2"], False)
-        TcpInt(IntOptions(enabled=True, scale="fine"), net).start()
+        ti = TcpInt(IntOptions(enabled=True, scale="fine"), net).start()
         t0 = time.monotonic_ns()
-        ctx = InstrumentContext(net=net, outdir=tmp_path, tracker=net.tracker, t0_ns=t0)
+        ctx = InstrumentContext(net=net, outdir=tmp_path, tracker=net.tracker, t0_ns=t0,
+                                tcp_int=ti)
         inst = IntTrace(IntTrace.Options(), ctx)
         inst.start()
         srv, cl = iperf(net, "h1", "h2", 2, wait=False)

@@ -28,7 +28,7 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Mapping
+from typing import Any, Iterator, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -286,8 +286,6 @@ class CongestionControls:
     """The run's congestion controllers: `kernel_name()` resolves (and, for ours, builds,
     loads and registers once per distinct parameter set) and close() unregisters all."""
 
-    _by_run: ClassVar[dict[str, "CongestionControls"]] = {}
-
     def __init__(self, tracker, params: Mapping[str, Any] | None = None,
                  where: str | None = None, require_int: bool = True):
         """`require_int=False` lets an INT-fed CC load without TCP-INT (it then sees no
@@ -300,13 +298,7 @@ class CongestionControls:
         self._names: dict[str, int] = {}   # kernel names given so far, by suffix
         self._recorders: set[TraceRecorder] = set()
         self._closed = False
-        CongestionControls._by_run[tracker.run_id] = self
         tracker.defer("congestion controls", self.close)
-
-    @classmethod
-    def of(cls, tracker) -> "CongestionControls | None":
-        """The run's instance (instruments find it through their tracker)."""
-        return cls._by_run.get(tracker.run_id)
 
     def kernel_name(self, name: str, params: Mapping[str, Any] | CCParams | None = None) -> str:
         """The name a socket uses (TCP_CONGESTION, iperf3 -C) for the experiment's `name`."""
@@ -441,6 +433,5 @@ class CongestionControls:
             except Exception as e:  # keep going: the others must still be unregistered
                 errors.append(f"{cc.kernel_name}: {e}")
         self._recorders.clear()
-        CongestionControls._by_run.pop(self.tracker.run_id, None)
         if errors:
             raise RunError("; ".join(errors))

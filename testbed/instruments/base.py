@@ -51,6 +51,8 @@ class InstrumentContext:
     tracker: "RunTracker"
     t0_ns: int = 0
     experiment: Any = None   # the point's validated Experiment
+    tcp_int: Any = None      # the point's running TcpInt (network.tcpint), None without INT
+    ccs: Any = None          # the run's CongestionControls (bpf.cc), None without eBPF CCs
     flows: list = field(default_factory=list)   # the point's resolved iperf3 flows
     # Shared across the points of one run (e.g. a compiled BPF object), keyed by instrument.
     run_cache: dict[str, Any] = field(default_factory=dict)

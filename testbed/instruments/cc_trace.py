@@ -30,7 +30,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from ..bpf.cc import CWND_SHIFT, POWER_SHIFT, CongestionControls, TraceEvent, TraceRecorder
+from ..bpf.cc import CWND_SHIFT, POWER_SHIFT, TraceEvent, TraceRecorder
 from ..errors import RunError
 from .base import Instrument, InstrumentOptions, register
 
@@ -71,7 +71,7 @@ class CCTrace(Instrument):
         self._lost = 0
 
     def start(self) -> None:
-        ccs = CongestionControls.of(self.ctx.tracker)
+        ccs = self.ctx.ccs
         if ccs is None:
             raise RunError("cc_trace: the run has no congestion controls registry "
                            "(testbed.bpf.cc.CongestionControls) to trace")

@@ -83,15 +83,14 @@ class IntTrace(Instrument):
                           e["total_retrans"], e["bytes_acked"]])
 
     def start(self) -> None:
-        from ..bpf.libbpf import RingBuffer, pinned_map
+        from ..bpf.libbpf import RingBuffer
+        from ..errors import RunError
         from ..network.tcpint import layout
 
-        pins = self.ctx.tracker.pin_dir()
-        ev = pins / "tcp_int_events"
-        m = pinned_map(ev, 0, 0)
-        self._maps.append(m.fd)
-        self._lost = pinned_map(pins / "tcp_int_lost", 4, 8, percpu=True)
-        self._maps.append(self._lost.fd)
+        if self.ctx.tcp_int is None:
+            raise RunError("int_trace: TCP-INT is not running in this point")
+        m, self._lost = self.ctx.tcp_int.trace_maps()
+        self._maps += [m.fd, self._lost.fd]
         self._lost0 = self._lost_total()
         self._rb = RingBuffer(m, self._on_event)
         self.ctx.tracker.defer("int_trace", self.stop)

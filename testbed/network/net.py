@@ -42,8 +42,12 @@ HOST_SYSCTLS = ("net.ipv6.conf.all.accept_dad=0 net.ipv6.conf.default.accept_dad
 
 class Network:
     def __init__(self, graph: Graph, tracker: RunTracker,
-                 hosts: HostDefaults | None = None, emulation: EmulationOptions | None = None):
+                 hosts: HostDefaults | None = None, emulation: EmulationOptions | None = None,
+                 experiment=None):
+        """experiment: the point's Experiment, for backends that configure from it (BMv2
+        stamps TCP-INT in its P4 program from `int:`)."""
         self.graph, self.tracker = graph, tracker
+        self.experiment = experiment
         self.host_defaults = hosts or HostDefaults()
         self.emulation = emulation or EmulationOptions()
         self.mn: Mininet | None = None

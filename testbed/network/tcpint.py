@@ -142,6 +142,18 @@ def decode_util(ival: int, version: str, scale: str, link_mbps: int = 0) -> floa
     return max(0.0, (link_mbps - avail) / link_mbps)
 
 
+def hop_id_of(graph, gnode) -> int:
+    """HopID a port of this node writes: 0 = the packet's TTL (routers decrement it).
+
+    Bridges leave the TTL alone, so every bridge would write the same HopID: each gets
+    64 - n instead, n = its rank among the L2 switches (1..15), so HopIDEcr = n."""
+    if gnode.kind != "switch":
+        return 0
+    l2 = [g.name for g in graph.switches if g.kind == "switch"]
+    n = min(l2.index(gnode.name) + 1, D("MAX_HOPS"))
+    return D("TTL_INIT") - n
+
+
 # -- options ---------------------------------------------------------------------------
 class IntOptions(BaseModel):
     """Experiment key `int:`. Off unless enabled; the public v0.4 wire format by default."""
@@ -342,22 +354,19 @@ class TcpInt:
         for m in ("tcp_int_state", "tcp_int_events", "tcp_int_lost"):
             self._pin(self.host_obj.pin_map, m, pins / m)
 
+    def trace_maps(self) -> "tuple[Map, Map]":
+        """(tcp_int_events ring buffer, tcp_int_lost per-CPU counter) for a reader of the
+        hosts' telemetry events; the caller closes their fds."""
+        from ..bpf.libbpf import pinned_map
+        pins = self.tracker.pin_dir()
+        return (pinned_map(pins / "tcp_int_events", 0, 0),
+                pinned_map(pins / "tcp_int_lost", 4, 8, percpu=True))
+
     def stamping_nodes(self) -> list:
         sel = self.options.switches
         # bmv2 nodes stamp in their P4 program; the eBPF program would stamp twice
         return [g for g in self.net.graph.switches if (sel is None or g.name in sel)
                 and g.spec.backend == "kernel"]
-
-    def hop_id_of(self, gnode) -> int:
-        """HopID a port of this node writes: 0 = the packet's TTL (routers decrement it).
-
-        Bridges leave the TTL alone, so every bridge would write the same HopID: each gets
-        64 - n instead, n = its rank among the L2 switches (1..15), so HopIDEcr = n."""
-        if gnode.kind != "switch":
-            return 0
-        l2 = [g.name for g in self.net.graph.switches if g.kind == "switch"]
-        n = min(l2.index(gnode.name) + 1, D("MAX_HOPS"))
-        return D("TTL_INIT") - n
 
     def _attach_switches(self, prog_pin: Path) -> None:
         ports_map = self.switch_obj.map("tcp_int_ports")
@@ -383,7 +392,7 @@ class TcpInt:
                 bw = intf.link.params.bw
                 ports_map.update(key_l.encode(netns=netns, ifindex=ifindex),
                                  port_l.encode(rate_bps=int(bw * 1e6) if bw else 0,
-                                               hop_id=self.hop_id_of(g),
+                                               hop_id=hop_id_of(self.net.graph, g),
                                                ls_code=ls_code(bw, self.options.scale)))
                 self.ports.append((g.name, intf.name, netns, ifindex))
 

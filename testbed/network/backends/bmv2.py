@@ -42,7 +42,6 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from operator import attrgetter
-from types import SimpleNamespace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -169,7 +168,7 @@ class Bmv2Backend(SwitchBackend):
         from ..tcpint import defs
 
         self.defs = defs()
-        self.int = int_options(getattr(net, "experiment", None))
+        self.int = int_options(net.experiment)
         self.procs: dict[str, subprocess.Popen] = {}
         self.plans: dict[str, SwitchPlan] = {}
         self.log = os.environ.get("TESTBED_BMV2_LOG", "") not in ("", "0")
@@ -342,7 +341,7 @@ class Bmv2Backend(SwitchBackend):
 
     def _plan_tcp_int(self, g: "Node", plan: SwitchPlan) -> None:
         """The switch rule's settings: the same `int:` options the eBPF switch gets."""
-        from ..tcpint import TcpInt, ls_code
+        from ..tcpint import hop_id_of, ls_code
 
         d, o = self.defs, self.int
         fine = o.scale == "fine"
@@ -367,7 +366,7 @@ class Bmv2Backend(SwitchBackend):
                                           "MyEgress.set_tag_every",
                                           {"meta.tagFreqKey": str(key)}, {"every": str(n)}))
         # HopID of an L2 switch's ports: the eBPF switch's rule (routers: 0 = the TTL).
-        hop_id = TcpInt.hop_id_of(SimpleNamespace(net=self.net), g)
+        hop_id = hop_id_of(self.net.graph, g)
         one = d["TCP_INT_UTIL_ONE"]
         for i in g.intfs:
             rate = i.link.params.bw     # Mb/s, or None: unknown
