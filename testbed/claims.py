@@ -143,22 +143,15 @@ def _num(x: str) -> float:
         return math.nan
 
 
-def _topology_rate_bps(config_path: Path, config: dict) -> float | None:
-    """The slowest shaped link of the point's topology (the bottleneck by construction)."""
+def _topology_rate_bps(config: dict) -> float | None:
+    """A bundle written before meta.json recorded `bottleneck_mbps`: the rate its
+    built-in topology's parameters name (a file or inline topology: unknown)."""
     params = ((config.get("topology") or {}) if isinstance(config.get("topology"), dict)
               else {})
     for k in ("bottleneck_bw", "bw"):
         if params.get(k) is not None:
             return units.rate_mbps(params[k]) * 1e6
-    try:
-        from .config.load import load_experiment
-        plan = load_experiment(str(config_path))
-        topo = plan.points[0].topology
-        bws = [topo.link_params(l).bw for l in topo.links]
-        bws = [b for b in bws if b]
-        return min(bws) * 1e6 if bws else None
-    except Exception:
-        return None
+    return None
 
 
 def _burst_at(config: dict) -> float | None:
@@ -209,7 +202,7 @@ def load_point(d: Path) -> PointData:
                     f"{r['flow']} {st} (scheduled {r.get('scheduled') or '?'} s, first data "
                     f"{r.get('start') or 'never'} s, {syn} SYN retransmit(s))")
     rate = meta.get("bottleneck_bps") or (meta.get("bottleneck_mbps") or 0) * 1e6 or None
-    p.rate_bps = float(rate) if rate else _topology_rate_bps(d / "config.yaml", config)
+    p.rate_bps = float(rate) if rate else _topology_rate_bps(config)
     p.burst_at = meta.get("burst_at") if meta.get("burst_at") is not None else _burst_at(config)
     return p
 

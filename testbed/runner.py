@@ -307,6 +307,13 @@ class Runner:
                       experiment=point.experiment)
         net.start()
         meta["addresses"] = {n: net.ip(n) for n in net.graph.nodes if net.graph.nodes[n].is_l3}
+        # facts claims need, recorded here rather than guessed later from config.yaml:
+        # the slowest shaped link (the bottleneck by construction) and the first burst
+        rates = [i.link.params.bw for g in net.graph.nodes.values() for i in g.intfs
+                 if i.link.params.bw]
+        meta["bottleneck_mbps"] = min(rates) if rates else None
+        incast = point.experiment.workload.incast
+        meta["burst_at"] = min(b.start for b in incast) if incast else None
         from .network.backends.kernel import (BR_NETFILTER, ECMP_HASH, ROUTER_SYSCTLS,
                                               SWITCH_SYSCTLS)
         routers = [g for g in net.graph.switches if g.kind == "router"]
