@@ -510,12 +510,18 @@ def net_ip(pkts) -> str:
 
 
 def test_bad_node_names_are_config_errors():
+    """`int.hosts`/`int.switches` naming no host/switch: refused by the loader (the one
+    check `validate` and `run` share, config.checks), before anything exists."""
+    from testbed.config.load import load_experiment
     from testbed.errors import ConfigError
+    from testbed.testing import experiment_text
     topo = topo_line({"ends": ["h1", "s1"]}, {"ends": ["s1", "h2"]})
-    with running_network(topo) as net:
-        with pytest.raises(ConfigError, match="int.hosts"):
-            TcpInt(IntOptions(enabled=True, hosts=["nope"]), net).start()
-        assert not (net.tracker.bpffs / "tcp_int_state").exists()
+    for key, names, words in (("hosts", ["nope"], "unknown host 'nope'"),
+                              ("hosts", ["s1"], "s1 is a switch"),
+                              ("switches", ["h1"], "h1 is a host")):
+        text = experiment_text(topo, int={"enabled": True, key: names})
+        with pytest.raises(ConfigError, match=f"int.{key}\\[0\\]: {words}"):
+            load_experiment("<test>", text=text)
     with pytest.raises(Exception, match="extra|forbid|not permitted"):
         IntOptions(enabled=True, bogus=1)
 
