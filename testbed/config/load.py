@@ -22,7 +22,7 @@ from pydantic import BaseModel, ValidationError
 
 from ..errors import ConfigError
 from . import checks
-from .models import Experiment, TopologySpec
+from .models import Experiment, IntOptions, TopologySpec
 from .yamlsrc import Source, apply_sets, load_source, parse_text
 
 
@@ -250,15 +250,8 @@ def _validate_sections(exp: Experiment, src: Source) -> None:
             exp.instruments[name] = validate(registry[name].Options, src, ("instruments", name))
         else:  # list form or empty value: the defaults
             exp.instruments[name] = registry[name].Options.model_validate(opts or {})
-    try:
-        from ..network.tcpint import IntOptions
-    except ImportError:
-        IntOptions = None
-    if IntOptions is not None:
-        if "int" in src.data:
-            exp.tcp_int = validate(IntOptions, src, ("int",))
-        else:
-            exp.tcp_int = IntOptions()
+    if "int" in src.data:   # again from the source: errors name the key's line
+        exp.tcp_int = validate(IntOptions, src, ("int",))
     try:
         from ..bpf import cc as ccmod
     except ImportError:

@@ -15,8 +15,8 @@ import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, model_validator,
-                      field_validator)
+from pydantic import (AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field,
+                      field_validator, model_validator)
 
 from . import units
 
@@ -465,6 +465,32 @@ class TopologyRef(Model):
         return self
 
 
+class IntOptions(BaseModel):
+    """Experiment key `int:`. Off unless enabled; the public v0.4 wire format by default."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = False
+    version: Literal["v04", "v02"] = "v04"
+    scale: Literal["public", "fine"] = "public"   # fine: see docs/tcp-int.md "Scales"
+    # Two samplings, named apart: a host puts the option on 1 in N of its data segments;
+    # a switch stamps 1 in N of the option-carrying packets it forwards. `tag_every`
+    # (the host's, by its older name) is still read.
+    host_tag_every: int = Field(1, ge=1, le=65536,
+                                validation_alias=AliasChoices("host_tag_every", "tag_every"))
+    switch_tag_every: int = Field(1, ge=1, le=255)  # switches: stamp 1 in N (TagFreqKey 0xf)
+    dynamic_tagging: bool = False                 # hosts send TagFreqKey by flow state (v04)
+    congested_every: int = Field(1, ge=1, le=255)    # switch frequency for CONGESTED
+    uncongested_every: int = Field(16, ge=1, le=255)  # … UNCONGESTED
+    applimited_every: int = Field(1, ge=1, le=255)   # … APPLIMITED
+    echo: bool = True                             # receivers echo telemetry to senders
+    util_window: Duration = Field(0.001, gt=0, le=10)  # utilization averaging window
+    hop_mbps: Rate | None = Field(None, gt=0)     # CC decode: link speed if no code says
+    hosts: list[HostRef] | None = None            # hosts with the host program (None: all)
+    switches: list[ForwarderRef] | None = None    # forwarding nodes that stamp (None: all)
+    trace: bool = True                            # ring-buffer events for int_trace
+
+
 class Experiment(Model):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -476,7 +502,7 @@ class Experiment(Model):
     settle: Duration = 0.5   # wait after the workload ends, for late reports
     cc: str = "cubic"
     congestion_control: dict[str, dict[str, Any]] = {}  # eBPF CC parameters, by CC
-    tcp_int: Any = Field(default_factory=dict, alias="int")  # TCP-INT options (IntOptions)
+    tcp_int: IntOptions = Field(default_factory=IntOptions, alias="int")  # docs/tcp-int.md
     hosts: HostDefaults = HostDefaults()
     emulation: EmulationOptions = EmulationOptions()
     workload: Workload = Workload()

@@ -2,7 +2,6 @@
 in the experiment's cgroups, and the per-socket telemetry map the congestion controller reads.
 
 Classes:
-- IntOptions: the experiment key `int:` (pydantic, unknown keys refused).
 - TcpInt: one run's TCP-INT: check() before any state, start() (compile, load once, pin,
   attach), stop() (detach everything); every step also registered with the run tracker.
 
@@ -27,13 +26,11 @@ import socket
 import struct
 import subprocess
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
-
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+from typing import TYPE_CHECKING
 
 from ..bpf import abi
 from ..bpf.abi import Layout
-from ..config.models import Duration, ForwarderRef, HostRef, Rate
+from ..config.models import IntOptions
 from ..errors import MissingFeature, RunError
 
 if TYPE_CHECKING:
@@ -154,39 +151,13 @@ def hop_id_of(graph, gnode) -> int:
     return D("TTL_INIT") - n
 
 
-# -- options ---------------------------------------------------------------------------
-class IntOptions(BaseModel):
-    """Experiment key `int:`. Off unless enabled; the public v0.4 wire format by default."""
+# -- options (the experiment's `int:`: config.models.IntOptions) ------------------------
+def version_code(o: IntOptions) -> int:
+    return D("VERSION_V02") if o.version == "v02" else D("VERSION_V04")
 
-    model_config = ConfigDict(extra="forbid")
 
-    enabled: bool = False
-    version: Literal["v04", "v02"] = "v04"
-    scale: Literal["public", "fine"] = "public"   # fine: see docs/tcp-int.md "Scales"
-    # Two samplings, named apart: a host puts the option on 1 in N of its data segments;
-    # a switch stamps 1 in N of the option-carrying packets it forwards. `tag_every`
-    # (the host's, by its older name) is still read.
-    host_tag_every: int = Field(1, ge=1, le=65536,
-                                validation_alias=AliasChoices("host_tag_every", "tag_every"))
-    switch_tag_every: int = Field(1, ge=1, le=255)  # switches: stamp 1 in N (TagFreqKey 0xf)
-    dynamic_tagging: bool = False                 # hosts send TagFreqKey by flow state (v04)
-    congested_every: int = Field(1, ge=1, le=255)    # switch frequency for CONGESTED
-    uncongested_every: int = Field(16, ge=1, le=255)  # … UNCONGESTED
-    applimited_every: int = Field(1, ge=1, le=255)   # … APPLIMITED
-    echo: bool = True                             # receivers echo telemetry to senders
-    util_window: Duration = Field(0.001, gt=0, le=10)  # utilization averaging window
-    hop_mbps: Rate | None = Field(None, gt=0)     # CC decode: link speed if no code says
-    hosts: list[HostRef] | None = None            # hosts with the host program (None: all)
-    switches: list[ForwarderRef] | None = None    # forwarding nodes that stamp (None: all)
-    trace: bool = True                            # ring-buffer events for int_trace
-
-    @property
-    def version_code(self) -> int:
-        return D("VERSION_V02") if self.version == "v02" else D("VERSION_V04")
-
-    @property
-    def scale_code(self) -> int:
-        return D("SCALE_FINE") if self.scale == "fine" else D("SCALE_PUBLIC")
+def scale_code(o: IntOptions) -> int:
+    return D("SCALE_FINE") if o.scale == "fine" else D("SCALE_PUBLIC")
 
 
 # -- per-socket state from user space --------------------------------------------------
@@ -334,7 +305,7 @@ class TcpInt:
         every[D("TFK_UNCONGESTED")] = o.uncongested_every
         every[D("TFK_APPLIMITED")] = o.applimited_every
         self.switch_obj = BpfObject(obj_path)
-        self.switch_obj.set_rodata(version=o.version_code, scale=o.scale_code,
+        self.switch_obj.set_rodata(version=version_code(o), scale=scale_code(o),
                                    util_window_ns=int(o.util_window * 1e9),
                                    tag_every_key=struct.pack("<16I", *every))
         self.switch_obj.load()
@@ -346,7 +317,7 @@ class TcpInt:
 
         o = self.options
         self.host_obj = BpfObject(obj_path)
-        self.host_obj.set_rodata(version=o.version_code, scale=o.scale_code,
+        self.host_obj.set_rodata(version=version_code(o), scale=scale_code(o),
                                  tag_every=o.host_tag_every, dynamic_tagging=int(o.dynamic_tagging),
                                  echo=int(o.echo), hop_mbps=int(o.hop_mbps or 0),
                                  trace=int(o.trace))
