@@ -70,8 +70,15 @@ def ref_loader() -> tuple[Path | None, str]:
 
 
 def register_ref(exe: Path, bw: int, tau: int) -> None:
-    subprocess.run([str(exe), "-f", "register", f"base_rtt={tau}", f"host_bw={bw}",
-                    f"hop_bw={bw}"], check=True, capture_output=True, text=True)
+    """Register the reference with this cell's parameters (-f: unregister first). Its
+    names may not be free at once after an unregister: retried for up to 3 s."""
+    for _ in range(10):
+        p = subprocess.run([str(exe), "-f", "register", f"base_rtt={tau}", f"host_bw={bw}",
+                            f"hop_bw={bw}"], capture_output=True, text=True)
+        if p.returncode == 0:
+            return
+        time.sleep(0.3)
+    raise SystemExit(f"registering the reference failed: {p.stderr.strip()[-300:]}")
 
 
 def unregister_ref(exe: Path) -> None:
