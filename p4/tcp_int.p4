@@ -201,6 +201,11 @@ struct metadata {
     /* set by the tcpint_tag_every table */
     bit<4>  tagFreqKey;
     bit<32> tagEvery;
+    /* set by the ecn_mark table (docs/ecn.md) */
+    bit<1>  ecnOn;
+    bit<32> ecnMin;          /* queued packets */
+    bit<32> ecnMax;
+    bit<64> ecnStep;         /* ramp: P(mark) x 2^16 = (q - min) * ecnStep >> 16 */
 }
 
 struct headers {
@@ -710,6 +715,34 @@ control MyEgress(inout headers hdr,
         default_action = set_tag_every(1);
     }
 
+    /* ECN marking (docs/ecn.md), the eBPF switch's rule (bpf/ecn_mark.h) on the queue a
+     * packet found (enq_qdepth, packets; byte thresholds arrive as packets of pktBytes):
+     * q > max: CE; min < q <= max: CE with (q - min) * ecnStep >> 16 in 2^16; ECT only. */
+    register<bit<64>>(MAX_PORTS) ecnIpPkts;
+    register<bit<64>>(MAX_PORTS) ecnEctPkts;
+    register<bit<64>>(MAX_PORTS) ecnOverPkts;
+    register<bit<64>>(MAX_PORTS) ecnMarkedPkts;
+    register<bit<64>>(MAX_PORTS) ecnNotEctOver;
+
+    action set_ecn_mark(bit<32> minPkts, bit<32> maxPkts, bit<64> step) {
+        meta.ecnOn = 1;
+        meta.ecnMin = minPkts;
+        meta.ecnMax = maxPkts;
+        meta.ecnStep = step;
+    }
+
+    table ecn_mark {
+        key = {
+            standard_metadata.egress_port: exact;
+        }
+        actions = {
+            set_ecn_mark;
+            NoAction;
+        }
+        size = MAX_PORTS;
+        default_action = NoAction();
+    }
+
     apply {
         /* A flooded copy never goes back out of the port it came in on. */
         if (standard_metadata.instance_type == PKT_INSTANCE_TYPE_REPLICATION &&
@@ -733,6 +766,45 @@ control MyEgress(inout headers hdr,
         }
         if (!hdr.ipv4.isValid() && !hdr.ipv6.isValid()) {
             return;
+        }
+        meta.ecnOn = 0;
+        ecn_mark.apply();
+        if (meta.ecnOn == 1) {
+            bit<32> port = (bit<32>)standard_metadata.egress_port;
+            bit<32> q = (bit<32>)standard_metadata.enq_qdepth;
+            bit<2> ecn = hdr.ipv4.isValid() ? hdr.ipv4.diffserv[1:0]
+                                             : hdr.ipv6.trafficClass[1:0];
+            bit<64> n;
+            ecnIpPkts.read(n, port);
+            ecnIpPkts.write(port, n + 1);
+            if (ecn != 0) {
+                ecnEctPkts.read(n, port);
+                ecnEctPkts.write(port, n + 1);
+            }
+            if (q > meta.ecnMin) {
+                bit<1> mark = 1;
+                ecnOverPkts.read(n, port);
+                ecnOverPkts.write(port, n + 1);
+                if (q <= meta.ecnMax) {
+                    bit<64> draw;
+                    random(draw, 0, 65535);
+                    if (draw >= (((bit<64>)(q - meta.ecnMin) * meta.ecnStep) >> 16)) {
+                        mark = 0;
+                    }
+                }
+                if (mark == 1 && ecn == 0) {
+                    ecnNotEctOver.read(n, port);
+                    ecnNotEctOver.write(port, n + 1);
+                } else if (mark == 1 && ecn != 3) {
+                    if (hdr.ipv4.isValid()) {
+                        hdr.ipv4.diffserv[1:0] = 3;   /* the IPv4 checksum is recomputed */
+                    } else {
+                        hdr.ipv6.trafficClass[1:0] = 3;
+                    }
+                    ecnMarkedPkts.read(n, port);
+                    ecnMarkedPkts.write(port, n + 1);
+                }
+            }
         }
         tcpint_params.apply();
         tcpint_port.apply();

@@ -15,6 +15,10 @@ from testbed.errors import ConfigError
 from testbed.testing import running_network
 
 from test_tcp_int import Capture, iperf, offloads, topo_line
+from testbed.network.backends.bmv2 import bmv2_available
+
+BMV2_OK, BMV2_WHY = bmv2_available()
+needs_bmv2 = pytest.mark.skipif(not BMV2_OK, reason=f"bmv2 backend unavailable: {BMV2_WHY}")
 
 RATE = 20e6
 MTU_FRAME = 1514
@@ -185,12 +189,14 @@ def _int_depth_vs_ce(backend: str, k_bytes: int, bw: int, seconds: int):
     return out, counters
 
 
-def test_marks_agree_with_int_on_the_same_packet():
-    """Kernel switch: each segment's CE bit against the queue TCP-INT's switch program
-    wrote into the same segment (both read the root qdisc's backlog at the egress hook):
+@pytest.mark.parametrize("backend", ["kernel", pytest.param("bmv2", marks=needs_bmv2)])
+def test_marks_agree_with_int_on_the_same_packet(backend):
+    """Both backends, the same rule: each segment's CE bit against the queue TCP-INT
+    wrote into the same segment at the same switch (kernel: both programs read the root
+    qdisc's backlog at the egress hook; BMv2: both read the packet's enq_qdepth):
     CE ⇒ depth > K − one quantum; no CE ⇒ depth ≤ K."""
     k = 12000
-    pairs, counters = _int_depth_vs_ce("kernel", k, 20, 2)
+    pairs, counters = _int_depth_vs_ce(backend, k, 20 if backend == "kernel" else 10, 3)
     assert len(pairs) > 300
     ce = [d for d, m in pairs if m]
     plain = [d for d, m in pairs if not m]

@@ -259,6 +259,7 @@ class Bmv2Backend(SwitchBackend):
         else:
             self._plan_router(g, plan, macs)
         self._plan_tcp_int(g, plan)
+        self._plan_ecn(g, plan)
         for i in g.intfs:
             p = i.link.params
             if p.bw is None and p.queue is None:
@@ -385,6 +386,44 @@ class Bmv2Backend(SwitchBackend):
                 {"lsCode": str(ls_code(rate, o.scale)), "hopId": str(hop_id),
                  "utilMult": str(util_mult), "availMult": str(avail_mult),
                  "serNs": str(ser)}))
+
+    def _plan_ecn(self, g: "Node", plan: SwitchPlan) -> None:
+        """ECN marking (docs/ecn.md) on the ports of links with `ecn_mark:`: thresholds in
+        BMv2's queued packets (bytes / PKT_BYTES, floored: q·PKT_BYTES > K ⇔ q > ⌊K/PKT⌋)."""
+        from ..ecn import marking_ports
+
+        for node, intf, mark in marking_ports(self.net, "bmv2"):
+            if node != g.name:
+                continue
+            lo, hi = mark.bounds()
+            if mark.unit == "bytes":
+                lo, hi = lo // PKT_BYTES, hi // PKT_BYTES
+            step = int(round(mark.p * (1 << 32) / (hi - lo))) if hi > lo else 0
+            plan.entries.append(Entry(
+                "MyEgress.ecn_mark", "MyEgress.set_ecn_mark",
+                {"standard_metadata.egress_port": str(plan.ports[intf.name])},
+                {"minPkts": str(lo), "maxPkts": str(hi), "step": str(step)}))
+
+    def ecn_counters(self) -> list[dict]:
+        """The P4 program's marking registers, per marking port (Thrift CLI)."""
+        from ..ecn import COUNTERS, marking_ports
+
+        regs = {"ip_pkts": "ecnIpPkts", "ect_pkts": "ecnEctPkts", "over_pkts": "ecnOverPkts",
+                "marked_pkts": "ecnMarkedPkts", "not_ect_over": "ecnNotEctOver"}
+        out = []
+        for node, intf, mark in marking_ports(self.net, "bmv2"):
+            if node not in self.plans or self.net.mn is None:
+                continue
+            port = self.plans[node].ports[intf.name]
+            text = thrift_cli(self.net.mn[node], [f"register_read MyEgress.{regs[c]} {port}"
+                                                  for c in COUNTERS])
+            vals = [int(v) for v in re.findall(r"\[\d+\]\s*=\s*(\d+)", text)]
+            if len(vals) != len(COUNTERS):
+                raise RunError(f"{node}: reading ECN registers: {text.strip()[-300:]}")
+            lo, hi = mark.bounds()
+            out.append({"node": node, "iface": intf.name, "unit": mark.unit, "min": lo,
+                        "max": hi, "p": mark.p, **dict(zip(COUNTERS, vals))})
+        return out
 
     # -- processes --------------------------------------------------------------------
     def _launch(self, g: "Node") -> None:
