@@ -3,8 +3,9 @@
 # host's control share and hands over to the init.sh found there, so changing init.sh
 # needs no new image.
 PATH=/usr/sbin:/usr/bin:/sbin:/bin
-mount -t proc proc /proc
-mount -t sysfs sys /sys
+# the initramfs has usually moved these into the root already
+mount -t proc proc /proc 2>/dev/null
+mount -t sysfs sys /sys 2>/dev/null
 mount -t devtmpfs dev /dev 2>/dev/null
 modprobe -a 9pnet_virtio 9p
 mkdir -p /mnt/ctl

@@ -57,5 +57,6 @@ install -d -m 700 -o vagrant -g vagrant /home/vagrant/.ssh
 install -m 600 -o vagrant -g vagrant /tmp/testbed-vagrant.pub /home/vagrant/.ssh/authorized_keys
 passwd -l root >/dev/null
 rm -f /usr/sbin/policy-rc.d
-apt-get clean
+# no `apt-get clean`: the archives are the host's package cache (bind-mounted), kept for
+# the next build
 rm -rf /var/lib/apt/lists/* /tmp/testbed-deps /tmp/testbed-vagrant.pub /tmp/testbed-wheels
