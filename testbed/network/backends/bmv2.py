@@ -47,12 +47,12 @@ from typing import TYPE_CHECKING
 
 from ...bpf import abi
 from ...bpf.abi import P4_DIR, REPO
+from ...config.models import IntOptions
 from ...errors import MissingFeature, RunError
 from .base import QueueSource, SwitchBackend
 
 if TYPE_CHECKING:
     from ...topology.graph import Node
-    from ..tcpint import IntOptions
 
 P4_SRC = P4_DIR / "tcp_int.p4"
 P4_JSON = P4_DIR / "build" / "tcp_int.json"
@@ -146,16 +146,6 @@ def _mac(m: str) -> str:
     return m.lower()
 
 
-def int_options(exp) -> "IntOptions":
-    """The experiment's `int:` options (the TCP-INT helper's model), defaults if none."""
-    from ..tcpint import IntOptions
-
-    opts = getattr(exp, "tcp_int", None) if exp is not None else None
-    if isinstance(opts, IntOptions):
-        return opts
-    return IntOptions.model_validate(opts or {})
-
-
 # --------------------------------------------------------------------------- backend
 class Bmv2Backend(SwitchBackend):
     name = "bmv2"
@@ -168,7 +158,8 @@ class Bmv2Backend(SwitchBackend):
         from ..tcpint import defs
 
         self.defs = defs()
-        self.int = int_options(net.experiment)
+        # the same `int:` options the eBPF switches get (validated once, by the loader)
+        self.int = net.experiment.tcp_int if net.experiment is not None else IntOptions()
         self.procs: dict[str, subprocess.Popen] = {}
         self.plans: dict[str, SwitchPlan] = {}
         self.log = os.environ.get("TESTBED_BMV2_LOG", "") not in ("", "0")
