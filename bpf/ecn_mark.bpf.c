@@ -9,11 +9,10 @@
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
+#include "common/parse.h"  /* the EtherTypes */
 #include "ecn_mark.h"
 
 #define TC_ACT_UNSPEC (-1) /* pass on to the next filter (TCP-INT may share the hook) */
-#define ETH_P_IP 0x0800
-#define ETH_P_IPV6 0x86DD
 #define INET_ECN_MASK 3
 
 extern void *bpf_cast_to_kern_ctx(void *) __ksym;

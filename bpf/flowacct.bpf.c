@@ -13,10 +13,9 @@
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
+#include "common/parse.h"  /* the EtherTypes */
 #include "flowacct.h"
 
-#define FA_ETH_P_IP 0x0800
-#define FA_ETH_P_IPV6 0x86DD
 #define FA_TCP 6
 #define FA_FIN 0x01
 #define FA_SYN 0x02
@@ -63,7 +62,7 @@ static __always_inline int parse(struct __sk_buff *skb, struct fa_key *k, __u32 
 {
 	__u32 l4;
 
-	if (skb->protocol == bpf_htons(FA_ETH_P_IP)) {
+	if (skb->protocol == bpf_htons(ETH_P_IP)) {
 		struct iphdr ip;
 
 		if (bpf_skb_load_bytes(skb, 0, &ip, sizeof(ip)))
@@ -74,7 +73,7 @@ static __always_inline int parse(struct __sk_buff *skb, struct fa_key *k, __u32 
 		k->family = 4;
 		__builtin_memcpy(k->saddr, &ip.saddr, 4);
 		__builtin_memcpy(k->daddr, &ip.daddr, 4);
-	} else if (skb->protocol == bpf_htons(FA_ETH_P_IPV6)) {
+	} else if (skb->protocol == bpf_htons(ETH_P_IPV6)) {
 		struct ipv6hdr ip6;
 
 		if (bpf_skb_load_bytes(skb, 0, &ip6, sizeof(ip6)))
