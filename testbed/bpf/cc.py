@@ -315,8 +315,8 @@ class CongestionControls:
         if old is not None and not old.closed and EBPF_CCS[name].needs_int and \
                 old.int_map_id != self._int_map_id():
             # Each sweep point starts TCP-INT anew, with a new state map: a CC loaded in an
-            # earlier point would read the old one and see no telemetry (it did: with
-            # repetitions, PowerTCP ran blind from the second point on). Load it again.
+            # earlier point would read the old one and see no telemetry (with repetitions,
+            # PowerTCP would run blind from the second point on). Load it again.
             old.close()
         if old is None or old.closed:
             self.loaded[key] = self._load(name, p)
