@@ -44,7 +44,7 @@ def expected(name: str, kv: dict[str, float]) -> list[tuple[str, float, float]]:
         return [("CE on wire / qdisc marks", kv["ce_packets"], kv["qdisc_marks"]),
                 ("iperf3 Mb/s / HTB rate", kv["mbps"], 10.0)]
     if name.startswith("dctcp_vs_cubic"):
-        return [("dctcp backlog / cubic's", kv["dctcp_backlog"], kv["cubic_backlog"] or 1)]
+        return [("dctcp backlog / cubic's FIFO", kv["dctcp_backlog"], kv["cubic_backlog"] or 1)]
     return []
 
 

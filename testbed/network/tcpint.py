@@ -181,9 +181,15 @@ _KSYMS = ("__cgroup_bpf_run_filter_sock_ops", "bpf_sock_ops_reserve_hdr_opt",
           "bpf_loop", "cls_bpf_classify", "clsact_init")
 
 
+# symbols of code a stock kernel has as a module (absent from kallsyms until loaded; tc
+# loads it on first use)
+_IN_MODULE = {"cls_bpf_classify": "cls_bpf", "clsact_init": "sch_ingress"}
+
+
 def _kallsyms(names: tuple[str, ...]) -> set[str]:
-    found = set()
+    from .features import _modules
     want = set(names)
+    found = {n for n in want if _IN_MODULE.get(n) in _modules()}
     try:
         with open("/proc/kallsyms") as f:
             for line in f:

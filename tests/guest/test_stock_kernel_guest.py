@@ -78,7 +78,8 @@ def test_netem_jitter_spreads_rtt_as_configured():
     # each direction: delay ± jitter (uniform: σ = j/√3); two directions add in variance
     want = math.sqrt(2) * j / math.sqrt(3)
     assert 0.6 * want <= sd <= 1.4 * want + 0.5, (sd, want)
-    assert min(rtts) >= 2 * (d - j) and max(rtts) <= 2 * (d + j) + 3, (min(rtts), max(rtts))
+    # the upper end gets the same 3 ms of scheduling slack per direction as a 2d RTT's
+    assert min(rtts) >= 2 * (d - j) and max(rtts) <= 2 * (d + j) + 6, (min(rtts), max(rtts))
 
 
 def test_netem_loss_within_binomial_bound():
@@ -181,14 +182,16 @@ def test_aqm_without_ecn_drops_and_marks_nothing():
     assert ce == 0 and marks == 0 and drops > 0, st
 
 
-def test_dctcp_keeps_a_shorter_queue_than_cubic_on_red():
-    """The kernel's dctcp (tcp_dctcp module) reacts to RED's marks: the queue stays low
-    while throughput holds; cubic without ECN fills RED's range up to its drops."""
+def test_dctcp_keeps_the_queue_near_k_where_cubic_fills_the_fifo():
+    """The kernel's dctcp (tcp_dctcp module, ECN negotiated) over a RED step at K = 15 KB
+    keeps the queue near K without a drop; cubic over the same link with a plain
+    200-packet FIFO fills it."""
     res = {}
-    for cc, ecn in (("dctcp", True), ("cubic", False)):
-        link = {"bw": 10, "queue": 200, "delay": "2ms",
-                "aqm": {"kind": "red", "ecn": ecn, "min": "15KB", "max": "45KB",
-                        "probability": 1.0}}
+    for cc in ("dctcp", "cubic"):
+        link = {"bw": 10, "queue": 200, "delay": "2ms"}
+        if cc == "dctcp":
+            link["aqm"] = {"kind": "red", "ecn": True, "min": "15KB", "max": "16KB",
+                           "probability": 1.0}
         with running_network(via_switch(link, offloads=True)) as net:
             port = _port(net, "s1", "h2")
             net["h2"].cmd("iperf3 -s -1 -D -p 5301")
@@ -199,15 +202,20 @@ def test_dctcp_keeps_a_shorter_queue_than_cubic_on_red():
             backlog = []
             for _ in range(15):
                 st = net["s1"].cmd(f"tc -s qdisc show dev {port}")
-                backlog.append(_stat(st, "red", r"backlog (\d+)b"))
+                backlog.append(int(re.search(r"backlog (\d+)b", st).group(1)))
                 time.sleep(0.1)
             rep = json.loads(c.communicate(timeout=120)[0])
+            st = net["s1"].cmd(f"tc -s qdisc show dev {port}")
         res[cc] = (statistics.median(backlog),
-                   rep["end"]["sum_received"]["bits_per_second"] / 1e6)
-    measured("dctcp_vs_cubic_red", dctcp_backlog=res["dctcp"][0],
+                   rep["end"]["sum_received"]["bits_per_second"] / 1e6,
+                   rep["end"].get("sender_tcp_congestion"), st)
+    measured("dctcp_vs_cubic", dctcp_backlog=res["dctcp"][0],
              dctcp_mbps=round(res["dctcp"][1], 2), cubic_backlog=res["cubic"][0],
              cubic_mbps=round(res["cubic"][1], 2))
-    assert res["dctcp"][0] < res["cubic"][0], res
+    assert res["dctcp"][2] == "dctcp", res["dctcp"][2]   # not the dctcp-reno fallback
+    assert _stat(res["dctcp"][3], "red", r"marked (\d+)") > 0, res["dctcp"][3]
+    assert _stat(res["dctcp"][3], "red", r"dropped (\d+)") == 0, res["dctcp"][3]
+    assert res["dctcp"][0] < 0.5 * res["cubic"][0], (res["dctcp"][:2], res["cubic"][:2])
 
 
 def test_fq_maxrate_paces_a_flow():
