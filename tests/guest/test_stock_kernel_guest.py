@@ -184,7 +184,7 @@ def test_aqm_without_ecn_drops_and_marks_nothing():
 
 def test_dctcp_keeps_the_queue_near_k_where_cubic_fills_the_fifo():
     """The kernel's dctcp (tcp_dctcp module, ECN negotiated) over a RED step at K = 15 KB
-    keeps the queue near K without a drop; cubic over the same link with a plain
+    keeps the queue near K by marks, not drops; cubic over the same link with a plain
     200-packet FIFO fills it."""
     res = {}
     for cc in ("dctcp", "cubic"):
@@ -214,7 +214,9 @@ def test_dctcp_keeps_the_queue_near_k_where_cubic_fills_the_fifo():
              cubic_mbps=round(res["cubic"][1], 2))
     assert res["dctcp"][2] == "dctcp", res["dctcp"][2]   # not the dctcp-reno fallback
     assert _stat(res["dctcp"][3], "red", r"marked (\d+)") > 0, res["dctcp"][3]
-    assert _stat(res["dctcp"][3], "red", r"dropped (\d+)") == 0, res["dctcp"][3]
+    # marks, not drops (a non-ECT packet — SYN, FIN — above max is still dropped)
+    sent = _stat(res["dctcp"][3], "red", r"Sent \d+ bytes (\d+) pkt")
+    assert _stat(res["dctcp"][3], "red", r"dropped (\d+)") <= 0.01 * sent, res["dctcp"][3]
     assert res["dctcp"][0] < 0.5 * res["cubic"][0], (res["dctcp"][:2], res["cubic"][:2])
 
 
