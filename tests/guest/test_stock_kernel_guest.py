@@ -248,3 +248,19 @@ def test_validate_accepts_aqm_and_delay_here(tmp_path):
                 "kernel TCP CC dctcp"):
         line = next(ln for ln in d.splitlines() if row in ln)
         assert line.startswith("ok"), line
+
+
+def test_tcp_int_refused_clearly_before_6_2():
+    """TCP-INT's switch reads the qdisc through the kfunc bpf_cast_to_kern_ctx (6.2): an
+    older kernel gets a one-line refusal naming it, before anything is attached."""
+    rel = tuple(int(x) for x in os.uname().release.split("-")[0].split(".")[:2])
+    from testbed.errors import MissingFeature
+    from testbed.network.tcpint import TcpInt
+    from testbed.config.models import IntOptions
+    with running_network(pair()) as net:
+        if rel >= (6, 2):
+            TcpInt(IntOptions(enabled=True), net).start().stop()
+            return
+        with pytest.raises(MissingFeature) as ei:
+            TcpInt(IntOptions(enabled=True), net).start()
+    assert "bpf_cast_to_kern_ctx" in str(ei.value) and "cls_bpf" not in str(ei.value)
