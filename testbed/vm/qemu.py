@@ -28,7 +28,8 @@ from . import image as vmimage
 QEMU = "qemu-system-x86_64"
 # under TCG, qemu64 runs 2.5–4x faster than `max` (fewer features to emulate); the guest
 # kernel needs nothing beyond it
-CPU = "qemu64"
+# plus the x86-64-v2 features: pyarrow's and numpy's wheels die with SIGILL on bare qemu64
+CPU = "qemu64,+ssse3,+sse4.1,+sse4.2,+popcnt,+cx16,+lahf-lm"
 APPEND = ("console=ttyS0 root=/dev/vda rw init=/sbin/testbed-init quiet loglevel=3 "
           "panic=-1 fsck.mode=skip")
 
