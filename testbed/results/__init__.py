@@ -75,8 +75,12 @@ def _first_line(cmd: list[str]) -> str:
 def versions() -> dict[str, str]:
     """What produced the data: code, kernel, tools (once per process)."""
     git = _first_line(["git", "-C", str(REPO), "rev-parse", "HEAD"])
-    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True).stdout.strip() != ""
+    try:   # no git (the stock-kernel VM's copy of the checkout): commit "unavailable"
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain",
+                                "--untracked-files=no"],
+                               capture_output=True, text=True).stdout.strip() != ""
+    except OSError:
+        dirty = False
     try:
         import mininet.net
         mn = mininet.net.VERSION
