@@ -138,10 +138,10 @@ def needs_ecn(name: str) -> bool:
 
 
 def kernel_ccs() -> list[str]:
-    try:
-        return KERNEL_AVAILABLE.read_text().split()
-    except OSError:
-        return []
+    """Registered kernel CCs and tcp_<name> modules (a stock kernel loads one when a
+    socket asks for it: bbr, dctcp are modules there)."""
+    from ..network import features
+    return features.kernel_ccs()
 
 
 def parse_params(name: str, raw: Mapping[str, Any] | CCParams | None,
