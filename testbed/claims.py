@@ -645,8 +645,9 @@ class RouteChange(_NoobClaim):
 
     def evaluate(self, pts: list[PointData]) -> Verdict:
         return self.judge_one(pts, lambda d: claims_noob.route_change(
-            d, self.at, self.hop, self.settle, self.min_rise_ms, self.silent_max,
-            self.answered_min, prop_rise_ms=self.prop_rise_ms))
+            d, self.at, self.hop, settle=self.settle, min_rise_ms=self.min_rise_ms,
+            prop_rise_ms=self.prop_rise_ms, silent_max=self.silent_max,
+            answered_min=self.answered_min))
 
 
 class EcmpPaths(_NoobClaim):
