@@ -281,6 +281,11 @@ HOLDER = textwrap.dedent("""
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
 @pytest.mark.parametrize("name", ["theta_powertcp", "powertcp"])
 def test_cc_gone_when_holder_dies(name, sig):
+    assert_cc_gone_when_holder_dies(name, sig)
+
+
+def assert_cc_gone_when_holder_dies(name: str, sig: int) -> None:
+    """A process holding eBPF CC `name` dies by `sig`: the kernel name is unregistered."""
     p = subprocess.Popen([PY, "-c", HOLDER.format(repo=str(REPO), name=name)],
                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:

@@ -17,7 +17,7 @@ import pytest
 from testbed.bpf import cc as ccmod
 from testbed.bpf.cc import CongestionControls
 
-from test_cc import HOLDER, PY, REPO, available, iperf, pair
+from test_cc import PY, REPO, assert_cc_gone_when_holder_dies, available, iperf, pair
 
 FRAC = 1 << 16
 
@@ -136,26 +136,7 @@ def test_bad_parameters_are_config_errors(params, match):
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
 @pytest.mark.parametrize("name", ["dctcp", "hpcc", "timely"])
 def test_cc_gone_when_holder_dies(name, sig):
-    p = subprocess.Popen([PY, "-c", HOLDER.format(repo=str(REPO), name=name)],
-                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    try:
-        k = p.stdout.readline().strip()
-        assert k and k in available()
-        p.send_signal(sig)
-        p.wait(timeout=10)
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
-    deadline = time.monotonic() + 3
-    while k in available() and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert k not in available()
-    if sig == signal.SIGKILL:
-        from testbed.network.tracker import find_leftovers, remove_leftover
-        for lo in find_leftovers():
-            if k.startswith(f"tb{lo.run_id}_"):
-                remove_leftover(lo)
+    assert_cc_gone_when_holder_dies(name, sig)
 
 
 @pytest.mark.parametrize("name", ["dctcp", "hpcc", "timely"])
