@@ -18,33 +18,15 @@
 #define TCP_ECN_DEMAND_CWR 4
 #define DCCS_FRAC_SHIFT 16          /* fractions (α, F, U, …) × 2^16 in the trace */
 
-const volatile __u32 cc_trace_interval_us = 0; /* at most one event per flow per interval */
-
 /* One trace event; `last_ns` is the socket's own rate limiter. */
 static __always_inline void dccs_emit(struct sock *sk, __u64 *last_ns, __u64 cwnd_fp,
 				      __u64 a, __u64 b, __u32 qlen, __u64 dt, __s64 grad,
 				      __u32 rtt_us, __u32 tau_us, __u64 tx_bytes, __u32 seq)
 {
-	struct powertcp_event *e;
-	__u64 now = bpf_ktime_get_ns();
-	__u32 zero = 0, *on = bpf_map_lookup_elem(&trace_ctl, &zero);
+	struct powertcp_event *e = trace_reserve(sk, bpf_ktime_get_ns(), last_ns, tx_bytes);
 
-	if (!on || !*on) /* nothing records (powertcp.h trace_ctl) */
+	if (!e)
 		return;
-	if (cc_trace_interval_us && now - *last_ns < cc_trace_interval_us * NSEC_PER_USEC)
-		return;
-	*last_ns = now;
-	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		__sync_fetch_and_add(&trace_lost, 1);
-		return;
-	}
-	e->time_ns = now;
-	e->rate = sk->sk_pacing_rate;
-	e->tx_bytes = tx_bytes;
-	e->hash = sk->__sk_common.skc_hash;
-	e->sport = sk->__sk_common.skc_num;
-	e->dport = bpf_ntohs(sk->__sk_common.skc_dport);
 	e->cwnd = cwnd_fp > 0xffffffffULL ? 0xffffffff : cwnd_fp;
 	e->p_norm = a > 0xffffffffULL ? 0xffffffff : a;
 	e->p_smooth = b > 0xffffffffULL ? 0xffffffff : b;

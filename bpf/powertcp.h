@@ -215,23 +215,24 @@ static __always_inline void track_old_cwnd(struct sock *sk, __u32 ack)
 	}
 }
 
-static __always_inline void emit(struct sock *sk, __u64 now, __u64 p_norm, __u64 dt,
-				 __u32 qlen, __u64 tx_bytes, __s64 grad, __u32 rtt, __u32 tau)
+/* The socket's next trace event with its common fields filled, or NULL: nothing records,
+ * the socket's `last_ns` is less than trace_interval_us ago, or the ring is full (counted).
+ * Every eBPF CC traces through this, so one event layout and one limiter serve them all. */
+static __always_inline struct powertcp_event *trace_reserve(struct sock *sk, __u64 now,
+							    __u64 *last_ns, __u64 tx_bytes)
 {
-	struct powertcp_ca *ca = ca_of(sk);
 	struct powertcp_event *e;
-	__u32 zero = 0, *on;
+	__u32 zero = 0, *on = bpf_map_lookup_elem(&trace_ctl, &zero);
 
-	on = bpf_map_lookup_elem(&trace_ctl, &zero);
 	if (!on || !*on)
-		return;
-	if (trace_interval_us && now - ca->last_trace_ns < trace_interval_us * NSEC_PER_USEC)
-		return;
-	ca->last_trace_ns = now;
+		return NULL;
+	if (trace_interval_us && now - *last_ns < trace_interval_us * NSEC_PER_USEC)
+		return NULL;
+	*last_ns = now;
 	e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 	if (!e) {
 		__sync_fetch_and_add(&trace_lost, 1);
-		return;
+		return NULL;
 	}
 	e->time_ns = now;
 	e->rate = sk->sk_pacing_rate;
@@ -239,6 +240,17 @@ static __always_inline void emit(struct sock *sk, __u64 now, __u64 p_norm, __u64
 	e->hash = sk->__sk_common.skc_hash;
 	e->sport = sk->__sk_common.skc_num;
 	e->dport = bpf_ntohs(sk->__sk_common.skc_dport);
+	return e;
+}
+
+static __always_inline void emit(struct sock *sk, __u64 now, __u64 p_norm, __u64 dt,
+				 __u32 qlen, __u64 tx_bytes, __s64 grad, __u32 rtt, __u32 tau)
+{
+	struct powertcp_ca *ca = ca_of(sk);
+	struct powertcp_event *e = trace_reserve(sk, now, &ca->last_trace_ns, tx_bytes);
+
+	if (!e)
+		return;
 	e->cwnd = ca->cwnd_fp;
 	e->p_norm = p_norm;
 	e->p_smooth = ca->p_smooth;

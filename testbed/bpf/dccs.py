@@ -31,7 +31,7 @@ class DctcpParams(CCParams):
         return {"g_fp": max(1, round(self.g * 1024)),
                 "alpha_init": round(self.alpha_init * 1024),
                 "dctcp_min_cwnd": self.min_cwnd,
-                "cc_trace_interval_us": self.trace_interval_us}
+                "trace_interval_us": self.trace_interval_us}
 
 
 class HpccParams(CCParams):
@@ -64,7 +64,7 @@ class HpccParams(CCParams):
                 "host_bw_mbps": self.host_bw_mbps,
                 "hop_bw_mbps": self.hop_bw_mbps,
                 "hpcc_min_cwnd": self.min_cwnd,
-                "cc_trace_interval_us": self.trace_interval_us}
+                "trace_interval_us": self.trace_interval_us}
 
 
 class TimelyParams(CCParams):
@@ -101,4 +101,4 @@ class TimelyParams(CCParams):
                 "hai_after": self.hai_after, "hai_n": self.hai_n,
                 "base_rtt_us": self.base_rtt_us, "host_bw_mbps": self.host_bw_mbps,
                 "min_rate_Bps": round(self.min_rate_mbps * 125000),
-                "cc_trace_interval_us": self.trace_interval_us}
+                "trace_interval_us": self.trace_interval_us}
