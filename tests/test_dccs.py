@@ -8,7 +8,6 @@ import csv
 import json
 import signal
 import statistics
-import subprocess
 import time
 from pathlib import Path
 
@@ -17,7 +16,8 @@ import pytest
 from testbed.bpf import cc as ccmod
 from testbed.bpf.cc import CongestionControls
 
-from test_cc import PY, REPO, assert_cc_gone_when_holder_dies, available, iperf, pair
+from conftest import run_cli
+from test_cc import PY, assert_cc_gone_when_holder_dies, available, iperf, pair
 
 FRAC = 1 << 16
 
@@ -26,8 +26,7 @@ def run_exp(tmp_path: Path, text: str, timeout: float = 240) -> Path:
     exp = tmp_path / "exp.yaml"
     exp.write_text(text)
     out = tmp_path / "out"
-    r = subprocess.run([PY, "-m", "testbed", "run", str(exp), "--out", str(out), "-q"],
-                       cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    r = run_cli("run", str(exp), "--out", str(out), "-q", timeout=timeout)
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     return out
 

@@ -10,25 +10,21 @@ from __future__ import annotations
 import csv
 import json
 import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import PY, REPO, run_cli
 from testbed import claims
 
 pytestmark = pytest.mark.needs_root
 
-REPO = Path(__file__).resolve().parents[1]
-PY = sys.executable
 RATE_MBPS = 50
 
 
 def _run(exp: Path, out: Path, timeout: float = 300) -> subprocess.CompletedProcess:
-    return subprocess.run([PY, "-m", "testbed", "run", str(exp), "--out", str(out), "-q"],
-                          cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    return run_cli("run", str(exp), "--out", str(out), "-q", timeout=timeout)
 
 
 def _flows(pdir: Path) -> dict[str, dict]:
