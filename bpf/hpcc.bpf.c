@@ -126,12 +126,7 @@ void BPF_PROG(hpcc_cong_control, struct sock *sk, __u32 ack, int flag,
 	qmin = qlen < ca->last_qlen ? qlen : ca->last_qlen;
 	u = ((__u64)qmin << DCCS_FRAC_SHIFT) / bdp +
 	    ((dtx * 1000000000ULL / dt) << DCCS_FRAC_SHIFT) / bw_Bps;
-	if (dt > tau_ns)
-		dt = tau_ns;
-	if (!ca->u_fp)
-		ca->u_fp = u;
-	else
-		ca->u_fp = (ca->u_fp * (tau_ns - dt) + u * dt) / tau_ns;
+	ca->u_fp = ewma_tau(ca->u_fp, u, dt, tau_ns);
 	if (!ca->u_fp)
 		ca->u_fp = 1;
 

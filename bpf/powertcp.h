@@ -266,6 +266,16 @@ static __always_inline void emit(struct sock *sk, __u64 now, __u64 p_norm, __u64
 	bpf_ringbuf_submit(e, 0);
 }
 
+/* EWMA of x with weight min(dt, τ)/τ, seeded by the first sample (avg 0). */
+static __always_inline __u64 ewma_tau(__u64 avg, __u64 x, __u64 dt, __u64 tau_ns)
+{
+	if (!avg)
+		return x;
+	if (dt > tau_ns)
+		dt = tau_ns;
+	return (avg * (tau_ns - dt) + x * dt) / tau_ns;
+}
+
 /* The control law shared by both variants, given this update's Γ_norm over dt ns:
  * Γ_smooth = EWMA(Γ_norm, weight min(dt, τ)/τ);
  * cwnd = γ·(cwnd_old/Γ_smooth + β) + (1−γ)·cwnd, in [1/16 segment, host_bw·τ],
@@ -284,12 +294,7 @@ static __always_inline __u64 update_window(struct sock *sk, __u64 p_norm, __u64 
 		p_norm = POWERTCP_MIN_POWER;
 	if (p_norm > POWERTCP_MAX_POWER)
 		p_norm = POWERTCP_MAX_POWER;
-	if (dt > tau_ns)
-		dt = tau_ns;
-	if (!ca->p_smooth)
-		ca->p_smooth = p_norm;
-	else
-		ca->p_smooth = (ca->p_smooth * (tau_ns - dt) + p_norm * dt) / tau_ns;
+	ca->p_smooth = ewma_tau(ca->p_smooth, p_norm, dt, tau_ns);
 	if (!ca->p_smooth) /* for the verifier's sake of the division below, and rounding */
 		ca->p_smooth = POWERTCP_MIN_POWER;
 
