@@ -116,6 +116,18 @@ def test_sweep_and_repetitions_make_points(write):
     assert bws == {50.0, 100.0}
 
 
+def test_sweep_and_set_can_clear_a_key_with_null(write):
+    """`null` is a value of a sweep or --set (the key goes back to none), not an empty
+    mapping."""
+    text = GOOD.replace("duration: 1}", "duration: 1, rate: 20}") + \
+        "sweep:\n  workload.flows.0.rate: [null, 50]\n"
+    plan = load_experiment(write("exp.yaml", text))
+    assert [p.experiment.workload.flows[0].rate for p in plan.points] == [None, 50.0]
+    plan = load_experiment(write("exp2.yaml", GOOD.replace("duration: 1}", "duration: 1, rate: 20}")),
+                           ["workload.flows.0.rate=null"])
+    assert plan.points[0].experiment.workload.flows[0].rate is None
+
+
 def test_set_overrides_and_errors_name_the_override(write):
     p = write("exp.yaml", GOOD)
     plan = load_experiment(p, ["duration=5", "topology.senders=4"])

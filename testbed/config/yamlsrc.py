@@ -285,7 +285,9 @@ class _Builder:
                 from None
 
 
-def parse_text(text: str, file: str) -> Source:
+def parse_text(text: str, file: str, null_ok: bool = False) -> Source:
+    """A document's data and lines. An empty document reads as an empty mapping, unless
+    null_ok (a single `--set`/sweep value, where `null` clears a key)."""
     if len(text) > MAX_BYTES:
         raise ConfigError(f"larger than {MAX_BYTES >> 10} KiB: an experiment or topology "
                           f"file is a few KB; is this the right file?", file)
@@ -305,7 +307,7 @@ def parse_text(text: str, file: str) -> Source:
                           file, text.count("\n", 0, pos) + 1 if isinstance(pos, int)
                           else None) from None
     data = b.root
-    if data is None:
+    if data is None and not null_ok:
         data = {}
     b.lines.setdefault((), 1)
     return Source(file, data, b.lines)
@@ -336,7 +338,7 @@ def parse_value(raw: str, file: str, what: str) -> Any:
     if not raw.strip():
         return ""
     try:
-        return parse_text(raw, file).data
+        return parse_text(raw, file, null_ok=True).data
     except ConfigError as e:
         raise ConfigError(f"{what}: {e.message}", file) from None
 
