@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from testbed.config.load import validate_file
+from testbed.preflight import validate_file
 from testbed.config.yamlsrc import load_source
 
 REPO = Path(__file__).resolve().parents[1]

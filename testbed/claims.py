@@ -30,8 +30,9 @@ Claims (the PowerTCP paper's, figures P1/P2 of the specs):
 
 Classes:
 - PointData: one point's series, CC, base RTT, bottleneck rate and burst time.
-- QueuePeakRatio, QueueDrains, Utilization, Fairness: a claim's parameters (the YAML of
-  an experiment's `expect:` entry, `claim:` selects the kind) and its `evaluate()`.
+- a claim kind's parameters (the YAML of an experiment's `expect:` entry, `claim:`
+  selects the kind) are a model in config.models (QueuePeakRatio, QueueDrains, …); its
+  judge is a function here registered with @judges(kind): evaluate(claim, points).
 - Verdict: pass/fail (or not applicable) with the measured values and a one-line reason.
 Functions: load_bundle(dir), default_claims(points), check(dir, expect) → verdicts,
 failed(verdicts, strict) → those that decide the exit code, write_verdicts(dir, verdicts).
@@ -47,19 +48,22 @@ import math
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Any, Callable
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from . import claims_noob
 from .config import units
-from .config.models import QueueLimit
+from .config.models import (CLAIM_KINDS, CLAIMS, COMPARE_METRICS,
+                            Claim as _Claim, ClaimSpec, DrainTimeRatio, EcmpPaths, Fairness,
+                            MetricTolerance, NoobClaim as _NoobClaim, NoOverhead,
+                            OneHopQueue, QueueDrains, QueuePeakRatio, RouteChange,
+                            StandingQueue, Utilization)
 from .errors import ConfigError
 
 DEFAULT_BASE_RTT_S = 1e-3  # when neither the claim nor the point's CC states τ
-MTU = 1514
 
 
 # ----------------------------------------------------------------------------- data
@@ -252,6 +256,21 @@ def _window(s: Series, t0: float, t1: float) -> Series:
 
 
 # ----------------------------------------------------------------------------- claims
+# The judge of each claim kind (config.models): a function of the claim and the points.
+JUDGES: dict[type[_Claim], Callable[[Any, list[PointData]], Verdict]] = {}
+
+
+def judges(kind: type[_Claim]):
+    def register(fn):
+        JUDGES[kind] = fn
+        return fn
+    return register
+
+
+def evaluate(claim: _Claim, pts: list[PointData]) -> Verdict:
+    return JUDGES[type(claim)](claim, pts)
+
+
 class _Excluded(Exception):
     """Every point a claim needs has a flow that did not run as asked."""
 
@@ -262,22 +281,17 @@ class _Excluded(Exception):
                                                 for p in pts))
 
 
-class _Claim(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    cc: str = "powertcp"
-    iface: str | None = None          # "node:iface" of the bottleneck; default: the busiest
-    ci: bool = False                  # part of the small CI subset
+def _points(self: _Claim, pts: list[PointData], cc: str) -> list[PointData]:
+    """The points of `cc` a claim may judge: those whose flows ran as asked."""
+    mine = [p for p in pts if p.cc == cc]
+    good = [p for p in mine if not p.flow_problems]
+    if mine and not good:
+        raise _Excluded(cc, mine)
+    return good
 
-    def points(self, pts: list[PointData], cc: str) -> list[PointData]:
-        """The points of `cc` a claim may judge: those whose flows ran as asked."""
-        mine = [p for p in pts if p.cc == cc]
-        good = [p for p in mine if not p.flow_problems]
-        if mine and not good:
-            raise _Excluded(cc, mine)
-        return good
 
-    def na(self, why: str) -> Verdict:
-        return Verdict(self.claim, self.cc, None, why)  # type: ignore[attr-defined]
+def _na(self: _Claim, why: str) -> Verdict:
+    return Verdict(self.claim, self.cc, None, why)  # type: ignore[attr-defined]
 
 
 def _after_burst(p: PointData, iface: str | None) -> tuple[str, dict[str, Series], float, float]:
@@ -298,31 +312,27 @@ def _of_reps(n: int, worst: str) -> str:
     return f" (median of {n} repetitions; worst {worst})" if n > 1 else ""
 
 
-class QueuePeakRatio(_Claim):
-    claim: Literal["queue_peak_ratio"] = "queue_peak_ratio"
-    baseline: str = "cubic"
-    max_ratio: float = Field(0.25, gt=0)
-
-    def evaluate(self, pts: list[PointData]) -> Verdict:
-        mine, base = self.points(pts, self.cc), self.points(pts, self.baseline)
-        if not mine or not base:
-            return self.na(f"needs points with cc={self.cc} and cc={self.baseline}")
-        peaks = {}
-        for label, group in ((self.cc, mine), (self.baseline, base)):
-            vals = []
-            for p in group:
-                _n, q, t0, t1 = _after_burst(p, self.iface)
-                vals.append(float(np.max(_window(q["backlog_bytes"], t0, t1).v, initial=0)))
-            peaks[label] = float(np.median(vals))
-        ratio = peaks[self.cc] / peaks[self.baseline] if peaks[self.baseline] else math.inf
-        ok = ratio <= self.max_ratio
-        return Verdict(self.claim, self.cc, ok,
-                       f"peak queue after the burst {peaks[self.cc]:.0f} B vs {self.baseline} "
-                       f"{peaks[self.baseline]:.0f} B: ratio {ratio:.3f} "
-                       f"({'≤' if ok else '>'} {self.max_ratio})",
-                       [p.name for p in mine + base],
-                       {"peak_bytes": peaks[self.cc], "baseline_peak_bytes":
-                        peaks[self.baseline], "ratio": ratio})
+@judges(QueuePeakRatio)
+def _queue_peak_ratio(self: QueuePeakRatio, pts: list[PointData]) -> Verdict:
+    mine, base = _points(self, pts, self.cc), _points(self, pts, self.baseline)
+    if not mine or not base:
+        return _na(self, f"needs points with cc={self.cc} and cc={self.baseline}")
+    peaks = {}
+    for label, group in ((self.cc, mine), (self.baseline, base)):
+        vals = []
+        for p in group:
+            _n, q, t0, t1 = _after_burst(p, self.iface)
+            vals.append(float(np.max(_window(q["backlog_bytes"], t0, t1).v, initial=0)))
+        peaks[label] = float(np.median(vals))
+    ratio = peaks[self.cc] / peaks[self.baseline] if peaks[self.baseline] else math.inf
+    ok = ratio <= self.max_ratio
+    return Verdict(self.claim, self.cc, ok,
+                   f"peak queue after the burst {peaks[self.cc]:.0f} B vs {self.baseline} "
+                   f"{peaks[self.baseline]:.0f} B: ratio {ratio:.3f} "
+                   f"({'≤' if ok else '>'} {self.max_ratio})",
+                   [p.name for p in mine + base],
+                   {"peak_bytes": peaks[self.cc], "baseline_peak_bytes":
+                    peaks[self.baseline], "ratio": ratio})
 
 
 def _drain(p: PointData, iface: str | None, near_zero: float) -> dict | None:
@@ -341,65 +351,56 @@ def _drain(p: PointData, iface: str | None, near_zero: float) -> dict | None:
             "sample_gap_max_s": float(np.max(np.diff(s.t[i:j + 1]), initial=0))}
 
 
-class QueueDrains(_Claim):
-    claim: Literal["queue_drains"] = "queue_drains"
-    within_rtts: float = Field(10, gt=0)
-    near_zero_bytes: int = Field(2 * MTU, ge=0)
-    base_rtt_us: float | None = Field(None, gt=0)
-    # base: τ (the configured base RTT); measured: the median RTT the CC itself saw
-    # (cc_trace.csv rtt_us) while the queue drained — on emulated links τ is a chosen
-    # number and the RTT during a burst is set by the queue and the CPU, not by τ.
-    rtt: Literal["base", "measured"] = "base"
-
-    def evaluate(self, pts: list[PointData]) -> Verdict:
-        mine = self.points(pts, self.cc)
-        if not mine:
-            return self.na(f"needs a point with cc={self.cc}")
-        runs: list[dict] = []
-        for p in mine:
-            d = _drain(p, self.iface, self.near_zero_bytes)
-            if d is None:
-                return Verdict(self.claim, self.cc, False, f"{p.name}: no queue samples after "
-                               f"the burst", [p.name])
-            s, i, j, drain = d["series"], d["i"], d["j"], d["drain_s"]
-            rtt = p.base_rtt_s(self.base_rtt_us)
-            if self.rtt == "measured":
-                seen = _measured_rtt_s(p.dir, float(s.t[i]), float(s.t[j]))
-                if seen is None:
-                    return self.na(f"{p.name}: no cc_trace.csv RTT samples while draining")
-                rtt = seen
-            rtts = drain / rtt
-            rest = s.v[j:] if d["drained"] else np.array([])
-            # The widest gap between samples while draining: a sampler starved of CPU
-            # cannot resolve a drain shorter than its gaps.
-            gap = d["sample_gap_max_s"]
-            m = {"peak_bytes": float(s.v[i]), "drain_s": drain, "drain_rtts": rtts,
-                 "base_rtt_s": rtt, "median_after_bytes": float(np.median(rest)) if len(rest)
-                 else math.nan, "sample_gap_max_s": gap}
-            ok: bool | None = True
-            if rtts > self.within_rtts:
-                # a drain the sampler could not resolve is no verdict, not a failure
-                ok = None if d["drained"] and gap > self.within_rtts * rtt else False
-            runs.append({**m, "ok": ok})
-        typ = _typical(runs, lambda m: m["drain_rtts"], worse_high=True)
-        worst = max(runs, key=lambda m: m["drain_rtts"])
-        ok_typ = typ["ok"]
-        worst_s = f"{worst['drain_rtts']:.1f} RTTs"
-        verdict = {True: "≤", False: ">", None: ">"}[ok_typ]
-        note = (f"; unresolved: queue sampling gaps up to "
-                f"{typ['sample_gap_max_s'] * 1e3:.1f} ms exceed {self.within_rtts:g} τ"
-                if ok_typ is None else "")
-        return Verdict(self.claim, self.cc, ok_typ,
-                       f"queue from its peak {typ['peak_bytes']:.0f} B to ≤ "
-                       f"{self.near_zero_bytes} B in {typ['drain_s'] * 1e3:.2f} ms = "
-                       f"{typ['drain_rtts']:.1f} {'measured' if self.rtt == 'measured' else 'base'}"
-                       f" RTTs ({verdict} {self.within_rtts:g}; "
-                       f"{'RTT' if self.rtt == 'measured' else 'τ'} = "
-                       f"{typ['base_rtt_s'] * 1e6:.0f} µs)"
-                       f"{_of_reps(len(runs), worst_s)}{note}",
-                       [p.name for p in mine],
-                       {**{k: v for k, v in typ.items() if k != "ok"},
-                        "worst_drain_rtts": worst["drain_rtts"], "repetitions": len(runs)})
+@judges(QueueDrains)
+def _queue_drains(self: QueueDrains, pts: list[PointData]) -> Verdict:
+    mine = _points(self, pts, self.cc)
+    if not mine:
+        return _na(self, f"needs a point with cc={self.cc}")
+    runs: list[dict] = []
+    for p in mine:
+        d = _drain(p, self.iface, self.near_zero_bytes)
+        if d is None:
+            return Verdict(self.claim, self.cc, False, f"{p.name}: no queue samples after "
+                           f"the burst", [p.name])
+        s, i, j, drain = d["series"], d["i"], d["j"], d["drain_s"]
+        rtt = p.base_rtt_s(self.base_rtt_us)
+        if self.rtt == "measured":
+            seen = _measured_rtt_s(p.dir, float(s.t[i]), float(s.t[j]))
+            if seen is None:
+                return _na(self, f"{p.name}: no cc_trace.csv RTT samples while draining")
+            rtt = seen
+        rtts = drain / rtt
+        rest = s.v[j:] if d["drained"] else np.array([])
+        # The widest gap between samples while draining: a sampler starved of CPU
+        # cannot resolve a drain shorter than its gaps.
+        gap = d["sample_gap_max_s"]
+        m = {"peak_bytes": float(s.v[i]), "drain_s": drain, "drain_rtts": rtts,
+             "base_rtt_s": rtt, "median_after_bytes": float(np.median(rest)) if len(rest)
+             else math.nan, "sample_gap_max_s": gap}
+        ok: bool | None = True
+        if rtts > self.within_rtts:
+            # a drain the sampler could not resolve is no verdict, not a failure
+            ok = None if d["drained"] and gap > self.within_rtts * rtt else False
+        runs.append({**m, "ok": ok})
+    typ = _typical(runs, lambda m: m["drain_rtts"], worse_high=True)
+    worst = max(runs, key=lambda m: m["drain_rtts"])
+    ok_typ = typ["ok"]
+    worst_s = f"{worst['drain_rtts']:.1f} RTTs"
+    verdict = {True: "≤", False: ">", None: ">"}[ok_typ]
+    note = (f"; unresolved: queue sampling gaps up to "
+            f"{typ['sample_gap_max_s'] * 1e3:.1f} ms exceed {self.within_rtts:g} τ"
+            if ok_typ is None else "")
+    return Verdict(self.claim, self.cc, ok_typ,
+                   f"queue from its peak {typ['peak_bytes']:.0f} B to ≤ "
+                   f"{self.near_zero_bytes} B in {typ['drain_s'] * 1e3:.2f} ms = "
+                   f"{typ['drain_rtts']:.1f} {'measured' if self.rtt == 'measured' else 'base'}"
+                   f" RTTs ({verdict} {self.within_rtts:g}; "
+                   f"{'RTT' if self.rtt == 'measured' else 'τ'} = "
+                   f"{typ['base_rtt_s'] * 1e6:.0f} µs)"
+                   f"{_of_reps(len(runs), worst_s)}{note}",
+                   [p.name for p in mine],
+                   {**{k: v for k, v in typ.items() if k != "ok"},
+                    "worst_drain_rtts": worst["drain_rtts"], "repetitions": len(runs)})
 
 
 def _measured_rtt_s(pdir: Path, t0: float, t1: float) -> float | None:
@@ -411,295 +412,212 @@ def _measured_rtt_s(pdir: Path, t0: float, t1: float) -> float | None:
     return float(np.median(v)) / 1e6 if v else None
 
 
-class Utilization(_Claim):
-    claim: Literal["utilization"] = "utilization"
-    min: float = Field(0.9, gt=0, le=1)
-    rate_mbps: float | None = Field(None, gt=0)
-    skip_s: float = Field(0.0, ge=0)   # ignore this long after the burst starts
-
-    def evaluate(self, pts: list[PointData]) -> Verdict:
-        mine = self.points(pts, self.cc)
-        if not mine:
-            return self.na(f"needs a point with cc={self.cc}")
-        utils = []
-        for p in mine:
-            rate = self.rate_mbps * 1e6 if self.rate_mbps else p.port_rate_bps(self.iface)
-            if not rate:
-                return Verdict(self.claim, self.cc, False, f"{p.name}: bottleneck rate "
-                               f"unknown (give rate_mbps)", [p.name])
-            _n, q, t0, t1 = _after_burst(p, self.iface)
-            t0 += self.skip_s
-            sent = q.get("sent_bytes")
-            if sent is not None and len(_window(sent, t0, t1).t) > 1:
-                w = _window(sent, t0, t1)
-                bps = (w.v[-1] - w.v[0]) * 8 / (w.t[-1] - w.t[0])
-            else:  # from the flows' receiver reports
-                tot = [_window(s, t0, t1) for s in p.flows.values()]
-                grid = sorted({float(x) for s in tot for x in s.t})
-                bps = float(np.mean([sum(float(np.interp(g, s.t, s.v)) if len(s.t) else 0
-                                         for s in tot) for g in grid])) if grid else 0.0
-            utils.append(bps / rate)
-        u = float(_typical(utils, float, worse_high=False))
-        ok: bool | None = u >= self.min
-        why = ""
-        cpu = [p for p in mine if (p.meta.get("bottleneck") or {}).get("verdict") == "cpu"]
-        if not ok and cpu:  # the runner found the CPU, not the link, limiting: no verdict
-            ok = None
-            why = (f"; inconclusive: the CPU was the bottleneck ("
-                   f"{cpu[0].meta['bottleneck'].get('cpu_busy_pct')} % busy) in "
-                   f"{', '.join(p.name for p in cpu)}")
-        return Verdict(self.claim, self.cc, ok,
-                       f"bottleneck utilization after the burst {u * 100:.1f} % "
-                       f"({'≥' if ok else '<'} {self.min * 100:.0f} %)"
-                       f"{_of_reps(len(utils), f'{min(utils) * 100:.1f} %')}{why}",
-                       [p.name for p in mine],
-                       {"utilization": u, "worst_utilization": float(min(utils)),
-                        "repetitions": len(utils)})
+@judges(Utilization)
+def _utilization(self: Utilization, pts: list[PointData]) -> Verdict:
+    mine = _points(self, pts, self.cc)
+    if not mine:
+        return _na(self, f"needs a point with cc={self.cc}")
+    utils = []
+    for p in mine:
+        rate = self.rate_mbps * 1e6 if self.rate_mbps else p.port_rate_bps(self.iface)
+        if not rate:
+            return Verdict(self.claim, self.cc, False, f"{p.name}: bottleneck rate "
+                           f"unknown (give rate_mbps)", [p.name])
+        _n, q, t0, t1 = _after_burst(p, self.iface)
+        t0 += self.skip_s
+        sent = q.get("sent_bytes")
+        if sent is not None and len(_window(sent, t0, t1).t) > 1:
+            w = _window(sent, t0, t1)
+            bps = (w.v[-1] - w.v[0]) * 8 / (w.t[-1] - w.t[0])
+        else:  # from the flows' receiver reports
+            tot = [_window(s, t0, t1) for s in p.flows.values()]
+            grid = sorted({float(x) for s in tot for x in s.t})
+            bps = float(np.mean([sum(float(np.interp(g, s.t, s.v)) if len(s.t) else 0
+                                     for s in tot) for g in grid])) if grid else 0.0
+        utils.append(bps / rate)
+    u = float(_typical(utils, float, worse_high=False))
+    ok: bool | None = u >= self.min
+    why = ""
+    cpu = [p for p in mine if (p.meta.get("bottleneck") or {}).get("verdict") == "cpu"]
+    if not ok and cpu:  # the runner found the CPU, not the link, limiting: no verdict
+        ok = None
+        why = (f"; inconclusive: the CPU was the bottleneck ("
+               f"{cpu[0].meta['bottleneck'].get('cpu_busy_pct')} % busy) in "
+               f"{', '.join(p.name for p in cpu)}")
+    return Verdict(self.claim, self.cc, ok,
+                   f"bottleneck utilization after the burst {u * 100:.1f} % "
+                   f"({'≥' if ok else '<'} {self.min * 100:.0f} %)"
+                   f"{_of_reps(len(utils), f'{min(utils) * 100:.1f} %')}{why}",
+                   [p.name for p in mine],
+                   {"utilization": u, "worst_utilization": float(min(utils)),
+                    "repetitions": len(utils)})
 
 
-class Fairness(_Claim):
-    claim: Literal["fairness"] = "fairness"
-    min_jain: float = Field(0.95, gt=0, le=1)
-    within_rtts: float = Field(20, gt=0)
-    base_rtt_us: float | None = Field(None, gt=0)
-    min_window_s: float = Field(0.0, ge=0)  # ignore intervals shorter than this
-
-    def evaluate(self, pts: list[PointData]) -> Verdict:
-        mine = self.points(pts, self.cc)
-        if not mine:
-            return self.na(f"needs a point with cc={self.cc}")
-        worst, detail = 1.0, []
-        checked = 0
-        for p in mine:
-            flows = {n: s for n, s in p.flows.items() if np.any(s.v > 0)}
-            if len(flows) < 2:
-                return Verdict(self.claim, self.cc, False, f"{p.name}: fewer than 2 flows "
-                               f"carried data", [p.name])
-            span = {n: (float(s.t[s.v > 0][0]), float(s.t[s.v > 0][-1]))
-                    for n, s in flows.items()}
-            dt = float(np.median(np.concatenate([np.diff(s.t) for s in flows.values()
-                                                 if len(s.t) > 1])))
-            settle = max(self.within_rtts * p.base_rtt_s(self.base_rtt_us), 2 * dt)
-            events = sorted({a for a, _b in span.values()} | {b for _a, b in span.values()})
-            for a, b in zip(events, events[1:]):
-                w0 = a + settle
-                if b - w0 < max(self.min_window_s, dt):
-                    continue
-                active = [n for n, (s0, s1) in span.items() if s0 <= a and s1 >= b]
-                if len(active) < 2:
-                    continue
-                # Median, not mean: iperf3's reports carry the odd truncated interval
-                # (0 b/s, then 30× the link rate) that a mean would turn into unfairness.
-                rates = [float(np.median(_window(flows[n], w0, b).v)) for n in active]
-                j = jain(rates)
-                checked += 1
-                detail.append(f"{len(active)} flows [{w0:.2f},{b:.2f}] s: J={j:.4f}")
-                worst = min(worst, j)
-        if not checked:
-            return Verdict(self.claim, self.cc, False, "no interval with ≥ 2 active flows long "
-                           "enough to judge", [p.name for p in mine])
-        ok = worst >= self.min_jain
-        return Verdict(self.claim, self.cc, ok,
-                       f"worst Jain's index {worst:.4f} ({'≥' if ok else '<'} "
-                       f"{self.min_jain}) over {checked} intervals: " + "; ".join(detail),
-                       [p.name for p in mine], {"jain_min": worst, "intervals": checked})
+@judges(Fairness)
+def _fairness(self: Fairness, pts: list[PointData]) -> Verdict:
+    mine = _points(self, pts, self.cc)
+    if not mine:
+        return _na(self, f"needs a point with cc={self.cc}")
+    worst, detail = 1.0, []
+    checked = 0
+    for p in mine:
+        flows = {n: s for n, s in p.flows.items() if np.any(s.v > 0)}
+        if len(flows) < 2:
+            return Verdict(self.claim, self.cc, False, f"{p.name}: fewer than 2 flows "
+                           f"carried data", [p.name])
+        span = {n: (float(s.t[s.v > 0][0]), float(s.t[s.v > 0][-1]))
+                for n, s in flows.items()}
+        dt = float(np.median(np.concatenate([np.diff(s.t) for s in flows.values()
+                                             if len(s.t) > 1])))
+        settle = max(self.within_rtts * p.base_rtt_s(self.base_rtt_us), 2 * dt)
+        events = sorted({a for a, _b in span.values()} | {b for _a, b in span.values()})
+        for a, b in zip(events, events[1:]):
+            w0 = a + settle
+            if b - w0 < max(self.min_window_s, dt):
+                continue
+            active = [n for n, (s0, s1) in span.items() if s0 <= a and s1 >= b]
+            if len(active) < 2:
+                continue
+            # Median, not mean: iperf3's reports carry the odd truncated interval
+            # (0 b/s, then 30× the link rate) that a mean would turn into unfairness.
+            rates = [float(np.median(_window(flows[n], w0, b).v)) for n in active]
+            j = jain(rates)
+            checked += 1
+            detail.append(f"{len(active)} flows [{w0:.2f},{b:.2f}] s: J={j:.4f}")
+            worst = min(worst, j)
+    if not checked:
+        return Verdict(self.claim, self.cc, False, "no interval with ≥ 2 active flows long "
+                       "enough to judge", [p.name for p in mine])
+    ok = worst >= self.min_jain
+    return Verdict(self.claim, self.cc, ok,
+                   f"worst Jain's index {worst:.4f} ({'≥' if ok else '<'} "
+                   f"{self.min_jain}) over {checked} intervals: " + "; ".join(detail),
+                   [p.name for p in mine], {"jain_min": worst, "intervals": checked})
 
 
-class DrainTimeRatio(_Claim):
-    """`cc` drains its post-burst peak no slower than `baseline` (× max_ratio). A queue
-    whose peak is already near zero drains in 0 s. Sampling gaps wider than the slower
-    drain leave the order unresolved (N/A)."""
-
-    claim: Literal["drain_time_ratio"] = "drain_time_ratio"
-    baseline: str = "hpcc"
-    max_ratio: float = Field(1.0, gt=0)
-    near_zero_bytes: int = Field(2 * MTU, ge=0)
-
-    def evaluate(self, pts: list[PointData]) -> Verdict:
-        mine, base = self.points(pts, self.cc), self.points(pts, self.baseline)
-        if not mine or not base:
-            return self.na(f"needs points with cc={self.cc} and cc={self.baseline}")
-        med, gaps = {}, []
-        for label, group in ((self.cc, mine), (self.baseline, base)):
-            vals = []
-            for p in group:
-                d = _drain(p, self.iface, self.near_zero_bytes)
-                if d is None:
-                    return Verdict(self.claim, self.cc, False, f"{p.name}: no queue samples "
-                                   f"after the burst", [p.name])
-                vals.append(0.0 if d["peak_bytes"] <= self.near_zero_bytes else d["drain_s"])
-                gaps.append(d["sample_gap_max_s"])
-            med[label] = float(np.median(vals))
-        a, b = med[self.cc], med[self.baseline]
-        ok: bool | None = a <= self.max_ratio * b or a == b == 0
-        why = ""
-        if not ok and math.isfinite(a) and max(gaps) >= a - self.max_ratio * b:
-            ok, why = None, (f"; unresolved: queue sampling gaps up to "
-                             f"{max(gaps) * 1e3:.1f} ms")
-        ratio = a / b if b else (1.0 if a == 0 else math.inf)
-        return Verdict(self.claim, self.cc, ok,
-                       f"drain after the burst's peak {a * 1e3:.2f} ms vs {self.baseline} "
-                       f"{b * 1e3:.2f} ms: ratio {ratio:.2f} ({'≤' if ok else '>'} "
-                       f"{self.max_ratio:g}){why}", [p.name for p in mine + base],
-                       {"drain_s": a, "baseline_drain_s": b, "ratio": ratio})
+@judges(DrainTimeRatio)
+def _drain_time_ratio(self: DrainTimeRatio, pts: list[PointData]) -> Verdict:
+    mine, base = _points(self, pts, self.cc), _points(self, pts, self.baseline)
+    if not mine or not base:
+        return _na(self, f"needs points with cc={self.cc} and cc={self.baseline}")
+    med, gaps = {}, []
+    for label, group in ((self.cc, mine), (self.baseline, base)):
+        vals = []
+        for p in group:
+            d = _drain(p, self.iface, self.near_zero_bytes)
+            if d is None:
+                return Verdict(self.claim, self.cc, False, f"{p.name}: no queue samples "
+                               f"after the burst", [p.name])
+            vals.append(0.0 if d["peak_bytes"] <= self.near_zero_bytes else d["drain_s"])
+            gaps.append(d["sample_gap_max_s"])
+        med[label] = float(np.median(vals))
+    a, b = med[self.cc], med[self.baseline]
+    ok: bool | None = a <= self.max_ratio * b or a == b == 0
+    why = ""
+    if not ok and math.isfinite(a) and max(gaps) >= a - self.max_ratio * b:
+        ok, why = None, (f"; unresolved: queue sampling gaps up to "
+                         f"{max(gaps) * 1e3:.1f} ms")
+    ratio = a / b if b else (1.0 if a == 0 else math.inf)
+    return Verdict(self.claim, self.cc, ok,
+                   f"drain after the burst's peak {a * 1e3:.2f} ms vs {self.baseline} "
+                   f"{b * 1e3:.2f} ms: ratio {ratio:.2f} ({'≤' if ok else '>'} "
+                   f"{self.max_ratio:g}){why}", [p.name for p in mine + base],
+                   {"drain_s": a, "baseline_drain_s": b, "ratio": ratio})
 
 
-class StandingQueue(_Claim):
-    """`cc`'s median queue over [t_from, t_to] (default: 0.5 s until the burst, or the
-    end) is within ±tolerance of `near` (packets or bytes, like a queue limit)."""
-
-    claim: Literal["standing_queue"] = "standing_queue"
-    near: QueueLimit                       # 20 (packets) or '30KB'
-    tolerance: float = Field(0.5, gt=0, le=10)
-    t_from: float = Field(0.5, ge=0)
-    t_to: float | None = Field(None, gt=0)
-
-    def evaluate(self, pts: list[PointData]) -> Verdict:
-        near = self.near
-        col, target = (("qlen_pkts", near.packets) if near.packets is not None
-                       else ("backlog_bytes", near.bytes))
-        unit = "packets" if near.packets is not None else "B"
-        mine = self.points(pts, self.cc)
-        if not mine:
-            return self.na(f"needs a point with cc={self.cc}")
-        meds = []
-        for p in mine:
-            _n, q = p.bottleneck(self.iface)
-            s = q[col]
-            t1 = self.t_to or (p.burst_at if p.burst_at is not None else float(s.t[-1]))
-            w = _window(s, self.t_from, t1)
-            if len(w.t) < 10:
-                return Verdict(self.claim, self.cc, False, f"{p.name}: fewer than 10 queue "
-                               f"samples in [{self.t_from:g}, {t1:g}] s", [p.name])
-            meds.append(float(np.median(w.v)))
-        m = float(_typical(meds, lambda x: abs(x - target), worse_high=True))
-        lo, hi = target * (1 - self.tolerance), target * (1 + self.tolerance)
-        ok = lo <= m <= hi
-        return Verdict(self.claim, self.cc, ok,
-                       f"median standing queue {m:.1f} {unit} ({'within' if ok else 'outside'}"
-                       f" {lo:.1f}–{hi:.1f} around {target} {unit})"
-                       f"{_of_reps(len(meds), f'{max(meds, key=lambda x: abs(x - target)):.1f}')}",
-                       [p.name for p in mine], {"median": m, "near": float(target)})
+@judges(StandingQueue)
+def _standing_queue(self: StandingQueue, pts: list[PointData]) -> Verdict:
+    near = self.near
+    col, target = (("qlen_pkts", near.packets) if near.packets is not None
+                   else ("backlog_bytes", near.bytes))
+    unit = "packets" if near.packets is not None else "B"
+    mine = _points(self, pts, self.cc)
+    if not mine:
+        return _na(self, f"needs a point with cc={self.cc}")
+    meds = []
+    for p in mine:
+        _n, q = p.bottleneck(self.iface)
+        s = q[col]
+        t1 = self.t_to or (p.burst_at if p.burst_at is not None else float(s.t[-1]))
+        w = _window(s, self.t_from, t1)
+        if len(w.t) < 10:
+            return Verdict(self.claim, self.cc, False, f"{p.name}: fewer than 10 queue "
+                           f"samples in [{self.t_from:g}, {t1:g}] s", [p.name])
+        meds.append(float(np.median(w.v)))
+    m = float(_typical(meds, lambda x: abs(x - target), worse_high=True))
+    lo, hi = target * (1 - self.tolerance), target * (1 + self.tolerance)
+    ok = lo <= m <= hi
+    return Verdict(self.claim, self.cc, ok,
+                   f"median standing queue {m:.1f} {unit} ({'within' if ok else 'outside'}"
+                   f" {lo:.1f}–{hi:.1f} around {target} {unit})"
+                   f"{_of_reps(len(meds), f'{max(meds, key=lambda x: abs(x - target)):.1f}')}",
+                   [p.name for p in mine], {"median": m, "near": float(target)})
 
 
 # ------------------------------------------------- the NOOBs paper's claims (noobprobe.csv)
-class _NoobClaim(_Claim):
-    """A claim on the per-hop RTT samples of noobprobe.csv: it judges the points that
-    probed (or the one named by `point`), whatever their CC."""
-    cc: str | None = None             # type: ignore[assignment]
-    point: str | None = None          # one point by name; default: every point that probed
-
-    def probed(self, pts: list[PointData]) -> list[PointData]:
-        mine = [p for p in pts if (p.dir / "noobprobe.csv").exists()]
-        return [p for p in mine if p.name == self.point] if self.point else mine
-
-    def judge_one(self, pts: list[PointData], measure) -> Verdict:
-        """A claim on one point's data: the first that probed (or the named one)."""
-        mine = self.probed(pts)[:1]
-        if not mine:
-            return self.na("needs a point with noobprobe.csv")
-        return self.verdict(measure(mine[0].dir), mine)
-
-    def verdict(self, m: dict, pts: list[PointData]) -> Verdict:
-        """A claims_noob result as a Verdict: its checks as the reason, its numbers as
-        measured, the rest (per-hop tables, paths) as detail."""
-        checks = m.get("checks") or {}
-        failed = [c for c, ok in checks.items() if not ok]
-        reason = m.get("reason") or (f"failed: {', '.join(failed)}" if failed else
-                                     f"{len(checks)} checks hold" if checks else "")
-        measured = {k: v for k, v in m.items() if k not in ("claim", "pass", "reason")
-                    and isinstance(v, (int, float)) and not isinstance(v, bool)}
-        detail = {k: v for k, v in m.items() if k not in ("claim", "pass", "reason")
-                  and k not in measured}
-        return Verdict(self.claim, None, bool(m["pass"]), reason,  # type: ignore[attr-defined]
-                       [p.name for p in pts], measured, detail)
+def _probed(self: _NoobClaim, pts: list[PointData]) -> list[PointData]:
+    mine = [p for p in pts if (p.dir / "noobprobe.csv").exists()]
+    return [p for p in mine if p.name == self.point] if self.point else mine
 
 
-class OneHopQueue(_NoobClaim):
-    """N1: hop `hop` is the first behind the congested queue."""
-    claim: Literal["one_hop_queue"] = "one_hop_queue"
-    hop: int = Field(ge=2)
-    min_rise_ms: float = Field(1.0, ge=0)
-    flat_iqr_ms: float = Field(0.5, gt=0)
-    osc_factor: float = Field(5.0, gt=0)
-    after_ms: float = Field(0.5, gt=0)
-    hop_prop_ms: float = Field(0.0, ge=0)   # RTT each hop adds by propagation (WAN variants)
-
-    def evaluate(self, pts: list[PointData]) -> Verdict:
-        mine = self.probed(pts)
-        return self.verdict(claims_noob.one_hop_queue(
-            [p.dir for p in mine], self.hop, self.min_rise_ms, self.flat_iqr_ms,
-            self.osc_factor, self.after_ms, self.hop_prop_ms), mine)
+def _judge_one(self: _NoobClaim, pts: list[PointData], measure) -> Verdict:
+    """A claim on one point's data: the first that probed (or the named one)."""
+    mine = _probed(self, pts)[:1]
+    if not mine:
+        return _na(self, "needs a point with noobprobe.csv")
+    return _verdict(self, measure(mine[0].dir), mine)
 
 
-class RouteChange(_NoobClaim):
-    """N2: the path changes at `at` s; hop `hop` is the first router that differs."""
-    claim: Literal["route_change"] = "route_change"
-    at: float = Field(gt=0)
-    hop: int = Field(ge=1)
-    settle: float = Field(0.5, ge=0)
-    min_rise_ms: float = Field(1.0, ge=0)
-    silent_max: float = Field(0.2, ge=0, le=1)
-    answered_min: float = Field(0.8, ge=0, le=1)
-    prop_rise_ms: float = Field(0.0, ge=0)  # RTT the new path adds by propagation alone
-
-    def evaluate(self, pts: list[PointData]) -> Verdict:
-        return self.judge_one(pts, lambda d: claims_noob.route_change(
-            d, self.at, self.hop, settle=self.settle, min_rise_ms=self.min_rise_ms,
-            prop_rise_ms=self.prop_rise_ms, silent_max=self.silent_max,
-            answered_min=self.answered_min))
+def _verdict(self: _NoobClaim, m: dict, pts: list[PointData]) -> Verdict:
+    """A claims_noob result as a Verdict: its checks as the reason, its numbers as
+    measured, the rest (per-hop tables, paths) as detail."""
+    checks = m.get("checks") or {}
+    failed = [c for c, ok in checks.items() if not ok]
+    reason = m.get("reason") or (f"failed: {', '.join(failed)}" if failed else
+                                 f"{len(checks)} checks hold" if checks else "")
+    measured = {k: v for k, v in m.items() if k not in ("claim", "pass", "reason")
+                and isinstance(v, (int, float)) and not isinstance(v, bool)}
+    detail = {k: v for k, v in m.items() if k not in ("claim", "pass", "reason")
+              and k not in measured}
+    return Verdict(self.claim, None, bool(m["pass"]), reason,  # type: ignore[attr-defined]
+                   [p.name for p in pts], measured, detail)
 
 
-class EcmpPaths(_NoobClaim):
-    """N3: one path (hop-`hop` responder) per flow, several paths, per-path throughput
-    distributions that differ (KS 2-sample test, p < alpha)."""
-    claim: Literal["ecmp_paths"] = "ecmp_paths"
-    hop: int = Field(2, ge=1)
-    alpha: float = Field(0.01, gt=0, lt=1)
-    min_probes: int = Field(3, ge=1)
-    slack: float = Field(0.2, ge=0)
-
-    def evaluate(self, pts: list[PointData]) -> Verdict:
-        return self.judge_one(pts, lambda d: claims_noob.ecmp_paths(
-            d, self.hop, self.alpha, self.min_probes, self.slack))
+@judges(OneHopQueue)
+def _one_hop_queue(self: OneHopQueue, pts: list[PointData]) -> Verdict:
+    mine = _probed(self, pts)
+    return _verdict(self, claims_noob.one_hop_queue(
+        [p.dir for p in mine], self.hop, self.min_rise_ms, self.flat_iqr_ms,
+        self.osc_factor, self.after_ms, self.hop_prop_ms), mine)
 
 
-class NoOverhead(_NoobClaim):
-    """N4: throughput with and without noobprobe (a sweep over
-    `instruments.noobprobe.enabled`) does not differ significantly."""
-    claim: Literal["no_overhead"] = "no_overhead"
-    alpha: float = Field(0.05, gt=0, lt=1)
-    min_ratio: float = Field(0.97, gt=0)
-
-    def evaluate(self, pts: list[PointData]) -> Verdict:
-        def probing(p: PointData) -> bool:
-            inst = p.config.get("instruments") or {}
-            return "noobprobe" in inst and bool((inst["noobprobe"] or {}).get("enabled", True))
-        on = [p for p in pts if probing(p)]
-        off = [p for p in pts if not probing(p)]
-        return self.verdict(claims_noob.no_overhead(
-            [p.dir for p in on], [p.dir for p in off], self.alpha, self.min_ratio), on + off)
+@judges(RouteChange)
+def _route_change(self: RouteChange, pts: list[PointData]) -> Verdict:
+    return _judge_one(self, pts, lambda d: claims_noob.route_change(
+        d, self.at, self.hop, settle=self.settle, min_rise_ms=self.min_rise_ms,
+        prop_rise_ms=self.prop_rise_ms, silent_max=self.silent_max,
+        answered_min=self.answered_min))
 
 
-_KINDS = (QueuePeakRatio, QueueDrains, Utilization, Fairness, DrainTimeRatio, StandingQueue,
-          OneHopQueue, RouteChange, EcmpPaths, NoOverhead)
-ClaimSpec = Annotated[Union[_KINDS], Field(discriminator="claim")]  # type: ignore[valid-type]
-CLAIMS = {c.model_fields["claim"].default: c for c in _KINDS}
+@judges(EcmpPaths)
+def _ecmp_paths(self: EcmpPaths, pts: list[PointData]) -> Verdict:
+    return _judge_one(self, pts, lambda d: claims_noob.ecmp_paths(
+        d, self.hop, self.alpha, self.min_probes, self.slack))
+
+
+@judges(NoOverhead)
+def _no_overhead(self: NoOverhead, pts: list[PointData]) -> Verdict:
+    def probing(p: PointData) -> bool:
+        inst = p.config.get("instruments") or {}
+        return "noobprobe" in inst and bool((inst["noobprobe"] or {}).get("enabled", True))
+    on = [p for p in pts if probing(p)]
+    off = [p for p in pts if not probing(p)]
+    return _verdict(self, claims_noob.no_overhead(
+        [p.dir for p in on], [p.dir for p in off], self.alpha, self.min_ratio), on + off)
+
+
 _ADAPTER = TypeAdapter(list[ClaimSpec])
-
-
-# Metrics `python -m testbed compare` judges between two runs (testbed/results/compare.py);
-# an `expect:` entry {metric: NAME, tolerance: REL} sets how far one may move.
-COMPARE_METRICS = ("goodput_mbps", "queue_p50_bytes", "queue_p99_bytes", "drain_ms", "jain",
-                   "retransmits", "hop_latency_p50_us", "int_hop_latency_p50_us")
-
-
-class MetricTolerance(BaseModel):
-    """`expect:` entry for `compare`: the relative change of `metric` (or every metric:
-    "*") against the base run that still passes, e.g. 0.1 = 10 %."""
-    model_config = ConfigDict(extra="forbid")
-    metric: Literal[COMPARE_METRICS + ("*",)]  # type: ignore[valid-type]
-    tolerance: float = Field(gt=0)
+assert all(c in JUDGES for c in CLAIM_KINDS), "every claim kind of config.models needs a judge"
 
 
 def tolerances(raw: list[dict[str, Any]] | None) -> list[MetricTolerance]:
@@ -719,11 +637,10 @@ def parse_expect(raw: list[dict[str, Any]], where: str = "expect") -> list[_Clai
             except ValidationError as e:
                 err = e.errors()[0]
                 loc = ".".join(str(x) for x in (i, *err["loc"]))
-                msg = (f"unknown metric {raw[i].get('metric')!r}"
-                       if err["type"] == "literal_error" else err["msg"])
-                raise ConfigError(f"{msg} (compare metrics: "
-                                  f"{', '.join(COMPARE_METRICS)}, or *)",
-                                  key=f"{where}[{loc}]") from None
+                msg = err["msg"].removeprefix("Value error, ")
+                if "compare metrics" not in msg:
+                    msg += f" (compare metrics: {', '.join(COMPARE_METRICS)}, or *)"
+                raise ConfigError(msg, key=f"{where}[{loc}]") from None
         raw = [e for i, e in enumerate(raw) if i not in tol]
         return list(_ADAPTER.validate_python(raw))
     except ValidationError as e:
@@ -790,7 +707,7 @@ def check(results: Path | str, expect: list[dict[str, Any]] | None = None,
     left_out = [p for p in pts if p.flow_problems]
     for c in claims:
         try:
-            v = c.evaluate(pts)
+            v = evaluate(c, pts)
         except _Excluded as e:
             v = Verdict(c.claim, c.cc, None, str(e), [p.name for p in e.pts])
         except ValueError as e:

@@ -27,7 +27,7 @@ EPILOG = """examples:
 
 
 def _run(a) -> int:
-    from .config.load import load_experiment
+    from .preflight import load_experiment
 
     if not a.vm and os.environ.get("TESTBED_VM") != "1":
         # an experiment that says `vm: true` runs in the VM without being asked
@@ -78,7 +78,7 @@ def _run_point(a) -> int:
 
 
 def _validate(a) -> int:
-    from .config.load import validate_file
+    from .preflight import validate_file
 
     for f in a.files:
         print(f"{f}: {validate_file(f, a.set)}")

@@ -26,12 +26,13 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Any, Callable, Literal
 
 import yaml
 
 from . import results
-from .config.load import Plan, Point, load_experiment
+from .config.load import Plan, Point
+from .preflight import load_experiment
 from .errors import RunError, TestbedError
 from .instruments.base import REGISTRY, InstrumentContext, load_all
 from .network import features
@@ -56,7 +57,7 @@ def preflight(plan: Plan) -> None:
     int_used = False
     for p in plan.points:
         e = p.experiment
-        for name, opts in e.instruments.items():
+        for name, opts in e.instruments.chosen().items():
             registry[name].check(opts)
         ccs_used |= {e.cc} | {f.cc for f in e.workload.flows if f.cc} | \
             {b.cc for b in e.workload.incast if b.cc}
@@ -369,10 +370,10 @@ class Runner:
 
     @staticmethod
     def _start_instruments(exp, ctx: InstrumentContext) -> list:
-        names = list(exp.instruments) or list(DEFAULT_INSTRUMENTS)
+        chosen = exp.instruments.chosen()
         instruments = []
-        for name in names:
-            opts = exp.instruments.get(name) or REGISTRY[name].Options()
+        for name in list(chosen) or list(DEFAULT_INSTRUMENTS):
+            opts = chosen.get(name) or REGISTRY[name].Options()
             if not opts.enabled:
                 continue
             inst = REGISTRY[name](opts, ctx)
@@ -481,7 +482,7 @@ def bundle_plan(run_dir: Path) -> Plan:
     return load_experiment(path, run.get("sets") or [], text=text)
 
 
-def cc_tau(names: set[str], params: dict) -> dict:
+def cc_tau(names: set[str], params: Any) -> dict:
     """Where each eBPF CC's τ comes from: the experiment (fixed µs) or the path (each
     flow's min RTT, measured by the socket; per update in cc_trace.csv base_rtt_us)."""
     from .bpf import cc as ccmod

@@ -20,7 +20,7 @@ from typing import Any, Iterator
 
 import yaml
 
-from .config.load import load_experiment
+from .preflight import load_experiment
 from .network.net import Network
 from .network.tracker import RunTracker
 

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from testbed.config.load import load_experiment, load_topology
+from testbed.config.load import load_topology
+from testbed.preflight import load_experiment
 from testbed.errors import ConfigError
 
 
@@ -210,3 +211,30 @@ def test_cli_validate_all_shipped_files(cli):
         files = [f for f in files if f not in bm]
     r = cli("validate", *files)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_config_imports_nothing_above_it():
+    """Loading an experiment with instruments, eBPF CC parameters, TCP-INT and claims
+    (every option type) imports only configuration: the option types live in
+    config.models, the components they configure are not needed to validate them."""
+    import subprocess
+    import sys
+    code = (
+        "import sys\n"
+        "from testbed.config.load import load_experiment\n"
+        "p = load_experiment('experiments/powertcp_incast.yaml', check_kernel=False)\n"
+        "e = p.points[0].experiment\n"
+        "assert e.instruments.chosen() and e.congestion_control.chosen() and e.expect\n"
+        "load_experiment('experiments/tcp_int_trace.yaml', check_kernel=False)\n"
+        "load_experiment('experiments/noob_n3.yaml', check_kernel=False)\n"
+        "print(' '.join(m for m in sys.modules if m.startswith('testbed.')))\n")
+    from pathlib import Path
+    repo = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-c", code], cwd=repo, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    loaded = r.stdout.split()
+    above = [m for m in loaded if m.split(".")[1] in
+             ("network", "instruments", "bpf", "claims", "claims_noob", "workload",
+              "runner", "results", "plots", "preflight")]
+    assert not above, above

@@ -22,7 +22,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from testbed.config.load import validate_file
+from testbed.preflight import validate_file
 from testbed.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -512,7 +512,7 @@ def net_ip(pkts) -> str:
 def test_bad_node_names_are_config_errors():
     """`int.hosts`/`int.switches` naming no host/switch: refused by the loader (the one
     check `validate` and `run` share, config.checks), before anything exists."""
-    from testbed.config.load import load_experiment
+    from testbed.preflight import load_experiment
     from testbed.errors import ConfigError
     from testbed.testing import experiment_text
     topo = topo_line({"ends": ["h1", "s1"]}, {"ends": ["s1", "h2"]})

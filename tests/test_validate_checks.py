@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed.config.load import validate_file
+from testbed.preflight import validate_file
 from testbed.errors import ConfigError
 
 HEAD = "name: t\nduration: 2\n"

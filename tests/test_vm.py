@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from testbed.config.load import load_experiment
+from testbed.preflight import load_experiment
 from testbed.errors import ConfigError
 from testbed.network import features
 

@@ -10,7 +10,8 @@ Functions:
 - defines(name, prefix): every `#define PREFIX… <integer literal>` of a header.
 - layout(struct, name): a struct of a header (fixed-width members, no implicit padding)
   as a Layout that encodes and decodes raw bytes (map keys and values, ring records).
-- proto_number(name) / proto_name(number): IP protocol numbers, one table for every tool.
+- proto_number(name) / proto_name(number): IP protocol numbers (the one table is in
+  config.units, where filters are parsed; re-exported here for the tools).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..config.units import PROTOCOLS, proto_name, proto_number  # noqa: F401 (re-exported)
 from ..errors import RunError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -92,23 +94,3 @@ def layout(struct_name: str, name: str | Path) -> Layout:
         raise RunError(f"struct {struct_name} in {path.name} has implicit padding")
     return lay
 
-
-# -- IP protocol numbers (IANA), for filters and tables of every tool ----------------------
-PROTOCOLS = {"icmp": 1, "tcp": 6, "udp": 17, "gre": 47, "esp": 50, "icmp6": 58, "sctp": 132}
-_ALIASES = {"icmpv6": 58, "ipv6-icmp": 58}
-
-
-def proto_number(name: str) -> int | None:
-    """The protocol number of a name (or of a decimal 0-255), None if unknown."""
-    name = name.strip().lower()
-    if name.isdigit():
-        return int(name) if int(name) <= 255 else None
-    return PROTOCOLS.get(name, _ALIASES.get(name))
-
-
-_NAMES = {v: k for k, v in PROTOCOLS.items()}
-
-
-def proto_name(number: int) -> str | int:
-    """The short name of a protocol number (the number itself when it has none here)."""
-    return _NAMES.get(number, number)

@@ -10,15 +10,15 @@ process dies. Its trace events (powertcp.h `struct powertcp_event`) arrive throu
 buffer read in a thread and are handed to whoever records (the cc_trace instrument).
 
 Classes:
-- CCParams, PowerTCPParams, ThetaPowerTCPParams: validated parameters (extra keys and
-  out-of-range values are errors before anything is loaded).
-- EbpfCC: one registry entry (source file, params model, kernel-name suffix, INT need).
+- EbpfCC: one registry entry (source file, kernel-name suffix, params → rodata); its
+  parameter model and needs (INT, receiver, ECN) are config.models.EBPF_CC_KINDS'.
 - TraceEvent: one decoded trace record; TraceRecorder: events of one recording window.
 - LoadedCC: one registered eBPF CC: object, link, trace thread.
 - CongestionControls: the run's CCs: kernel_name(name, params), recorders, close().
 
 Adding a CC: write `bpf/<name>.bpf.c` (struct_ops named like the source, `.name = CC_NAME`,
-include powertcp.h for the trace ring buffer if it traces) and add one EbpfCC entry here.
+include powertcp.h for the trace ring buffer if it traces), its parameter model and
+CCKind in config.models (EBPF_CC_KINDS), and one EbpfCC entry here.
 """
 from __future__ import annotations
 
@@ -28,10 +28,12 @@ import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
+from ..config.models import (EBPF_CC_KINDS, CCKind, CCParams, PowerTCPParams,  # noqa: F401
+                             Section, ThetaPowerTCPParams)
 from ..errors import ConfigError, MissingFeature, RunError
 from . import abi, build
 
@@ -47,77 +49,63 @@ EVENT = abi.layout("powertcp_event", "powertcp.h")
 
 
 # ----------------------------------------------------------------------------- parameters
-class CCParams(BaseModel):
-    """Parameters of an eBPF CC; `rodata()` gives the `const volatile` values."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    def rodata(self) -> dict[str, int]:
-        return {}
-
-
-class ThetaPowerTCPParams(CCParams):
-    """θ-PowerTCP: γ, β (or expected flows), τ, host bandwidth (caps the window)."""
-
-    gamma: float = Field(0.9, gt=0, le=1, description="EWMA weight of the window update")
-    beta: float | None = Field(None, gt=0, le=100000,
-                               description="additive increase, segments; default "
-                                           "host_bw·τ/expected_flows/mss")
-    expected_flows: int = Field(10, ge=1, le=100000)
-    base_rtt_us: int = Field(0, ge=0, le=10_000_000,
-                             description="τ in µs; 0 = the socket's min RTT")
-    host_bw_mbps: int = Field(1000, ge=1, le=1_000_000)
-    trace_interval_us: int = Field(0, ge=0, le=10_000_000,
-                                   description="at most one trace event per flow per "
-                                               "interval; 0 = every update")
-    min_cwnd: int = Field(1, ge=1, le=1000,
-                          description="snd_cwnd floor, segments; 1 needs receivers with "
-                                      "quick ACKs (hosts.quickack), 2 for delayed ACKs")
-
-    def rodata(self) -> dict[str, int]:
-        return {
-            "gamma_fp": max(1, round(self.gamma * (1 << GAMMA_SHIFT))),
-            "beta_fp": round(self.beta * (1 << CWND_SHIFT)) if self.beta else 0,
-            "expected_flows": self.expected_flows,
-            "base_rtt_us": self.base_rtt_us,
-            "host_bw_mbps": self.host_bw_mbps,
-            "trace_interval_us": self.trace_interval_us,
-            "min_cwnd": self.min_cwnd,
-        }
+# The parameter models and what each CC needs are configuration (config.models
+# EBPF_CC_KINDS); here: which program and `const volatile` values each becomes.
+def theta_powertcp_rodata(p: ThetaPowerTCPParams) -> dict[str, int]:
+    return {
+        "gamma_fp": max(1, round(p.gamma * (1 << GAMMA_SHIFT))),
+        "beta_fp": round(p.beta * (1 << CWND_SHIFT)) if p.beta else 0,
+        "expected_flows": p.expected_flows,
+        "base_rtt_us": p.base_rtt_us,
+        "host_bw_mbps": p.host_bw_mbps,
+        "trace_interval_us": p.trace_interval_us,
+        "min_cwnd": p.min_cwnd,
+    }
 
 
-class PowerTCPParams(ThetaPowerTCPParams):
-    """PowerTCP (INT): as θ, plus the bandwidth of the hops reporting telemetry."""
-
-    hop_bw_mbps: int = Field(1000, ge=0, le=1_000_000,
-                             description="bandwidth of the telemetry-reporting hop; "
-                                         "0 = the LinkSpeed it reports")
-
-    def rodata(self) -> dict[str, int]:
-        return {**super().rodata(), "hop_bw_mbps": self.hop_bw_mbps}
+def powertcp_rodata(p: PowerTCPParams) -> dict[str, int]:
+    return {**theta_powertcp_rodata(p), "hop_bw_mbps": p.hop_bw_mbps}
 
 
 @dataclass(frozen=True)
 class EbpfCC:
     source: str                 # bpf/<source>.bpf.c; its struct_ops variable has this name
-    params: type[CCParams]
     suffix: str                 # kernel name: <tracker.short>_<suffix>[<n>]
-    needs_int: bool = False     # reads TCP-INT's per-socket state (map tcp_int_state)
-    receiver: bool = False      # receivers run it too (DCTCP's exact CE echo)
-    ecn: bool = False           # negotiates ECN (TCP_CONG_NEEDS_ECN; senders' tcp_ecn=1)
+    rodata: Callable[[Any], dict[str, int]]   # params → the program's const volatiles
+
+    @property
+    def kind(self) -> CCKind:
+        return EBPF_CC_KINDS[self.source]   # a CC's name in `cc:` is its source's
+
+    @property
+    def params(self) -> type[CCParams]:
+        return self.kind.params
+
+    @property
+    def needs_int(self) -> bool:
+        return self.kind.needs_int
+
+    @property
+    def receiver(self) -> bool:
+        return self.kind.receiver
+
+    @property
+    def ecn(self) -> bool:
+        return self.kind.ecn
 
 
 EBPF_CCS: dict[str, EbpfCC] = {
-    "powertcp": EbpfCC("powertcp", PowerTCPParams, "pwr", needs_int=True),
-    "theta_powertcp": EbpfCC("theta_powertcp", ThetaPowerTCPParams, "tpw"),
+    "powertcp": EbpfCC("powertcp", "pwr", powertcp_rodata),
+    "theta_powertcp": EbpfCC("theta_powertcp", "tpw", theta_powertcp_rodata),
 }
 from . import dccs as _dccs  # noqa: E402  (the comparison set: DCTCP, HPCC, TIMELY)
 
 EBPF_CCS.update({
-    "dctcp": EbpfCC("dctcp", _dccs.DctcpParams, "dct", receiver=True, ecn=True),
-    "hpcc": EbpfCC("hpcc", _dccs.HpccParams, "hpc", needs_int=True),
-    "timely": EbpfCC("timely", _dccs.TimelyParams, "tml"),
+    "dctcp": EbpfCC("dctcp", "dct", _dccs.dctcp_rodata),
+    "hpcc": EbpfCC("hpcc", "hpc", _dccs.hpcc_rodata),
+    "timely": EbpfCC("timely", "tml", _dccs.timely_rodata),
 })
+assert set(EBPF_CCS) == set(EBPF_CC_KINDS), "an eBPF CC needs its entry in both tables"
 INT_MAP = "tcp_int_state"
 
 
@@ -286,12 +274,15 @@ class CongestionControls:
     """The run's congestion controllers: `kernel_name()` resolves (and, for ours, builds,
     loads and registers once per distinct parameter set) and close() unregisters all."""
 
-    def __init__(self, tracker, params: Mapping[str, Any] | None = None,
+    def __init__(self, tracker, params: Section | Mapping[str, Any] | None = None,
                  where: str | None = None, require_int: bool = True):
-        """`require_int=False` lets an INT-fed CC load without TCP-INT (it then sees no
+        """`params`: the experiment's `congestion_control:` (or name → raw parameters).
+        `require_int=False` lets an INT-fed CC load without TCP-INT (it then sees no
         telemetry and holds its initial window): for tests of registration only."""
         self.tracker = tracker
         self.require_int = require_int
+        if isinstance(params, Section):
+            params = params.chosen()
         # Validated now: a broken parameter fails before anything is loaded.
         self.params = {n: parse_params(n, p, where) for n, p in (params or {}).items()}
         self.loaded: dict[tuple[str, CCParams], LoadedCC] = {}
@@ -360,7 +351,7 @@ class CongestionControls:
         obj_path = build.compile_bpf(entry.source, [f'-DCC_NAME="{kname}"'])
         obj = libbpf.BpfObject(obj_path)
         try:
-            obj.set_rodata(**params.rodata())
+            obj.set_rodata(**EBPF_CCS[name].rodata(params))
             int_id = 0
             if entry.needs_int:
                 with self._pinned_int_map() as pinned:

@@ -1,6 +1,8 @@
-"""Cross-checks of one sweep point: the experiment against its topology's graph and this
-machine's kernel — everything `run` could refuse before traffic starts, made once, here,
-for `validate` and `run` alike (a run's plan comes from config.load, which calls run()).
+"""Cross-checks of one sweep point: the experiment against its topology's graph — what
+the configuration alone can refuse, for `validate` and `run` alike (config.load calls
+run()). What depends on this machine or on a component (the kernel's qdiscs and CCs, a
+switch backend, an instrument's limits) is checked by testbed.preflight, with the same
+PointCheck, so that configuration imports nothing above it.
 
 Each check is a function of a PointCheck registered with @check and run in order; the
 first refusal is one ConfigError naming the line of the key it is about. Options that
@@ -17,14 +19,13 @@ import ipaddress
 import types
 import typing
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from pydantic import BaseModel
 
 from ..errors import ConfigError
 from ..topology.graph import Graph
-from .models import Experiment, Ref, TopologySpec
+from .models import EBPF_CC_KINDS, Experiment, Ref, TopologySpec
 from .yamlsrc import Source
 
 
@@ -151,7 +152,6 @@ def _node_refs(p: PointCheck) -> None:
 
 @check
 def _links(p: PointCheck) -> None:
-    from ..network import features
     for i, link in enumerate(p.topo.links):
         lp = p.topo.link_params(link)
         name = f"link {link.ends[0]}-{link.ends[1]}"
@@ -163,30 +163,6 @@ def _links(p: PointCheck) -> None:
             raise p.fail_topo(("links", i), f"{name}: ecn_mark (our switches' marking) and "
                                             f"aqm (a kernel qdisc) both mark this queue: "
                                             f"choose one")
-        if not p.kernel:
-            continue
-        # Mininet would drop delay/loss silently: refuse what this kernel lacks instead
-        for qdisc, why in lp.needs_qdiscs().items():
-            if not features.has_qdisc(qdisc):
-                raise p.fail_topo(("links", i),
-                                  f"{name}: {why} needs {qdisc}, which this kernel lacks "
-                                  f"(sch_{qdisc}); run it in the stock-kernel VM (`run … "
-                                  f"--vm`) or remove {why}")
-
-
-@check
-def _backends(p: PointCheck) -> None:
-    wanted = sorted({s.backend for s in {**p.topo.switches, **p.topo.routers}.values()}
-                    - {"kernel"})
-    if not wanted:
-        return
-    from ..network.backends import available_backends
-    have = available_backends()
-    for name, sw in {**p.topo.switches, **p.topo.routers}.items():
-        ok, why = have.get(sw.backend, (sw.backend == "kernel", "not implemented"))
-        if not ok:
-            kind = "switches" if name in p.topo.switches else "routers"
-            raise p.fail_topo((kind, name), f"{name}: backend {sw.backend} unavailable: {why}")
 
 
 # --- the workload ------------------------------------------------------------------------
@@ -268,45 +244,7 @@ def _is_addr(s: str) -> bool:
         return False
 
 
-@check
-def _ports_collide(p: PointCheck) -> None:
-    from ..workload.iperf import SINK_PORT, resolve_flows
-    flows = resolve_flows(p.exp)
-    n = len(p.exp.workload.flows)
-    starts, k = [], n
-    for b in p.exp.workload.incast:
-        starts.append(k)
-        k += len(b.senders)
-    seen: dict[tuple[str, int], str] = {}
-    sinks = {f.dst for f in flows if f.tool == "burst"}
-    for j, f in enumerate(flows):
-        loc = ("workload", "flows", j) if j < n else \
-            ("workload", "incast", max(i for i, s in enumerate(starts) if s <= j))
-        if f.tool == "burst":
-            continue
-        if not 0 < f.port < 65536 or (f.port == SINK_PORT and f.dst in sinks):
-            raise p.fail(loc, f"{f.dst} receives too many iperf3 flows: its ports run from "
-                              f"5201 into {f.port} (the incast sink's {SINK_PORT} or past "
-                              f"65535); spread the flows over more receivers")
-        if (f.dst, f.port) in seen:
-            raise p.fail(loc, f"{f.name} and {seen[(f.dst, f.port)]} both use port "
-                              f"{f.port} on {f.dst}")
-        seen[(f.dst, f.port)] = f.name
-
-
 # --- congestion control -----------------------------------------------------------------
-
-def known_ccs() -> set[str]:
-    """Kernel CCs (built in or registered, as the kernel lists them) and ours (eBPF)."""
-    from ..network import features
-    known = set(features.kernel_ccs())   # registered, or a tcp_<name> module
-    try:
-        from ..bpf import cc as ccmod
-        known |= set(ccmod.EBPF_CCS)
-    except ImportError:
-        pass
-    return known
-
 
 def _ccs_used(exp: Experiment) -> list[tuple[tuple, str, str | None, bool]]:
     """(key path, cc, receiver, tcp) of every flow, and the experiment's default."""
@@ -322,47 +260,16 @@ def _ccs_used(exp: Experiment) -> list[tuple[tuple, str, str | None, bool]]:
 
 @check
 def _congestion_control(p: PointCheck) -> None:
-    known = known_ccs()
-    try:
-        from ..bpf import cc as ccmod
-    except ImportError:
-        ccmod = None
     receivers: dict[str, str] = {}
     for loc, cc, dst, tcp in _ccs_used(p.exp):
-        if p.kernel and known and cc not in known:
-            close = difflib.get_close_matches(cc, sorted(known), n=1)
-            raise p.fail(loc, f"unknown congestion control {cc!r}" +
-                         (f"; did you mean {close[0]!r}?" if close else
-                          f" (available: {', '.join(sorted(known))})"))
-        if ccmod is None or not tcp or dst is None:
+        kind = EBPF_CC_KINDS.get(cc)
+        if kind is None or not tcp or dst is None:
             continue
-        if ccmod.needs_int(cc) and not getattr(p.exp.tcp_int, "enabled", False):
+        if kind.needs_int and not p.exp.tcp_int.enabled:
             raise p.fail(loc, f"{cc} reads TCP-INT telemetry: set `int: {{enabled: true}}` "
                               f"(or use theta_powertcp, which needs none)")
-        if getattr(ccmod, "runs_at_receiver", lambda _: False)(cc):
+        if kind.receiver:
             if receivers.setdefault(dst, cc) != cc:
                 raise p.fail(loc, f"{dst} receives flows of {receivers[dst]} and {cc}, which "
                                   f"each need the receiver to run them: give them different "
                                   f"receivers")
-
-
-# --- instruments ------------------------------------------------------------------------
-
-@check
-def _instruments(p: PointCheck) -> None:
-    from ..instruments.base import REGISTRY
-    for name, opts in p.exp.instruments.items():
-        cls = REGISTRY.get(name)
-        if cls is not None and getattr(opts, "enabled", True):
-            cls.validate(opts, InstrumentCheck(p, name))
-
-
-class InstrumentCheck:
-    """What an instrument's validate() sees: the point, and fail() relative to its key."""
-
-    def __init__(self, point: PointCheck, name: str):
-        self.point, self.name = point, name
-        self.exp, self.graph = point.exp, point.graph
-
-    def fail(self, loc: tuple, msg: str) -> ConfigError:
-        return self.point.fail(("instruments", self.name) + tuple(loc), msg)

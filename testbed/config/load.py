@@ -3,7 +3,8 @@
 Functions:
 - load_topology(path | Source) → TopologySpec
 - load_experiment(path, sets) → Plan: the experiment, its topology and every sweep point,
-  each point validated before anything starts.
+  each point validated before anything starts (testbed.preflight adds the checks of the
+  components and this machine: what `validate` and `run` use).
 Every failure is one ConfigError: `file:line: key: what is wrong (and the fix)`.
 """
 from __future__ import annotations
@@ -16,13 +17,13 @@ import os
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from pydantic import BaseModel, ValidationError
 
 from ..errors import ConfigError
 from . import checks
-from .models import Experiment, IntOptions, TopologySpec
+from .models import Experiment, TopologySpec
 from .yamlsrc import Source, apply_sets, load_source, parse_text
 
 
@@ -111,7 +112,7 @@ def config_error(e: ValidationError, src: Source, model: Any, prefix: tuple = ()
         m = _model_at(model, loc[len(prefix):-1])
         valid = sorted(f.alias or n for n, f in m.model_fields.items()) if m else []
         close = difflib.get_close_matches(str(key), valid, n=1)
-        msg = f"unknown key {key!r}" + (f"; did you mean {close[0]!r}?" if close else "") + \
+        msg = f"unknown {getattr(m, 'what', 'key')} {key!r}" + (f"; did you mean {close[0]!r}?" if close else "") + \
             (f" (valid: {', '.join(valid)})" if valid and not close else "")
     elif err["type"] == "missing":
         msg = f"missing required key {loc[-1]!r}"
@@ -233,57 +234,14 @@ def _point_name(values: dict[str, Any]) -> str:
     return ",".join(parts).replace("/", "_").replace(" ", "")
 
 
-def _validate_sections(exp: Experiment, src: Source) -> None:
-    """Sections whose schema belongs to a plug-in (instruments, INT, eBPF CCs)."""
-    from ..instruments.base import load_all
-
-    registry = load_all()
-    for name in exp.instruments:
-        if name not in registry:
-            close = difflib.get_close_matches(name, list(registry), n=1)
-            raise error_at(src, ("instruments", name), f"unknown instrument {name!r}" +
-                           (f"; did you mean {close[0]!r}?" if close else
-                            f" (known: {', '.join(sorted(registry))})"))
-    given = src.data.get("instruments")
-    for name, opts in list(exp.instruments.items()):
-        if isinstance(given, dict) and given.get(name) is not None:
-            exp.instruments[name] = validate(registry[name].Options, src, ("instruments", name))
-        else:  # list form or empty value: the defaults
-            exp.instruments[name] = registry[name].Options.model_validate(opts or {})
-    if "int" in src.data:   # again from the source: errors name the key's line
-        exp.tcp_int = validate(IntOptions, src, ("int",))
-    try:
-        from ..bpf import cc as ccmod
-    except ImportError:
-        ccmod = None
-    params = {n: e.params for n, e in getattr(ccmod, "EBPF_CCS", {}).items()} if ccmod else {}
-    for name in list(exp.congestion_control):
-        if name not in params:
-            close = difflib.get_close_matches(name, list(params), n=1)
-            raise error_at(src, ("congestion_control", name),
-                           f"no eBPF congestion control {name!r}" +
-                           (f"; did you mean {close[0]!r}?" if close else
-                            f" (have: {', '.join(sorted(params)) or 'none'})"))
-        exp.congestion_control[name] = validate(params[name], src, ("congestion_control", name))
-
-
-def _check_expect(exp: Experiment, src: Source) -> None:
-    """Claims (`expect:`) are validated here, so a bad one names its line."""
-    if not exp.expect:
-        return
-    from ..claims import parse_expect
-    for i, item in enumerate(exp.expect):
-        try:
-            parse_expect([item])
-        except ConfigError as e:
-            raise error_at(src, ("expect", i), e.message) from None
-
-
 def load_experiment(path: str | Path, sets: list[str] | None = None,
-                    text: str | None = None, check_kernel: bool = True) -> Plan:
-    """The experiment's points, every one validated. check_kernel=False leaves out what
-    depends on this kernel (qdiscs, its CCs): `run --vm` and `vm: true` experiments have
-    those checked in the stock-kernel VM, where they run."""
+                    text: str | None = None, check_kernel: bool = True,
+                    extra_checks: Callable[[checks.PointCheck], None] | None = None) -> Plan:
+    """The experiment's points, every one validated and checked (config.checks).
+    `extra_checks` runs after those on every point: testbed.preflight's checks of the
+    components and the machine (use testbed.preflight.load_experiment for a run).
+    check_kernel=False leaves out what depends on this kernel (qdiscs, its CCs): `run
+    --vm` and `vm: true` experiments have those checked in the stock-kernel VM."""
     src = parse_text(text, str(path)) if text is not None else load_source(path)
     if not isinstance(src.data, dict):
         raise ConfigError("an experiment file is a mapping (name:, topology:, …)", src.file, 1)
@@ -309,27 +267,15 @@ def load_experiment(path: str | Path, sets: list[str] | None = None,
                        (src.file, src.line_of(("sweep", k)) or None))
         exp = validate(Experiment, psrc)
         topo, tsrc, tprefix = _resolve_topology(exp, psrc)
-        _validate_sections(exp, psrc)
-        _check_expect(exp, psrc)
         # points of a sweep that leaves the topology alone share its graph (read-only)
         key = topo.model_dump_json()
         graph = graphs.get(key) or graphs.setdefault(key, build_graph(topo, tsrc, tprefix))
-        checks.run(checks.PointCheck(exp, topo, graph, psrc, tsrc, tprefix, check_kernel))
+        pc = checks.PointCheck(exp, topo, graph, psrc, tsrc, tprefix, check_kernel)
+        checks.run(pc)
+        if extra_checks is not None:
+            extra_checks(pc)
         for rep in range(exp.repetitions):
             name = _point_name(values) + (f",rep={rep}" if exp.repetitions > 1 else "")
             points.append(Point(name, {**values, **({"rep": rep} if exp.repetitions > 1 else {})},
                                 exp, topo, psrc.data, graph))
     return Plan(str(path), base, points)
-
-
-def validate_file(path: str | Path, sets: list[str] | None = None) -> str:
-    """The whole check of one file, as `validate` and `run` make it; a one-line summary."""
-    src = load_source(path)
-    if isinstance(src.data, dict) and "topology" not in src.data and \
-            ("hosts" in src.data or "links" in src.data):
-        if sets:
-            apply_sets(src, sets)
-        spec = load_topology(src)
-        return f"ok (topology: {len(spec.hosts)} hosts, {len(spec.links)} links)"
-    plan = load_experiment(path, sets)
-    return f"ok ({len(plan.points)} point(s))"

@@ -7,16 +7,24 @@ Topology: TopologySpec (hosts, switches, routers, links, defaults) and its parts
 LinkParams/LinkSpec, HostSpec, SwitchSpec, RouterSpec, Offloads, QueueLimit.
 Experiment: Experiment (topology reference, workload, instruments, sweep) and its parts
 FlowSpec, IncastSpec, CommandSpec, EventSpec, Workload, HostDefaults.
+Options of the plug-ins, owned here so that config imports nothing above it:
+- TCP-INT: IntOptions (`int:`).
+- instruments: one `*Options` model each, INSTRUMENT_OPTIONS (name → model) and the
+  Instruments section (`instruments:`); the classes are in testbed/instruments/.
+- eBPF CCs: one `*Params` model each, EBPF_CC_KINDS (name → params and needs) and the
+  CongestionControl section (`congestion_control:`); the programs are in testbed/bpf/cc.py.
+- claims: one model per kind (`claim:` selects it), CLAIMS, MetricTolerance and
+  Expectation (an `expect:` entry); their judges are in testbed/claims.py.
 """
 from __future__ import annotations
 
 import ipaddress
 import re
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
-from pydantic import (AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field,
-                      field_validator, model_validator)
+from pydantic import (AliasChoices, BaseModel, BeforeValidator, ConfigDict, Discriminator,
+                      Field, PrivateAttr, Tag, create_model, field_validator, model_validator)
 
 from . import units
 
@@ -491,6 +499,421 @@ class IntOptions(BaseModel):
     trace: bool = True                            # ring-buffer events for int_trace
 
 
+# --- sections with one key per plug-in ----------------------------------------------------
+
+class Section(Model):
+    """A mapping whose keys are plug-in names (instruments, eBPF CCs), each validated by
+    its own model (one field per name, declared in the table that builds the section).
+    `chosen()` gives the names the file sets, in the file's order. `what` names the key
+    kind in an unknown-key error ("unknown instrument 'queu'")."""
+
+    what: ClassVar[str] = "key"
+    _order: list[str] = PrivateAttr(default_factory=list)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _keep_order(cls, v: Any, handler: Any) -> Any:
+        m = handler(v)
+        if isinstance(v, dict):
+            by_alias = {(f.validation_alias.choices if isinstance(f.validation_alias,
+                                                                   AliasChoices) else ()): n
+                        for n, f in cls.model_fields.items()}
+            names = []
+            for k in v:
+                name = k if k in cls.model_fields else next(
+                    (n for al, n in by_alias.items() if k in al), k)
+                names.append(name)
+            m._order = names
+        return m
+
+    def chosen(self) -> dict[str, Any]:
+        """name → options of every name the file sets (its order), defaults filled in."""
+        order = self._order or list(type(self).model_fields)
+        return {n: getattr(self, n) for n in order if getattr(self, n, None) is not None}
+
+    def get(self, name: str) -> Any:
+        return getattr(self, name, None) if name in type(self).model_fields else None
+
+
+def section(name: str, what: str, table: dict[str, type[BaseModel]], doc: str,
+            aliases: dict[str, tuple[str, ...]] | None = None) -> type[Section]:
+    """The Section model with one optional field per entry of `table`."""
+    fields: dict[str, Any] = {}
+    for key, model in table.items():
+        alias = AliasChoices(key, *(aliases or {}).get(key, ())) \
+            if (aliases or {}).get(key) else None
+        fields[key] = (model | None, Field(None, validation_alias=alias))
+    cls = create_model(name, __base__=Section, __doc__=doc, **fields)
+    cls.what = what
+    return cls
+
+
+# --- instrument options (the classes are in testbed/instruments/) -------------------------
+
+class InstrumentOptions(Model):
+    """Base of every instrument's options: unknown keys are errors."""
+
+    enabled: bool = True
+
+
+class QueueOptions(InstrumentOptions):
+    # 500 µs; never below what the backend's queues can be read at without disturbing
+    # the switch (BMv2: 10 ms; a raised period is noted in meta.json "notes")
+    interval: Duration = Field(0.0005, ge=0.0001, le=1.0)
+    nodes: list[ForwarderRef] = []   # default: every switch/router with a shaped port
+    ports: list[PortRef] = []        # default: every shaped port of those nodes
+
+
+class IntTraceOptions(InstrumentOptions):
+    plot: bool = True
+    max_events: int = Field(2_000_000, ge=1)  # rows kept in memory (then counted as dropped)
+
+
+class CCTraceOptions(InstrumentOptions):
+    pass
+
+
+class IperfOptions(InstrumentOptions):
+    wire: bool = True                       # false: flows.csv from the tools' reports only
+    late_after: float = Field(0.25, gt=0)   # s after its scheduled start: a late flow
+
+
+class NoobflowOptions(InstrumentOptions):
+    """`instruments: noobflow:` — where to attach, how often to swap, what to keep."""
+
+    hosts: list[HostRef] = Field(default_factory=list)   # every non-lo interface of these;
+    #                                                  neither hosts nor ports: all hosts
+    ports: list[PortRef] = Field(default_factory=list)   # "s1-eth1" or "s1:s1-eth1"
+    interval: float = Field(0.1, ge=0.005, le=60)     # seconds between swaps
+    filter: list[str] = Field(default_factory=list)   # flow filter texts (units.flow_filter)
+    mode: Literal["native", "skb"] = "native"
+    max_flows: int = Field(16384, ge=16, le=1 << 20)  # per buffer, all points
+
+    @field_validator("filter", mode="before")
+    @classmethod
+    def _filter(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            v = [v]
+        units.flow_filter(v)  # ValueError → the config loader reports file:line
+        return v
+
+
+class NoobprobeOptions(InstrumentOptions):
+    hosts: list[HostRef]                    # probing hosts
+    dests: list[Annotated[str, Ref(("host",), address=True)]] = []
+    #                                         host names or addresses; [] = every other host
+    iface: Optional[str] = None             # default: the host's first interface
+    rate: float = 1000.0
+    hop_rate: float = 20.0
+    pass_icmp: bool = False
+    hops: Optional[int] = None
+    timeout: float = 2.0
+    poll_interval: float = 0.2
+    ipv6: bool = True                       # probe IPv6 destinations too
+
+
+class PcapOptions(InstrumentOptions):
+    nodes: list[NodeRef] = []    # hosts, switches or routers; default: every host
+    interfaces: list[str] = []   # default: every interface of those nodes
+    snaplen: int = Field(128, ge=64, le=262144)
+    file_mb: int = Field(10, ge=1, le=100_000)
+    files: int = Field(4, ge=1, le=1000)
+    filter: str = ""             # a pcap-filter expression (man pcap-filter)
+
+
+# The YAML name of every instrument → its options; its class (testbed/instruments/) has
+# the same `name` and `Options`.
+INSTRUMENT_OPTIONS: dict[str, type[InstrumentOptions]] = {
+    "queue": QueueOptions, "int_trace": IntTraceOptions, "cc_trace": CCTraceOptions,
+    "iperf": IperfOptions, "noobflow": NoobflowOptions, "noobprobe": NoobprobeOptions,
+    "pcap": PcapOptions,
+}
+Instruments = section("Instruments", "instrument", INSTRUMENT_OPTIONS,
+                      "`instruments:` — instrument name → its options.")
+
+
+# --- eBPF congestion controls' parameters (their programs: testbed/bpf/cc.py) -----------
+
+class CCParams(Model):
+    """Parameters of an eBPF CC (testbed/bpf/cc.py turns them into `const volatile`s)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ThetaPowerTCPParams(CCParams):
+    """θ-PowerTCP: γ, β (or expected flows), τ, host bandwidth (caps the window)."""
+
+    gamma: float = Field(0.9, gt=0, le=1, description="EWMA weight of the window update")
+    beta: float | None = Field(None, gt=0, le=100000,
+                               description="additive increase, segments; default "
+                                           "host_bw·τ/expected_flows/mss")
+    expected_flows: int = Field(10, ge=1, le=100000)
+    base_rtt_us: int = Field(0, ge=0, le=10_000_000,
+                             description="τ in µs; 0 = the socket's min RTT")
+    host_bw_mbps: int = Field(1000, ge=1, le=1_000_000)
+    trace_interval_us: int = Field(0, ge=0, le=10_000_000,
+                                   description="at most one trace event per flow per "
+                                               "interval; 0 = every update")
+    min_cwnd: int = Field(1, ge=1, le=1000,
+                          description="snd_cwnd floor, segments; 1 needs receivers with "
+                                      "quick ACKs (hosts.quickack), 2 for delayed ACKs")
+
+
+class PowerTCPParams(ThetaPowerTCPParams):
+    """PowerTCP (INT): as θ, plus the bandwidth of the hops reporting telemetry."""
+
+    hop_bw_mbps: int = Field(1000, ge=0, le=1_000_000,
+                             description="bandwidth of the telemetry-reporting hop; "
+                                         "0 = the LinkSpeed it reports")
+
+
+_TRACE = Field(0, ge=0, le=10_000_000, description="at most one trace event per flow per "
+                                                   "interval; 0 = every update")
+
+
+class DctcpParams(CCParams):
+    """DCTCP (RFC 8257): α ← (1 − g)·α + g·F once per window; cut cwnd·(1 − α/2)."""
+
+    g: float = Field(1 / 16, gt=0, le=1, description="EWMA gain of α")
+    alpha_init: float = Field(1.0, ge=0, le=1, description="α of a new connection")
+    min_cwnd: int = Field(2, ge=1, le=1000, description="window floor, segments")
+    trace_interval_us: int = _TRACE
+
+
+class HpccParams(CCParams):
+    """HPCC over TCP-INT: η, maxStage, W_AI (or N), T, host and hop bandwidth."""
+
+    eta: float = Field(0.95, gt=0, le=1, description="target utilization η")
+    max_stage: int = Field(5, ge=0, le=1000, description="additive steps before a "
+                                                         "multiplicative one (maxStage)")
+    w_ai: float | None = Field(None, gt=0, le=100000,
+                               description="additive increase W_AI, segments; default "
+                                           "W_init·(1−η)/expected_flows")
+    expected_flows: int = Field(10, ge=1, le=100000, description="N of the default W_AI")
+    base_rtt_us: int = Field(0, ge=0, le=10_000_000,
+                             description="T in µs; 0 = the socket's min RTT")
+    host_bw_mbps: int = Field(1000, ge=1, le=1_000_000,
+                              description="W_init = host_bw·T, also the window's cap")
+    hop_bw_mbps: int = Field(1000, ge=0, le=1_000_000,
+                             description="B of the reporting hop; 0 = its LinkSpeed code")
+    min_cwnd: int = Field(1, ge=1, le=1000,
+                          description="snd_cwnd floor, segments (PowerTCP's: 1, with "
+                                      "receivers that ACK at once)")
+    trace_interval_us: int = _TRACE
+
+
+class TimelyParams(CCParams):
+    """TIMELY: thresholds scaled to this testbed's RTTs (docs/powertcp.md)."""
+
+    t_low_us: int = Field(500, ge=1, le=10_000_000, description="T_low: below it, += δ")
+    t_high_us: int = Field(5000, ge=1, le=10_000_000,
+                           description="T_high: above it, a cut by T_high/rtt")
+    delta_mbps: float = Field(1.0, gt=0, le=100000, description="additive step δ, Mb/s")
+    beta: float = Field(0.8, gt=0, le=1, description="multiplicative decrease β")
+    alpha: float = Field(0.875, gt=0, le=1, description="EWMA weight of the RTT difference")
+    hai_after: int = Field(5, ge=1, le=1000, description="gradients ≤ 0 in a row before "
+                                                        "hyperactive increase")
+    hai_n: int = Field(5, ge=1, le=1000, description="HAI step, in δ")
+    base_rtt_us: int = Field(0, ge=0, le=10_000_000,
+                             description="min RTT normalizing the gradient; 0 = the "
+                                         "socket's min RTT")
+    host_bw_mbps: int = Field(1000, ge=1, le=1_000_000,
+                              description="the initial and the largest rate")
+    min_rate_mbps: float = Field(1.0, gt=0, le=1_000_000)
+    trace_interval_us: int = _TRACE
+
+    @model_validator(mode="after")
+    def _order(self) -> "TimelyParams":
+        if self.t_low_us >= self.t_high_us:
+            raise ValueError("t_low_us must be below t_high_us")
+        return self
+
+
+@dataclass(frozen=True)
+class CCKind:
+    """What the configuration knows of an eBPF CC: its parameters and what it needs."""
+
+    params: type[CCParams]
+    needs_int: bool = False     # reads TCP-INT's per-socket state
+    receiver: bool = False      # receivers run it too (DCTCP's exact CE echo)
+    ecn: bool = False           # negotiates ECN (TCP_CONG_NEEDS_ECN; senders' tcp_ecn=1)
+
+
+# Every eBPF CC by the name flows use in `cc:`; its program: testbed/bpf/cc.py EBPF_CCS.
+EBPF_CC_KINDS: dict[str, CCKind] = {
+    "powertcp": CCKind(PowerTCPParams, needs_int=True),
+    "theta_powertcp": CCKind(ThetaPowerTCPParams),
+    "dctcp": CCKind(DctcpParams, receiver=True, ecn=True),
+    "hpcc": CCKind(HpccParams, needs_int=True),
+    "timely": CCKind(TimelyParams),
+}
+CongestionControl = section("CongestionControl", "eBPF congestion control",
+                            {n: k.params for n, k in EBPF_CC_KINDS.items()},
+                            "`congestion_control:` — eBPF CC name → its parameters.")
+
+
+# --- claims (`expect:`; judged by testbed/claims.py) -------------------------------------
+
+MTU = 1514   # bytes of a full frame: the default "near zero" queue is two of them
+
+# Metrics `python -m testbed compare` judges between two runs (testbed/results/compare.py);
+# an `expect:` entry {metric: NAME, tolerance: REL} sets how far one may move.
+COMPARE_METRICS = ("goodput_mbps", "queue_p50_bytes", "queue_p99_bytes", "drain_ms", "jain",
+                   "retransmits", "hop_latency_p50_us", "int_hop_latency_p50_us")
+
+
+class Claim(Model):
+    """Base of every claim kind: the CC it judges and the bottleneck it reads."""
+
+    cc: str = "powertcp"
+    iface: str | None = None          # "node:iface" of the bottleneck; default: the busiest
+    ci: bool = False                  # part of the small CI subset
+
+
+class QueuePeakRatio(Claim):
+    claim: Literal["queue_peak_ratio"] = "queue_peak_ratio"
+    baseline: str = "cubic"
+    max_ratio: float = Field(0.25, gt=0)
+
+
+class QueueDrains(Claim):
+    claim: Literal["queue_drains"] = "queue_drains"
+    within_rtts: float = Field(10, gt=0)
+    near_zero_bytes: int = Field(2 * MTU, ge=0)
+    base_rtt_us: float | None = Field(None, gt=0)
+    # base: τ (the configured base RTT); measured: the median RTT the CC itself saw
+    # (cc_trace.csv rtt_us) while the queue drained — on emulated links τ is a chosen
+    # number and the RTT during a burst is set by the queue and the CPU, not by τ.
+    rtt: Literal["base", "measured"] = "base"
+
+
+class Utilization(Claim):
+    claim: Literal["utilization"] = "utilization"
+    min: float = Field(0.9, gt=0, le=1)
+    rate_mbps: float | None = Field(None, gt=0)
+    skip_s: float = Field(0.0, ge=0)   # ignore this long after the burst starts
+
+
+class Fairness(Claim):
+    claim: Literal["fairness"] = "fairness"
+    min_jain: float = Field(0.95, gt=0, le=1)
+    within_rtts: float = Field(20, gt=0)
+    base_rtt_us: float | None = Field(None, gt=0)
+    min_window_s: float = Field(0.0, ge=0)  # ignore intervals shorter than this
+
+
+class DrainTimeRatio(Claim):
+    """`cc` drains its post-burst peak no slower than `baseline` (× max_ratio). A queue
+    whose peak is already near zero drains in 0 s. Sampling gaps wider than the slower
+    drain leave the order unresolved (N/A)."""
+
+    claim: Literal["drain_time_ratio"] = "drain_time_ratio"
+    baseline: str = "hpcc"
+    max_ratio: float = Field(1.0, gt=0)
+    near_zero_bytes: int = Field(2 * MTU, ge=0)
+
+
+class StandingQueue(Claim):
+    """`cc`'s median queue over [t_from, t_to] (default: 0.5 s until the burst, or the
+    end) is within ±tolerance of `near` (packets or bytes, like a queue limit)."""
+
+    claim: Literal["standing_queue"] = "standing_queue"
+    near: QueueLimit                       # 20 (packets) or '30KB'
+    tolerance: float = Field(0.5, gt=0, le=10)
+    t_from: float = Field(0.5, ge=0)
+    t_to: float | None = Field(None, gt=0)
+
+
+class NoobClaim(Claim):
+    """A claim on the per-hop RTT samples of noobprobe.csv: it judges the points that
+    probed (or the one named by `point`), whatever their CC."""
+    cc: str | None = None             # type: ignore[assignment]
+    point: str | None = None          # one point by name; default: every point that probed
+
+
+class OneHopQueue(NoobClaim):
+    """N1: hop `hop` is the first behind the congested queue."""
+    claim: Literal["one_hop_queue"] = "one_hop_queue"
+    hop: int = Field(ge=2)
+    min_rise_ms: float = Field(1.0, ge=0)
+    flat_iqr_ms: float = Field(0.5, gt=0)
+    osc_factor: float = Field(5.0, gt=0)
+    after_ms: float = Field(0.5, gt=0)
+    hop_prop_ms: float = Field(0.0, ge=0)   # RTT each hop adds by propagation (WAN variants)
+
+
+class RouteChange(NoobClaim):
+    """N2: the path changes at `at` s; hop `hop` is the first router that differs."""
+    claim: Literal["route_change"] = "route_change"
+    at: float = Field(gt=0)
+    hop: int = Field(ge=1)
+    settle: float = Field(0.5, ge=0)
+    min_rise_ms: float = Field(1.0, ge=0)
+    silent_max: float = Field(0.2, ge=0, le=1)
+    answered_min: float = Field(0.8, ge=0, le=1)
+    prop_rise_ms: float = Field(0.0, ge=0)  # RTT the new path adds by propagation alone
+
+
+class EcmpPaths(NoobClaim):
+    """N3: one path (hop-`hop` responder) per flow, several paths, per-path throughput
+    distributions that differ (KS 2-sample test, p < alpha)."""
+    claim: Literal["ecmp_paths"] = "ecmp_paths"
+    hop: int = Field(2, ge=1)
+    alpha: float = Field(0.01, gt=0, lt=1)
+    min_probes: int = Field(3, ge=1)
+    slack: float = Field(0.2, ge=0)
+
+
+class NoOverhead(NoobClaim):
+    """N4: throughput with and without noobprobe (a sweep over
+    `instruments.noobprobe.enabled`) does not differ significantly."""
+    claim: Literal["no_overhead"] = "no_overhead"
+    alpha: float = Field(0.05, gt=0, lt=1)
+    min_ratio: float = Field(0.97, gt=0)
+
+
+class MetricTolerance(Model):
+    """`expect:` entry for `compare`: the relative change of `metric` (or every metric:
+    "*") against the base run that still passes, e.g. 0.1 = 10 %."""
+    metric: str
+    tolerance: float = Field(gt=0)
+
+    @field_validator("metric")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in COMPARE_METRICS + ("*",):
+            raise ValueError(f"unknown metric {v!r} (compare metrics: "
+                             f"{', '.join(COMPARE_METRICS)}, or *)")
+        return v
+
+
+# Every claim kind; its judge is registered in testbed/claims.py under the same class.
+CLAIM_KINDS: tuple[type[Claim], ...] = (
+    QueuePeakRatio, QueueDrains, Utilization, Fairness, DrainTimeRatio, StandingQueue,
+    OneHopQueue, RouteChange, EcmpPaths, NoOverhead)
+CLAIMS: dict[str, type[Claim]] = {c.model_fields["claim"].default: c for c in CLAIM_KINDS}
+
+
+def _expect_tag(v: Any) -> str | None:
+    if isinstance(v, dict):
+        return "metric" if "metric" in v else v.get("claim")
+    return "metric" if isinstance(v, MetricTolerance) else getattr(v, "claim", None)
+
+
+ClaimSpec = Annotated[Union[tuple(Annotated[c, Tag(n)] for n, c in CLAIMS.items())],  # type: ignore[misc]
+                      Discriminator(_expect_tag, custom_error_type="claim_kind",
+                                    custom_error_message=f"unknown claim (claims: "
+                                                         f"{', '.join(CLAIMS)})")]
+# An `expect:` entry: a claim kind by its `claim:`, or a compare tolerance by its `metric:`.
+Expectation = Annotated[Union[tuple([*(Annotated[c, Tag(n)] for n, c in CLAIMS.items()),  # type: ignore[misc]
+                                     Annotated[MetricTolerance, Tag("metric")]])],
+                        Discriminator(_expect_tag, custom_error_type="claim_kind",
+                                      custom_error_message=f"unknown claim (claims: "
+                                                           f"{', '.join(CLAIMS)}; or a "
+                                                           f"compare tolerance "
+                                                           f"{{metric:, tolerance:}})")]
+
+
 class Experiment(Model):
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -501,15 +924,16 @@ class Experiment(Model):
     duration: Duration = Field(gt=0, le=3600)
     settle: Duration = 0.5   # wait after the workload ends, for late reports
     cc: str = "cubic"
-    congestion_control: dict[str, dict[str, Any]] = {}  # eBPF CC parameters, by CC
+    congestion_control: CongestionControl = Field(  # type: ignore[valid-type]
+        default_factory=CongestionControl)           # eBPF CC parameters, by CC
     tcp_int: IntOptions = Field(default_factory=IntOptions, alias="int")  # docs/tcp-int.md
     hosts: HostDefaults = HostDefaults()
     emulation: EmulationOptions = EmulationOptions()
     workload: Workload = Workload()
-    instruments: dict[str, Any] = {}
+    instruments: Instruments = Field(default_factory=Instruments)  # type: ignore[valid-type]
     sweep: dict[str, list[Any]] = {}
     repetitions: int = Field(1, ge=1, le=1000)
-    expect: list[dict[str, Any]] = []
+    expect: list[Expectation] = []
     # needs a stock kernel (netem, AQMs, dctcp): `run` boots the stock-kernel VM for it
     # (python -m testbed vm), `validate` leaves the kernel's features to the guest
     vm: bool = False

@@ -4,11 +4,15 @@
 - size: bytes (int). 1500, "64KB", "64KiB", "1M", "1.5MB" (K/M/G are powers of 1024 when
   followed by "i", else of 1000).
 - duration: seconds (float). 2, "500ms", "50us", "1.5s", "2m".
+- IP protocol: its number. "tcp", "icmp6" (or "icmpv6", "ipv6-icmp"), "17".
+- flow filter: "proto=tcp,port=5201,net=10.0.0.0/8" → (prefixes, ports, protocols).
 """
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
+from typing import Iterable
 
 _NUM = r"([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
 
@@ -79,3 +83,65 @@ def _finite(x: float, what: str) -> float:
     if not math.isfinite(x):
         raise ValueError(f"{what} out of range")
     return x
+
+
+# -- IP protocol numbers (IANA), for filters and tables of every tool ----------------------
+PROTOCOLS = {"icmp": 1, "tcp": 6, "udp": 17, "gre": 47, "esp": 50, "icmp6": 58, "sctp": 132}
+_ALIASES = {"icmpv6": 58, "ipv6-icmp": 58}
+_NAMES = {v: k for k, v in PROTOCOLS.items()}
+
+
+def proto_number(name: str) -> int | None:
+    """The protocol number of a name (or of a decimal 0-255), None if unknown."""
+    name = name.strip().lower()
+    if name.isdigit():
+        return int(name) if int(name) <= 255 else None
+    return PROTOCOLS.get(name, _ALIASES.get(name))
+
+
+def proto_name(number: int) -> str | int:
+    """The short name of a protocol number (the number itself when it has none here)."""
+    return _NAMES.get(number, number)
+
+
+FLOW_FILTER_HELP = ("comma-separated net=PREFIX, port=N, proto=tcp|udp|icmp|icmp6|N "
+                    "(e.g. 'proto=tcp,port=5201,net=10.0.0.0/8')")
+
+
+def flow_filter(texts: Iterable[str] | str | None) -> tuple[tuple, tuple, tuple]:
+    """(prefixes, ports, protocols) of flow filter texts, each without repeats; a
+    ValueError names the bad token and the fix. Parts are ANDed, entries within a part
+    ORed (the capture's limits on their counts: noobflow.h, checked by noobflow)."""
+    if texts is None:
+        return (), (), ()
+    if isinstance(texts, str):
+        texts = [texts]
+    prefixes, ports, protos = [], [], []
+    for text in texts:
+        for tok in re.split(r"[,\s]+", text.strip()):
+            if not tok:
+                continue
+            kind, sep, val = tok.partition("=")
+            kind = kind.strip().lower()
+            if not sep or not val:
+                raise ValueError(f"{tok!r}: expected KIND=VALUE; {FLOW_FILTER_HELP}")
+            if kind in ("net", "prefix", "host"):
+                try:
+                    prefixes.append(ipaddress.ip_network(val, strict=False))
+                except ValueError:
+                    raise ValueError(f"{tok!r}: not an address prefix "
+                                     f"(e.g. net=10.0.0.0/24 or net=fd00::/64)") from None
+            elif kind == "port":
+                if not val.isdigit() or not 0 <= int(val) <= 65535:
+                    raise ValueError(f"{tok!r}: port must be 0-65535 (e.g. port=5201)")
+                ports.append(int(val))
+            elif kind == "proto":
+                p = proto_number(val)
+                if p is None:
+                    raise ValueError(f"{tok!r}: unknown protocol (use tcp, udp, icmp, "
+                                     f"icmp6 or a number 0-255)")
+                protos.append(p)
+            else:
+                raise ValueError(f"{tok!r}: unknown filter kind {kind!r}; {FLOW_FILTER_HELP}")
+    return (tuple(dict.fromkeys(prefixes)), tuple(dict.fromkeys(ports)),
+            tuple(dict.fromkeys(protos)))

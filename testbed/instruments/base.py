@@ -15,10 +15,11 @@ Ctrl-C or an exception removes it even if stop() never runs.
 Time base: every CSV has a `time` column in seconds since ctx.t0_ns, a CLOCK_MONOTONIC
 timestamp (the same clock as bpf_ktime_get_ns and time.monotonic_ns()).
 
-Registering: decorate the class with @register; its `name` is the YAML key under
-`instruments:`; its `Options` model validates that key's value (extra keys forbidden);
-its `validate()` checks the options against the experiment and topology (config.checks
-calls it for `validate` and `run` alike).
+Registering: the options are configuration — a model in config.models listed in
+INSTRUMENT_OPTIONS under the YAML key (so the loader validates `instruments:` without
+importing instruments); the class here sets `name` to that key and `Options` to that
+model, and is decorated with @register. Its `validate()` checks the options against the
+experiment and topology (testbed.preflight calls it for `validate` and `run` alike).
 Compile-heavy instruments compile once per run: keep the object in ctx.run_cache (shared
 by every point of the run) and register its cleanup with ctx.tracker.defer_run(...), which
 outlives the point (a plain defer would close it when the point ends).
@@ -30,18 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from ..config.models import INSTRUMENT_OPTIONS, InstrumentOptions
 
 if TYPE_CHECKING:
     from ..network.net import Network
     from ..network.tracker import RunTracker
-
-
-class InstrumentOptions(BaseModel):
-    """Base of every instrument's options: unknown keys are errors."""
-
-    model_config = ConfigDict(extra="forbid")
-    enabled: bool = True
 
 
 @dataclass
@@ -95,6 +89,9 @@ REGISTRY: dict[str, type[Instrument]] = {}
 def register(cls: type[Instrument]) -> type[Instrument]:
     if cls.name in REGISTRY and REGISTRY[cls.name] is not cls:
         raise ValueError(f"instrument {cls.name!r} registered twice")
+    if INSTRUMENT_OPTIONS.get(cls.name) is not cls.Options:
+        raise ValueError(f"instrument {cls.name!r}: its Options must be the model "
+                         f"config.models.INSTRUMENT_OPTIONS[{cls.name!r}]")
     REGISTRY[cls.name] = cls
     return cls
 

@@ -32,7 +32,8 @@ from pathlib import Path
 
 from ..bpf.cc import CWND_SHIFT, POWER_SHIFT, TraceEvent, TraceRecorder
 from ..errors import RunError
-from .base import Instrument, InstrumentOptions, register
+from ..config.models import CCTraceOptions
+from .base import Instrument, register
 
 COLUMNS = ("time", "flow", "cc", "sport", "dport", "cwnd", "rate", "p_norm", "p_smooth",
            "qlen", "delta_t", "tx_bytes", "rtt_grad", "rtt_us", "base_rtt_us", "snd_cwnd")
@@ -53,10 +54,6 @@ def write_trace_csv(path: Path, events: list[TraceEvent], t0_ns: int) -> Path:
         for ev in sorted(events, key=lambda e: e.time_ns):
             w.writerow(event_row(ev, t0_ns))
     return path
-
-
-class CCTraceOptions(InstrumentOptions):
-    pass
 
 
 @register

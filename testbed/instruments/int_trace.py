@@ -23,17 +23,11 @@ import os
 import threading
 from pathlib import Path
 
-from pydantic import Field
-
-from .base import Instrument, InstrumentOptions, register
+from ..config.models import IntTraceOptions
+from .base import Instrument, register
 
 COLUMNS = ["time", "flow", "queue_bytes", "util", "hop_id", "hop_latency_ns", "srtt_us",
            "cwnd", "intval", "link_mbps", "mss", "retrans", "bytes_acked"]
-
-
-class IntTraceOptions(InstrumentOptions):
-    plot: bool = True
-    max_events: int = Field(2_000_000, ge=1)  # rows kept in memory (then counted as dropped)
 
 
 def _addr(raw: bytes, family: int) -> str:

@@ -36,18 +36,12 @@ import json
 import re
 from pathlib import Path
 
-from pydantic import Field
-
-from .base import Instrument, InstrumentOptions, register
+from ..config.models import IperfOptions
+from .base import Instrument, register
 
 COLUMNS = ["flow", "src", "dst", "cc", "start", "end", "bytes", "mean_bps", "retransmits",
            "error", "kernel_cc", "scheduled", "released", "connect_ms", "syn_retransmits",
            "warm", "status", "group", "source"]
-
-
-class IperfOptions(InstrumentOptions):
-    wire: bool = True                       # false: flows.csv from the tools' reports only
-    late_after: float = Field(0.25, gt=0)   # s after its scheduled start: a late flow
 
 
 @register

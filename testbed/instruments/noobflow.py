@@ -24,22 +24,20 @@ import csv
 import ctypes as C
 import ipaddress
 import os
-import re
 import socket
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Literal
-
-from pydantic import Field, field_validator
+from typing import Callable, Iterable
 
 from ..bpf import abi
-from ..bpf.abi import BPF_DIR, proto_name, proto_number
+from ..bpf.abi import BPF_DIR, proto_name
 from ..bpf.netns import netns
-from ..config.models import HostRef, PortRef
+from ..config import units
+from ..config.models import NoobflowOptions
 from ..errors import ConfigError, MissingFeature, RunError
-from .base import Instrument, InstrumentContext, InstrumentOptions, register
+from .base import Instrument, InstrumentContext, register
 
 SOURCE = BPF_DIR / "noobflow.bcc.c"     # bcc source: compiled by bcc at load time
 HEADER = "noobflow.h"
@@ -75,45 +73,13 @@ class FlowFilter:
     ports: tuple[int, ...] = ()
     protos: tuple[int, ...] = ()
 
-    HELP = ("comma-separated net=PREFIX, port=N, proto=tcp|udp|icmp|icmp6|N "
-            "(e.g. 'proto=tcp,port=5201,net=10.0.0.0/8')")
+    HELP = units.FLOW_FILTER_HELP
 
     @classmethod
     def parse(cls, texts: Iterable[str] | str | None) -> "FlowFilter":
-        """Parse one or more filter texts; ValueError names the bad token and the fix."""
-        if texts is None:
-            return cls()
-        if isinstance(texts, str):
-            texts = [texts]
-        prefixes, ports, protos = [], [], []
-        for text in texts:
-            for tok in re.split(r"[,\s]+", text.strip()):
-                if not tok:
-                    continue
-                kind, sep, val = tok.partition("=")
-                kind = kind.strip().lower()
-                if not sep or not val:
-                    raise ValueError(f"{tok!r}: expected KIND=VALUE; {cls.HELP}")
-                if kind in ("net", "prefix", "host"):
-                    try:
-                        prefixes.append(ipaddress.ip_network(val, strict=False))
-                    except ValueError:
-                        raise ValueError(f"{tok!r}: not an address prefix "
-                                         f"(e.g. net=10.0.0.0/24 or net=fd00::/64)") from None
-                elif kind == "port":
-                    if not val.isdigit() or not 0 <= int(val) <= 65535:
-                        raise ValueError(f"{tok!r}: port must be 0-65535 (e.g. port=5201)")
-                    ports.append(int(val))
-                elif kind == "proto":
-                    p = proto_number(val)
-                    if p is None:
-                        raise ValueError(f"{tok!r}: unknown protocol (use tcp, udp, icmp, "
-                                         f"icmp6 or a number 0-255)")
-                    protos.append(p)
-                else:
-                    raise ValueError(f"{tok!r}: unknown filter kind {kind!r}; {cls.HELP}")
-        f = cls(tuple(dict.fromkeys(prefixes)), tuple(dict.fromkeys(ports)),
-                tuple(dict.fromkeys(protos)))
+        """Parse one or more filter texts; ValueError names the bad token and the fix
+        (the syntax: config.units.flow_filter; the counts: noobflow.h's limits)."""
+        f = cls(*units.flow_filter(texts))
         if len(f.prefixes) > H["NF_MAX_PREFIXES"] or len(f.ports) > H["NF_MAX_PORTS"]:
             raise ValueError(f"at most {H['NF_MAX_PREFIXES']} prefixes and "
                              f"{H['NF_MAX_PORTS']} ports (noobflow.h limits)")
@@ -519,29 +485,6 @@ class Collector:
 
 # ---------------------------------------------------------------- the instrument
 
-class NoobflowOptions(InstrumentOptions):
-    """`instruments: noobflow:` — where to attach, how often to swap, what to keep."""
-
-    hosts: list[HostRef] = Field(default_factory=list)   # every non-lo interface of these;
-    #                                                  neither hosts nor ports: all hosts
-    ports: list[PortRef] = Field(default_factory=list)   # "s1-eth1" or "s1:s1-eth1"
-    interval: float = Field(0.1, ge=0.005, le=60)     # seconds between swaps
-    filter: list[str] = Field(default_factory=list)   # FlowFilter texts
-    mode: Literal["native", "skb"] = "native"
-    max_flows: int = Field(16384, ge=16, le=1 << 20)  # per buffer, all points
-
-    @field_validator("filter", mode="before")
-    @classmethod
-    def _filter(cls, v):
-        if isinstance(v, str):
-            v = [v]
-        FlowFilter.parse(v)  # ValueError → the config loader reports file:line
-        return v
-
-    def flow_filter(self) -> FlowFilter:
-        return FlowFilter.parse(self.filter)
-
-
 @register
 class NoobflowInstrument(Instrument):
     """XDP flow records on hosts and switch ports → flows_noobflow.csv (every row of
@@ -590,6 +533,10 @@ class NoobflowInstrument(Instrument):
         if n > H["NF_MAX_POINTS"]:
             raise point.fail((), f"{n} attach points (host interfaces and ports), at most "
                                  f"{H['NF_MAX_POINTS']}")
+        try:
+            FlowFilter.parse(options.filter)
+        except ValueError as e:
+            raise point.fail(("filter",), str(e)) from None
 
     def _targets(self) -> list[tuple[str, str, int]]:
         """(label, ifname, node pid) for every attach point, hosts first."""
@@ -631,7 +578,7 @@ class NoobflowInstrument(Instrument):
         for label, ifn, pid in targets:
             preflight(ifn, pid, self.options.mode)
         self.nf = nf = self._program(len(targets))
-        nf.set_filter(self.options.flow_filter())
+        nf.set_filter(FlowFilter.parse(self.options.filter))
         for i, (label, ifn, pid) in enumerate(targets):
             pt = nf.attach(ifn, pid, self.options.mode, label=label)
             self._order[label] = i

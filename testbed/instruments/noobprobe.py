@@ -27,14 +27,14 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Optional
 
 from ..bpf import abi
 from ..bpf.abi import BPF_DIR
 from ..bpf.netns import netns as in_netns, ns_path
-from ..config.models import HostRef, Ref
+from ..config.models import InstrumentOptions, NoobprobeOptions
 from ..errors import ConfigError, MissingFeature, RunError
-from .base import Instrument, InstrumentOptions, register
+from .base import Instrument, register
 
 SRC = BPF_DIR / "noobprobe.bcc.c"     # bcc source: compiled by bcc at load time
 HEADER = "noobprobe.h"
@@ -445,20 +445,6 @@ class CsvSink:
 
 
 # ---- the instrument ------------------------------------------------------------------------
-
-class NoobprobeOptions(InstrumentOptions):
-    hosts: list[HostRef]                    # probing hosts
-    dests: list[Annotated[str, Ref(("host",), address=True)]] = []
-    #                                         host names or addresses; [] = every other host
-    iface: Optional[str] = None             # default: the host's first interface
-    rate: float = 1000.0
-    hop_rate: float = 20.0
-    pass_icmp: bool = False
-    hops: Optional[int] = None
-    timeout: float = 2.0
-    poll_interval: float = 0.2
-    ipv6: bool = True                       # probe IPv6 destinations too
-
 
 def _node_netns(node) -> str:
     return netns_of_pid(node.pid)

@@ -24,22 +24,11 @@ import subprocess
 import time
 from pathlib import Path
 
-from pydantic import Field
-
-from ..config.models import NodeRef
+from ..config.models import PcapOptions
 from ..errors import MissingFeature, RunError
-from .base import Instrument, InstrumentOptions, register
+from .base import Instrument, register
 
 READY_TIMEOUT = 5.0   # s for tcpdump to open its interface
-
-
-class PcapOptions(InstrumentOptions):
-    nodes: list[NodeRef] = []    # hosts, switches or routers; default: every host
-    interfaces: list[str] = []   # default: every interface of those nodes
-    snaplen: int = Field(128, ge=64, le=262144)
-    file_mb: int = Field(10, ge=1, le=100_000)
-    files: int = Field(4, ge=1, le=1000)
-    filter: str = ""             # a pcap-filter expression (man pcap-filter)
 
 
 @register

@@ -13,18 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pydantic import Field
-
-from ..config.models import Duration, ForwarderRef, PortRef
-from .base import Instrument, InstrumentOptions, register
-
-
-class QueueOptions(InstrumentOptions):
-    # 500 µs; never below what the backend's queues can be read at without disturbing
-    # the switch (BMv2: 10 ms; a raised period is noted in meta.json "notes")
-    interval: Duration = Field(0.0005, ge=0.0001, le=1.0)
-    nodes: list[ForwarderRef] = []   # default: every switch/router with a shaped port
-    ports: list[PortRef] = []        # default: every shaped port of those nodes
+from ..config.models import QueueOptions
+from .base import Instrument, register
 
 
 @register

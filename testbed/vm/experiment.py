@@ -18,7 +18,7 @@ from .qemu import VmOptions, preflight, run
 
 def run_experiment(file: str, sets: list[str], out: str | None, resume: bool, quiet: bool,
                    opts: VmOptions) -> int:
-    from ..config.load import load_experiment
+    from ..preflight import load_experiment
 
     preflight(opts)
     plan = load_experiment(file, sets, check_kernel=False)
