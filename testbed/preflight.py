@@ -17,25 +17,14 @@ from __future__ import annotations
 
 import difflib
 from pathlib import Path
-from typing import Callable
-
 from .config import load as _load
-from .config.checks import PointCheck
+from .config.checks import Checks, PointCheck
 from .config.load import Plan
 from .config.yamlsrc import load_source
 from .errors import ConfigError
 
-CHECKS: list[Callable[[PointCheck], None]] = []
-
-
-def check(fn: Callable[[PointCheck], None]) -> Callable[[PointCheck], None]:
-    CHECKS.append(fn)
-    return fn
-
-
-def run(point: PointCheck) -> None:
-    for fn in CHECKS:
-        fn(point)
+check = Checks()   # what needs the components or this machine
+run = check.run
 
 
 def load_experiment(path: str | Path, sets: list[str] | None = None,

@@ -55,17 +55,24 @@ class PointCheck:
         return error_at(self.topo_src, self.topo_prefix + tuple(loc), msg)
 
 
-CHECKS: list[Callable[[PointCheck], None]] = []
+class Checks:
+    """Checks of a point, run in the order they were registered (`@checks` on each);
+    the first refusal raises."""
+
+    def __init__(self) -> None:
+        self.fns: list[Callable[[PointCheck], None]] = []
+
+    def __call__(self, fn: Callable[[PointCheck], None]) -> Callable[[PointCheck], None]:
+        self.fns.append(fn)
+        return fn
+
+    def run(self, point: PointCheck) -> None:
+        for fn in self.fns:
+            fn(point)
 
 
-def check(fn: Callable[[PointCheck], None]) -> Callable[[PointCheck], None]:
-    CHECKS.append(fn)
-    return fn
-
-
-def run(point: PointCheck) -> None:
-    for fn in CHECKS:
-        fn(point)
+check = Checks()   # this module's: what the configuration alone can refuse
+run = check.run
 
 
 # --- names of nodes and ports, from the option types -------------------------------------
