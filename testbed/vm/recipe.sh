@@ -48,6 +48,9 @@ python3 -m venv --system-site-packages /opt/testbed-venv
 mkdir -p /etc/systemd/network
 printf '[Match]\nName=en* eth*\n\n[Network]\nDHCP=yes\n' > /etc/systemd/network/80-dhcp.network
 systemctl enable systemd-networkd ssh >/dev/null 2>&1
+# the qemu guest agent: vagrant-libvirt learns the address of a VM without a libvirt
+# network (ours: user-mode NICs only) from it alone; it starts when its virtio port appears
+inst qemu-guest-agent
 echo testbed-vm > /etc/hostname
 printf '127.0.0.1 localhost\n127.0.1.1 testbed-vm\n' > /etc/hosts
 echo '/dev/vda / ext4 rw,errors=remount-ro 0 1' > /etc/fstab
