@@ -2,8 +2,10 @@
 
 A results bundle holds one directory per sweep point with `queue.csv` (time, node, iface,
 backlog_bytes, qlen_pkts, drops, sent_bytes), `throughput.csv` (time, flow, src, dst, bps),
-`meta.json` and `config.yaml` (the point's experiment). Each claim reads the points it
-needs (by their `cc`) and returns a Verdict with the numbers it measured.
+and `meta.json`, the runner's record of the point (testbed/results/record.py: its CC, τ,
+bottleneck rate, burst time…; claims take facts from it, never from the configuration).
+Each claim reads the points it needs (by their `cc`) and returns a Verdict with the
+numbers it measured.
 
 A point whose flows.csv marks a flow as not run as asked (status late, short, no_data,
 no_connection: e.g. a SYN lost and retransmitted 1 s later) is left out of every claim,
@@ -51,17 +53,16 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import yaml
 from pydantic import TypeAdapter, ValidationError
 
 from . import claims_noob
-from .config import units
 from .config.models import (CLAIM_KINDS, CLAIMS, COMPARE_METRICS,
                             Claim as _Claim, ClaimSpec, DrainTimeRatio, EcmpPaths, Fairness,
                             MetricTolerance, NoobClaim as _NoobClaim, NoOverhead,
                             OneHopQueue, QueueDrains, QueuePeakRatio, RouteChange,
                             StandingQueue, Utilization)
 from .errors import ConfigError
+from .results.record import PointRecord, point_config, read_record
 
 DEFAULT_BASE_RTT_S = 1e-3  # when neither the claim nor the point's CC states τ
 
@@ -77,8 +78,7 @@ class Series:
 class PointData:
     name: str
     dir: Path
-    config: dict
-    meta: dict
+    meta: PointRecord        # the runner's record of the point (meta.json)
     cc: str | None
     queues: dict[str, dict[str, Series]] = field(default_factory=dict)  # "node:iface" → col → s
     flows: dict[str, Series] = field(default_factory=dict)             # flow → bps
@@ -92,13 +92,9 @@ class PointData:
     def base_rtt_s(self, override_us: float | None = None) -> float:
         if override_us:
             return override_us / 1e6
-        for key in ("base_rtt_us",):
-            v = self.meta.get(key)
-            if v:
-                return float(v) / 1e6
-        cc_params = (self.config.get("congestion_control") or {}).get(self.cc or "", {}) or {}
-        if cc_params.get("base_rtt_us"):
-            return float(cc_params["base_rtt_us"]) / 1e6
+        tau = self.meta.base_rtt_us(self.cc)   # τ the experiment set for the CC
+        if tau:
+            return float(tau) / 1e6
         if self.trace_base_rtt_us:  # τ = the sockets' min RTT: what the CC used
             return self.trace_base_rtt_us / 1e6
         return DEFAULT_BASE_RTT_S
@@ -124,9 +120,9 @@ class PointData:
         """The bottleneck's rate: the runner's meta.json (bottleneck.ports), else the
         topology's slowest link."""
         name, _q = self.bottleneck(iface)
-        port = ((self.meta.get("bottleneck") or {}).get("ports") or {}).get(name) or {}
-        if port.get("rate_mbps"):
-            return float(port["rate_mbps"]) * 1e6
+        port = self.meta.bottleneck.ports.get(name) if self.meta.bottleneck else None
+        if port is not None and port.rate_mbps:
+            return float(port.rate_mbps) * 1e6
         return self.rate_bps
 
     def traffic_end(self) -> float:
@@ -147,30 +143,9 @@ def _num(x: str) -> float:
         return math.nan
 
 
-def _topology_rate_bps(config: dict) -> float | None:
-    """A bundle written before meta.json recorded `bottleneck_mbps`: the rate its
-    built-in topology's parameters name (a file or inline topology: unknown)."""
-    params = ((config.get("topology") or {}) if isinstance(config.get("topology"), dict)
-              else {})
-    for k in ("bottleneck_bw", "bw"):
-        if params.get(k) is not None:
-            return units.rate_mbps(params[k]) * 1e6
-    return None
-
-
-def _burst_at(config: dict) -> float | None:
-    inc = ((config.get("workload") or {}).get("incast")) or []
-    starts = [units.duration_s(b["start"]) for b in inc if isinstance(b, dict) and "start" in b]
-    return min(starts) if starts else None
-
-
 def load_point(d: Path) -> PointData:
-    config = yaml.safe_load((d / "config.yaml").read_text()) if (d / "config.yaml").exists() \
-        else {}
-    config = config or {}
-    meta = json.loads((d / "meta.json").read_text()) if (d / "meta.json").exists() else {}
-    cc = meta.get("cc") or config.get("cc")
-    p = PointData(d.name, d, config, meta, cc)
+    meta = read_record(d)
+    p = PointData(d.name, d, meta, meta.cc)
     if (d / "queue.csv").exists():
         cols: dict[str, dict[str, list]] = defaultdict(lambda: defaultdict(list))
         for r in _read_csv(d / "queue.csv"):
@@ -205,9 +180,8 @@ def load_point(d: Path) -> PointData:
                 p.flow_problems.append(
                     f"{r['flow']} {st} (scheduled {r.get('scheduled') or '?'} s, first data "
                     f"{r.get('start') or 'never'} s, {syn} SYN retransmit(s))")
-    rate = meta.get("bottleneck_bps") or (meta.get("bottleneck_mbps") or 0) * 1e6 or None
-    p.rate_bps = float(rate) if rate else _topology_rate_bps(config)
-    p.burst_at = meta.get("burst_at") if meta.get("burst_at") is not None else _burst_at(config)
+    p.rate_bps = meta.bottleneck_mbps * 1e6 if meta.bottleneck_mbps else None
+    p.burst_at = meta.burst_at
     return p
 
 
@@ -438,11 +412,11 @@ def _utilization(self: Utilization, pts: list[PointData]) -> Verdict:
     u = float(_typical(utils, float, worse_high=False))
     ok: bool | None = u >= self.min
     why = ""
-    cpu = [p for p in mine if (p.meta.get("bottleneck") or {}).get("verdict") == "cpu"]
+    cpu = [p for p in mine if p.meta.bottleneck and p.meta.bottleneck.verdict == "cpu"]
     if not ok and cpu:  # the runner found the CPU, not the link, limiting: no verdict
         ok = None
         why = (f"; inconclusive: the CPU was the bottleneck ("
-               f"{cpu[0].meta['bottleneck'].get('cpu_busy_pct')} % busy) in "
+               f"{cpu[0].meta.bottleneck.cpu_busy_pct} % busy) in "
                f"{', '.join(p.name for p in cpu)}")
     return Verdict(self.claim, self.cc, ok,
                    f"bottleneck utilization after the burst {u * 100:.1f} % "
@@ -608,8 +582,7 @@ def _ecmp_paths(self: EcmpPaths, pts: list[PointData]) -> Verdict:
 @judges(NoOverhead)
 def _no_overhead(self: NoOverhead, pts: list[PointData]) -> Verdict:
     def probing(p: PointData) -> bool:
-        inst = p.config.get("instruments") or {}
-        return "noobprobe" in inst and bool((inst["noobprobe"] or {}).get("enabled", True))
+        return "noobprobe" in (p.meta.instruments or [])
     on = [p for p in pts if probing(p)]
     off = [p for p in pts if not probing(p)]
     return _verdict(self, claims_noob.no_overhead(
@@ -671,8 +644,7 @@ def kernels(pts: list[PointData]) -> dict[str, list[str]]:
     """kernel release → the points that ran on it (from each point's meta.json)."""
     out: dict[str, list[str]] = defaultdict(list)
     for p in pts:
-        k = (p.meta.get("node") or {}).get("kernel") or (p.meta.get("versions") or {}).get("kernel")
-        out[k or "unknown"].append(p.name)
+        out[p.meta.kernel or "unknown"].append(p.name)
     return dict(out)
 
 
@@ -684,7 +656,7 @@ def check(results: Path | str, expect: list[dict[str, Any]] | None = None,
     compared: every claim fails saying so, unless `mixed_kernels`."""
     pts = load_bundle(results)
     if expect is None:
-        expect = next((p.config.get("expect") for p in pts if p.config.get("expect")), None)
+        expect = next((e for e in (point_config(p.dir).get("expect") for p in pts) if e), None)
     claims = parse_expect(expect) if expect else []
     binding = bool(claims)   # the experiment's own claims decide; defaults are reported
     if not expect or (not claims and len(tolerances(expect)) == len(expect)):

@@ -31,6 +31,7 @@ from typing import Any, Callable, Literal
 import yaml
 
 from . import results
+from .results.record import PointRecord, PointVerdict, read_record, write_record
 from .config.load import Plan, Point
 from .preflight import load_experiment
 from .errors import RunError, TestbedError
@@ -202,6 +203,19 @@ class Runner:
             return
         if self.verdicts:
             write_verdicts(self.run_dir, self.verdicts)
+            self._record_verdicts()
+
+    def _record_verdicts(self) -> None:
+        """Each point's record gets the verdicts of the claims that judged it."""
+        for point in self.plan.points:
+            pdir = self.run_dir / point.name
+            if not (pdir / "meta.json").exists():
+                continue
+            rec = read_record(pdir)
+            rec.verdicts = [PointVerdict(claim=v.claim, cc=v.cc, status=v.status,
+                                         reason=v.reason)
+                            for v in self.verdicts if point.name in v.points]
+            write_record(pdir, rec)
 
     def _congestion_controls(self, tracker: RunTracker):
         try:
@@ -224,15 +238,16 @@ class Runner:
         (pdir / "topology.yaml").write_text(yaml.safe_dump(
             point.topology.model_dump(mode="json", exclude_defaults=True), sort_keys=False))
         (pdir / "logs").mkdir(exist_ok=True)
-        meta = {"experiment": exp.name, "point": point.name, "values": point.values,
-                "scale": exp.scale, "run_id": tracker.run_id, "status": "running",
-                "started": time.time(), "versions": results.versions(),
-                "backends": sorted({s.backend for s in {**point.topology.switches,
-                                                        **point.topology.routers}.values()}),
-                "node": results.node_facts(),
-                "hosts": exp.hosts.model_dump(), "emulation": exp.emulation.model_dump(),
-                "argv": self.argv, "sets": self.sets}
-        results.write_json(pdir / "meta.json", meta)
+        meta = PointRecord(
+            experiment=exp.name, point=point.name, values=point.values, scale=exp.scale,
+            run_id=tracker.run_id, status="running", started=time.time(),
+            versions=results.versions(), node=results.node_facts(),
+            duration=exp.duration, cc=exp.cc,
+            backends=sorted({s.backend for s in {**point.topology.switches,
+                                                 **point.topology.routers}.values()}),
+            hosts=exp.hosts.model_dump(), emulation=exp.emulation.model_dump(),
+            argv=self.argv, sets=self.sets)
+        write_record(pdir, meta)
         try:
             with tracker.scope():
                 self._execute(point, pdir, tracker, ccs, phase, meta)
@@ -240,13 +255,13 @@ class Runner:
         except (KeyboardInterrupt, Interrupted):
             _SIGNALLED.clear()   # raised and being handled: no checkpoint raises it again
             meta.update(status="interrupted", ended=time.time())
-            results.write_json(pdir / "meta.json", meta)
+            write_record(pdir, meta)
             raise
         except Exception as e:
             meta.update(status="failed", error=str(e).splitlines()[0] if str(e) else repr(e))
             (pdir / "logs" / "error.log").write_text(traceback.format_exc())
         meta["ended"] = time.time()
-        results.write_json(pdir / "meta.json", meta)
+        write_record(pdir, meta)
         if meta["status"] == "ok":
             phase("plots")
             try:
@@ -254,11 +269,11 @@ class Runner:
                 meta["plots"] = [str(p.relative_to(pdir)) for p in point_plots(pdir)]
             except Exception as e:  # a plot failing does not void the data
                 meta["plot_error"] = str(e)
-            results.write_json(pdir / "meta.json", meta)
+            write_record(pdir, meta)
         return {"status": meta["status"], **({"error": meta["error"]} if "error" in meta else {})}
 
     def _execute(self, point: Point, pdir: Path, tracker: RunTracker, ccs,
-                 phase: Callable[[str], None], meta: dict) -> None:
+                 phase: Callable[[str], None], meta: PointRecord) -> None:
         """One point, step by step; meta.json's facts are recorded as they become known."""
         exp = point.experiment
         phase("bring-up")
@@ -270,6 +285,7 @@ class Runner:
                                 flows=flows, run_cache=self.run_cache, tcp_int=tint, ccs=ccs)
         phase("instruments")
         instruments = self._start_instruments(exp, ctx)
+        meta["instruments"] = [i.name for i in instruments]
         phase("workload: preparing")
         iperf = IperfWorkload(net, flows, pdir, cc_name)
         cmds = Commands(net, exp.workload.commands, pdir)
@@ -301,7 +317,7 @@ class Runner:
             raise RunError("workload: " + "; ".join(errors))
 
     @staticmethod
-    def _bring_up(point: Point, tracker: RunTracker, meta: dict) -> Network:
+    def _bring_up(point: Point, tracker: RunTracker, meta: PointRecord) -> Network:
         """The point's network, started; its addresses and the sysctls its routers and
         switches run with go to meta."""
         net = Network(point.graph, tracker, point.experiment.hosts, point.experiment.emulation,
@@ -330,7 +346,7 @@ class Runner:
 
     @staticmethod
     def _start_tcp_int(exp, net: Network, tracker: RunTracker,
-                       phase: Callable[[str], None], meta: dict):
+                       phase: Callable[[str], None], meta: PointRecord):
         """TCP-INT on the switches and hosts when the experiment asks for it (else None)."""
         if not getattr(exp.tcp_int, "enabled", False):
             return None
@@ -343,7 +359,7 @@ class Runner:
         return tint
 
     @staticmethod
-    def _prepare_ccs(exp, net: Network, flows, ccs, meta: dict) -> Callable[[str], str]:
+    def _prepare_ccs(exp, net: Network, flows, ccs, meta: PointRecord) -> Callable[[str], str]:
         """Every flow's CC built and registered before the clock starts, and the hosts'
         sysctls some CCs need; returns the experiment's CC name → the kernel's."""
         def cc_name(name: str) -> str:
@@ -383,7 +399,8 @@ class Runner:
 
     @staticmethod
     def _run_workload(exp, net: Network, iperf, cmds, ctx: InstrumentContext,
-                      phase: Callable[[str], None], meta: dict) -> tuple[int, list[dict]]:
+                      phase: Callable[[str], None],
+                      meta: PointRecord) -> tuple[int, list[dict]]:
         """Arm the clients, fire the events on time, wait out the duration: (t0, how late
         each event fired)."""
         schedule = sorted(Events(net, exp.workload.events).events(), key=lambda e: e[0])
@@ -406,7 +423,7 @@ class Runner:
         return t0, fired
 
     @staticmethod
-    def _collect(instruments: list, net: Network, pdir: Path, meta: dict) -> list[str]:
+    def _collect(instruments: list, net: Network, pdir: Path, meta: PointRecord) -> list[str]:
         """Stop every instrument, then write their files (and the switches' ECN counters)."""
         for inst in instruments:
             inst.stop()
@@ -499,7 +516,8 @@ def cc_tau(names: set[str], params: Any) -> dict:
 
 
 def bottleneck_check(pdir: Path, net: Network, cpu_busy: float, duration: float) -> dict:
-    """Was the link the bottleneck, or the CPU? Utilization of each sampled port."""
+    """Was the link the bottleneck, or the CPU? Utilization of each sampled port, and
+    the one that carried the most bytes."""
     rows = [r for r in results.read_csv(pdir / "queue.csv")
             if 0.0 <= float(r["time"]) <= duration]  # the workload's window only
     ports: dict[str, dict] = {}
@@ -522,7 +540,8 @@ def bottleneck_check(pdir: Path, net: Network, cpu_busy: float, duration: float)
                     "max_backlog_bytes": p["max_backlog"], "drops": p["drops1"] - p["drops0"]}
     busiest = max((v["util_pct"] or 0 for v in out.values()), default=0)
     verdict = "link" if busiest >= 90 else ("cpu" if cpu_busy >= 90 else "neither")
-    return {"ports": out, "cpu_busy_pct": cpu_busy, "verdict": verdict,
+    carried = max(ports, key=lambda k: ports[k]["b1"] - ports[k]["b0"], default=None)
+    return {"ports": out, "busiest": carried, "cpu_busy_pct": cpu_busy, "verdict": verdict,
             "note": "utilization over the workload's window; cpu = whole machine"}
 
 

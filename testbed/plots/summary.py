@@ -9,12 +9,12 @@ and syn_retransmits (summed over the point's flows).
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import numpy as np
 
 from ..results import read_csv
+from ..results.record import read_record
 
 
 def goodput_mbps(flows: list[dict]) -> float:
@@ -36,19 +36,20 @@ def sweep_summary(run_dir: Path) -> list[Path]:
     points = sorted(p for p in run_dir.iterdir() if (p / "meta.json").exists())
     rows = []
     for p in points:
-        meta = json.loads((p / "meta.json").read_text())
+        meta = read_record(p)
         flows = read_csv(p / "flows.csv")
         q = [int(r["backlog_bytes"]) for r in read_csv(p / "queue.csv")]
-        bn = meta.get("bottleneck", {})
+        bn = meta.bottleneck
         longs = [f for f in flows if not f.get("group", f["flow"].split("-")[0] == "incast")]
         rows.append({
-            "point": p.name, "status": meta.get("status"),
+            "point": p.name, "status": meta.status,
             "flows": len(flows),
             "total_mbps": goodput_mbps(longs),
             "queue_p50_kb": round(float(np.percentile(q, 50)) / 1024, 1) if q else "",
             "queue_p99_kb": round(float(np.percentile(q, 99)) / 1024, 1) if q else "",
             "queue_max_kb": round(max(q) / 1024, 1) if q else "",
-            "bottleneck": bn.get("verdict", ""), "cpu_busy_pct": bn.get("cpu_busy_pct", ""),
+            "bottleneck": (bn.verdict if bn else None) or "",
+            "cpu_busy_pct": bn.cpu_busy_pct if bn and bn.cpu_busy_pct is not None else "",
             "goodput_mbps": goodput_mbps(flows),
             "flows_not_ok": sum(f.get("status", "ok") != "ok" for f in flows),
             "syn_retransmits": sum(int(f.get("syn_retransmits") or 0) for f in flows)})

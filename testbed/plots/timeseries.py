@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..results import read_csv
+from ..results.record import PointRecord, read_record
 
 
 def bottleneck_series(pdir: Path, bin_s: float = 0.001):
@@ -62,7 +63,7 @@ def draw_point(ax, pdir: Path, qmax_kb: float | None = None, legend: bool = True
     dur = _duration(pdir)
     if dur:
         ax.set_xlim(-0.05 * dur, dur * 1.05)
-    for ev in meta.get("schedule", []):
+    for ev in meta.schedule:
         if ev["at"] > 0:
             ax.axvline(ev["at"], color="k", ls=":", lw=0.8)
             # releases of several flows at one instant: how far apart they went, and
@@ -78,7 +79,7 @@ def draw_point(ax, pdir: Path, qmax_kb: float | None = None, legend: bool = True
     ax.grid(alpha=0.3)
     if legend:
         ax.legend(loc="lower left", fontsize=7, ncol=2)
-    verdict = (meta.get("bottleneck") or {}).get("verdict")
+    verdict = meta.bottleneck.verdict if meta.bottleneck else None
     ax.set_title(f"{meta.get('point', pdir.name)}" + (f"  [bottleneck: {verdict}]" if verdict else ""),
                  fontsize=9)
     return True
@@ -168,16 +169,8 @@ def _group_incast(per_flow: dict[str, list]) -> dict[str, list]:
 
 
 def _duration(pdir: Path) -> float:
-    import yaml
-    try:
-        from ..config.units import duration_s
-        return duration_s(yaml.safe_load((pdir / "config.yaml").read_text()).get("duration", 0))
-    except (OSError, ValueError, TypeError, AttributeError):
-        return 0.0
+    return _meta(pdir).duration or 0.0
 
 
-def _meta(pdir: Path) -> dict:
-    try:
-        return json.loads((pdir / "meta.json").read_text())
-    except (OSError, ValueError):
-        return {}
+def _meta(pdir: Path) -> PointRecord:
+    return read_record(pdir)

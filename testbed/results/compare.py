@@ -35,10 +35,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from .. import claims as claims_mod
 from .frames import Run, load
+from .record import point_config
 
 MTU = 1514
 DEFAULT_TOLERANCE = 0.10
@@ -62,13 +62,6 @@ def _group(point: str) -> str:
     """A point's name without its repetition: what matches across runs."""
     parts = [p for p in point.split(",") if not p.startswith("rep=")]
     return ",".join(parts) or "default"
-
-
-def _config(run: Run, point: str) -> dict:
-    try:
-        return yaml.safe_load((run.point_dir(point) / "config.yaml").read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        return {}
 
 
 def _bottleneck(q: pd.DataFrame, meta: dict) -> pd.DataFrame:
@@ -120,8 +113,7 @@ def point_metrics(run: Run) -> dict[str, dict[str, float]]:
     for point, m in run.meta.items():
         if m.get("status") != "ok":
             continue
-        cfg = _config(run, point)
-        end = float(cfg.get("duration") or 0) or math.inf
+        end = m.duration or math.inf
         res: dict[str, float] = {}
         tp = tp_all[(tp_all.point == point)] if not tp_all.empty else tp_all
         if not tp.empty:
@@ -136,11 +128,8 @@ def point_metrics(run: Run) -> dict[str, dict[str, float]]:
             if not w.empty:
                 res["queue_p50_bytes"] = float(w.quantile(0.5))
                 res["queue_p99_bytes"] = float(w.quantile(0.99))
-            bursts = [b.get("start") for b in ((cfg.get("workload") or {}).get("incast") or [])
-                      if isinstance(b, dict) and b.get("start") is not None]
-            if bursts:
-                from ..config import units
-                d = _drain_ms(q, min(units.duration_s(b) for b in bursts), end)
+            if m.burst_at is not None:
+                d = _drain_ms(q, m.burst_at, end)
                 if not math.isnan(d):
                     res["drain_ms"] = d
         fl = fl_all[fl_all.point == point] if not fl_all.empty else fl_all
@@ -285,7 +274,7 @@ def compare(base: str | Path | Run, new: str | Path | Run, tolerance: float | No
     n = new if isinstance(new, Run) else load(new)
     expect_raw: list = []
     for point in n.meta:
-        expect_raw = _config(n, point).get("expect") or []
+        expect_raw = point_config(n.point_dir(point)).get("expect") or []
         if expect_raw:
             break
     expect = {t.metric: t.tolerance for t in claims_mod.tolerances(expect_raw)}

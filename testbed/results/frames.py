@@ -31,6 +31,7 @@ from typing import Any
 import pandas as pd
 
 from ..errors import ConfigError
+from .record import PointRecord, read_record
 
 TABLES = {
     "queue": "queue.csv",
@@ -57,7 +58,7 @@ class Run:
 
     dir: Path
     info: dict = field(repr=False)               # run.json
-    meta: dict[str, dict] = field(repr=False)    # point name → its meta.json
+    meta: dict[str, PointRecord] = field(repr=False)   # point name → its record (meta.json)
     params: list[str] = field(default_factory=list)   # the swept keys (without rep)
     _cache: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
 
@@ -152,7 +153,7 @@ def load(run_dir: str | Path) -> Run:
     if not names:
         raise ConfigError("not a results bundle (no run.json with points, no */meta.json); "
                           "give the directory `python -m testbed run` printed", str(d))
-    meta = {n: _json(d / n / "meta.json") or {} for n in names}
+    meta = {n: read_record(d / n) for n in names}
     params: list[str] = []
     for m in meta.values():
         params += [k for k in (m.get("values") or {}) if k != "rep" and k not in params]

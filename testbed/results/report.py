@@ -19,6 +19,8 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from .record import read_record
+
 CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
 h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
@@ -68,7 +70,7 @@ def _points(run_dir: Path) -> list[tuple[str, dict]]:
     info = _json(run_dir / "run.json") or {}
     names = [n for n in (info.get("points") or {}) if (run_dir / n / "meta.json").exists()] \
         or sorted(p.name for p in run_dir.iterdir() if (p / "meta.json").exists())
-    return [(n, _json(run_dir / n / "meta.json") or {}) for n in names]
+    return [(n, read_record(run_dir / n)) for n in names]
 
 
 def _sampled(pdir: Path) -> set[str]:
