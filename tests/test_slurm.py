@@ -22,7 +22,7 @@ from typing import Iterator
 
 import pytest
 
-from testbed.network.tracker import CGROUP_ROOT, NAME_PREFIX, kill_cgroup
+from testbed.network.tracker import RunTracker, kill_cgroup
 
 pytestmark = pytest.mark.needs_root
 
@@ -73,8 +73,10 @@ def slurm_cluster(d: Path) -> Iterator[dict[str, str]]:
     if missing:
         pytest.skip(f"Slurm cannot start here: {', '.join(missing)} missing "
                     "(scripts/setup.sh installs slurmctld slurmd munge slurm-client)")
-    cg = CGROUP_ROOT / f"{NAME_PREFIX}slurm{secrets.token_hex(3)}"
-    cg.mkdir()
+    # A tracked run of its own (state file with our PID), so that a `testbed clean` running
+    # meanwhile sees a live run, not a crashed one's cgroup to kill.
+    tracker = RunTracker().open()
+    cg = tracker.node_cgroup("slurm")
     procs = str(cg / "cgroup.procs")
 
     def enter() -> None:
@@ -145,6 +147,7 @@ def slurm_cluster(d: Path) -> Iterator[dict[str, str]]:
         kill_cgroup(cg, timeout=10)
         for c in children:
             c.wait(timeout=10)
+        tracker.close()
 
 
 @pytest.fixture(scope="module")
