@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 from scapy.all import IP, TCP, IPv6
 
 from testbed.errors import BAD_INPUT, ConfigError, MissingFeature
@@ -451,8 +452,7 @@ def test_queue_ground_truth_on_both_backends(tmp_path):
         exp = tmp_path / f"{backend}.yaml"
         exp.write_text(QUEUE_EXP.replace("BACKEND", backend))
         out = tmp_path / backend
-        r = subprocess.run([PY, "-m", "testbed", "run", str(exp), "--out", str(out), "-q"],
-                           capture_output=True, text=True, timeout=240, cwd=REPO)
+        r = run_cli("run", str(exp), "--out", str(out), "-q", timeout=240)
         assert r.returncode == 0, (backend, r.stderr[-2000:])
         rows = [x for x in csv.DictReader(open(out / "default" / "queue.csv"))
                 if (x["node"], x["iface"]) == ("s1", "s1-eth1")]

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 
 from testbed.bpf import cc as ccmod
 from testbed.bpf.cc import CongestionControls
@@ -99,8 +100,7 @@ def test_broken_parameter_in_experiment_stops_the_run_before_anything(tmp_path):
     f = tmp_path / "bad.yaml"
     f.write_text(BAD_YAML)
     before = available()
-    r = subprocess.run([PY, "-m", "testbed", "run", str(f), "--out", str(tmp_path / "out")],
-                       cwd=REPO, capture_output=True, text=True, timeout=60)
+    r = run_cli("run", str(f), "--out", str(tmp_path / "out"), timeout=60)
     assert r.returncode == 2, r.stderr
     assert f"{f}:6: congestion_control.powertcp.gamma:" in r.stderr
     assert "less than or equal to 1" in r.stderr
@@ -252,8 +252,7 @@ def test_powertcp_sees_telemetry_in_every_repetition(tmp_path):
     exp = tmp_path / "reps.yaml"
     exp.write_text(REPEATED)
     out = tmp_path / "out"
-    r = subprocess.run([PY, "-m", "testbed", "run", str(exp), "--out", str(out), "-q"],
-                       cwd=REPO, capture_output=True, text=True, timeout=180)
+    r = run_cli("run", str(exp), "--out", str(out), "-q", timeout=180)
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     names = set()
     for rep in (0, 1):
@@ -436,8 +435,7 @@ def test_tau_from_the_path_is_recorded(tmp_path):
     exp = tmp_path / "tau.yaml"
     exp.write_text(PATH_TAU)
     out = tmp_path / "out"
-    r = subprocess.run([PY, "-m", "testbed", "run", str(exp), "--out", str(out), "-q"],
-                       cwd=REPO, capture_output=True, text=True, timeout=180)
+    r = run_cli("run", str(exp), "--out", str(out), "-q", timeout=180)
     assert r.returncode in (0, 1), (r.stdout + r.stderr)[-3000:]
     meta = json.loads((out / "meta.json").read_text()) if (out / "meta.json").exists() else \
         json.loads(next(out.rglob("meta.json")).read_text())

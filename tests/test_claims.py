@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 import yaml
 
 from testbed import claims
@@ -143,8 +144,7 @@ def test_expect_block_and_errors(tmp_path):
 
 
 def _cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([PY, "-m", "testbed", "check", *map(str, args)], cwd=REPO,
-                          capture_output=True, text=True, timeout=60)
+    return run_cli("check", *map(str, args), timeout=60)
 
 
 def test_check_command_exit_codes(tmp_path):
@@ -201,8 +201,7 @@ def test_real_small_incast_ci(tmp_path):
     exp = tmp_path / "incast.yaml"
     exp.write_text(SMALL_INCAST)
     out = tmp_path / "results"
-    r = subprocess.run([PY, "-m", "testbed", "run", str(exp), "--out", str(out), "-q"],
-                       cwd=REPO, capture_output=True, text=True, timeout=300)
+    r = run_cli("run", str(exp), "--out", str(out), "-q", timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
     trace = out / "cc=theta_powertcp" / "cc_trace.csv"
     rows = list(csv.DictReader(open(trace)))

@@ -216,7 +216,8 @@ def test_cli_validate_all_shipped_files(cli):
 def test_config_imports_nothing_above_it():
     """Loading an experiment with instruments, eBPF CC parameters, TCP-INT and claims
     (every option type) imports only configuration: the option types live in
-    config.models, the components they configure are not needed to validate them."""
+    config.models, the components they configure are not needed to validate them.
+    `validate` as a whole (preflight) does not import numpy, pandas or matplotlib."""
     import subprocess
     import sys
     code = (
@@ -227,6 +228,9 @@ def test_config_imports_nothing_above_it():
         "assert e.instruments.chosen() and e.congestion_control.chosen() and e.expect\n"
         "load_experiment('experiments/tcp_int_trace.yaml', check_kernel=False)\n"
         "load_experiment('experiments/noob_n3.yaml', check_kernel=False)\n"
+        "from testbed.preflight import validate_file\n"
+        "validate_file('experiments/noob_n4.yaml')\n"
+        "assert not {'numpy', 'pandas', 'matplotlib'} & set(sys.modules), 'validate: numpy'\n"
         "print(' '.join(m for m in sys.modules if m.startswith('testbed.')))\n")
     from pathlib import Path
     repo = Path(__file__).resolve().parents[1]
@@ -234,7 +238,10 @@ def test_config_imports_nothing_above_it():
                        text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     loaded = r.stdout.split()
-    above = [m for m in loaded if m.split(".")[1] in
+    # validate_file (preflight) may load the components; load_experiment alone may not
+    before = loaded[:loaded.index("testbed.preflight")] if "testbed.preflight" in loaded \
+        else loaded
+    above = [m for m in before if m.split(".")[1] in
              ("network", "instruments", "bpf", "claims", "claims_noob", "workload",
               "runner", "results", "plots", "preflight")]
     assert not above, above

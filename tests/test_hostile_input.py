@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -54,8 +55,7 @@ LOADER = {
 
 
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "testbed", *args], capture_output=True,
-                          text=True, timeout=120, cwd=cwd)
+    return run_cli(*args, timeout=120, cwd=cwd)
 
 
 def _assert_refused(r: subprocess.CompletedProcess, path: Path, line: int, words: list[str]):

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 
 from testbed.instruments.noobprobe import HostSettings, Prober
 from testbed import testing
@@ -629,10 +630,8 @@ def test_instrument_in_an_experiment(tmp_path):
     the routers' ICMP sysctls, the latency plot, and the N1 claim checked (it also fails
     when pointed at the wrong hop)."""
     out = tmp_path / "run"
-    r = subprocess.run([PY, "-m", "testbed", "run", str(REPO / "experiments/noob_n1.yaml"),
-                        "--set", "duration=4", "--set", "workload.flows.0.duration=4",
-                        "-q", "--out", str(out)], cwd=str(REPO), capture_output=True,
-                       text=True, timeout=240)
+    r = run_cli("run", str(REPO / "experiments/noob_n1.yaml"), "--set", "duration=4",
+                "--set", "workload.flows.0.duration=4", "-q", "--out", str(out), timeout=240)
     assert r.returncode == 0, r.stderr[-2000:]
     pdir = out / "default"
     rows = list(csv.DictReader((pdir / "noobprobe.csv").open()))
@@ -658,9 +657,8 @@ def test_noob_experiment_claims(exp, claim, tmp_path):
     run end to end and their claims, checked in code, hold."""
     from testbed.claims import check
     out = tmp_path / "run"
-    r = subprocess.run([PY, "-m", "testbed", "run", str(REPO / f"experiments/{exp}.yaml"),
-                        "-q", "--out", str(out)], cwd=str(REPO), capture_output=True,
-                       text=True, timeout=300)
+    r = run_cli("run", str(REPO / f"experiments/{exp}.yaml"), "-q", "--out", str(out),
+                timeout=300)
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     verdicts = check(out)
     assert [v.claim for v in verdicts] == [claim]

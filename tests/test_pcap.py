@@ -3,10 +3,9 @@ ring of size-capped files; the captures read back with scapy hold the run's pack
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
+from conftest import run_cli
 from scapy.all import IP, TCP, PcapReader
 
 pytestmark = pytest.mark.needs_root
@@ -27,8 +26,7 @@ instruments:
 
 
 def _tb(*args):
-    return subprocess.run([sys.executable, "-m", "testbed", *args], capture_output=True,
-                          text=True, timeout=180)
+    return run_cli(*args, timeout=180)
 
 
 def test_pcap_captures_the_runs_packets(write, tmp_path):

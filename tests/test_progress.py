@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 
 from testbed.progress import FIRST_OVERHEAD_S, Eta
 
@@ -37,9 +38,8 @@ def test_eta_counts_the_points_to_come():
 
 
 def test_verbose_lines_give_phase_timings_and_eta(write, tmp_path):
-    r = subprocess.run([sys.executable, "-m", "testbed", "run", str(write("p.yaml", EXP)),
-                        "--out", str(tmp_path / "res"), "-v", "--set", "sweep.duration=[1,1.5]"],
-                       capture_output=True, text=True, timeout=180)
+    r = run_cli("run", str(write("p.yaml", EXP)), "--out", str(tmp_path / "res"), "-v",
+                "--set", "sweep.duration=[1,1.5]", timeout=180)
     assert r.returncode == 0, r.stderr
     err = r.stderr
     for i, point in ((1, "duration=1"), (2, "duration=1.5")):

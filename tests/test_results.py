@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import run_cli
 
 from testbed.results import load
 
@@ -42,8 +43,7 @@ expect:
 
 
 def _tb(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "testbed", *args], capture_output=True,
-                          text=True, timeout=300, **kw)
+    return run_cli(*args, timeout=300, **kw)
 
 
 @pytest.fixture(scope="module")

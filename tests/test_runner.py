@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 
 from testbed.network.tracker import BPFFS, STATE_DIR, cgroup_pids
 
@@ -32,8 +33,7 @@ instruments: [queue, iperf]
 
 
 def _run(args, **kw):
-    return subprocess.run([sys.executable, "-m", "testbed", *args], capture_output=True,
-                          text=True, timeout=180, **kw)
+    return run_cli(*args, timeout=180, **kw)
 
 
 def test_small_experiment_writes_a_full_bundle(write, tmp_path):

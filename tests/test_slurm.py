@@ -14,13 +14,13 @@ import secrets
 import shutil
 import socket
 import subprocess
-import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 import pytest
+from conftest import run_cli
 
 from testbed.network.tracker import RunTracker, kill_cgroup
 
@@ -157,9 +157,7 @@ def slurm_env(tmp_path_factory):
 
 
 def _run(args: list[str], env: dict | None = None, timeout: float = 300):
-    return subprocess.run([sys.executable, "-m", "testbed", *args], capture_output=True,
-                          text=True, timeout=timeout, env=env,
-                          cwd=Path(__file__).resolve().parents[1])
+    return run_cli(*args, timeout=timeout, env=env)
 
 
 def _shape(bundle: Path) -> dict:

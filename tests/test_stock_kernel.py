@@ -20,6 +20,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 GUEST = "tests/guest/test_stock_kernel_guest.py"
@@ -137,8 +138,7 @@ def test_in_stock_kernel(kernel, case, vm_ready, vm_tmp):
 
 
 def _cli(*args, timeout=BOOT_TIMEOUT_S, **kw):
-    return subprocess.run([sys.executable, "-m", "testbed", *args], capture_output=True,
-                          text=True, timeout=timeout, cwd=REPO, **kw)
+    return run_cli(*args, timeout=timeout, **kw)
 
 
 def test_vm_run_streams_output_shares_a_folder_and_returns_the_exit_code(vm_ready, tmp_path):

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 
 from testbed.preflight import validate_file
 from testbed.errors import ConfigError
@@ -199,8 +200,7 @@ def test_run_refuses_what_validate_refuses(tmp_path, name):
     p.write_text(text)
     out = []
     for cmd in ("validate", "run"):
-        r = subprocess.run([sys.executable, "-m", "testbed", cmd, str(p)], capture_output=True,
-                           text=True, timeout=120, cwd=tmp_path)
+        r = run_cli(cmd, str(p), timeout=120, cwd=tmp_path)
         lines = [l for l in r.stderr.splitlines() if l.strip()]
         assert r.returncode == 2 and len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
         assert f"{p}:{line}:" in lines[0], lines[0]

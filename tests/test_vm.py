@@ -4,12 +4,11 @@ before anything starts; a kernel without a qdisc refuses the link and points at 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
+from conftest import run_cli
 
 from testbed.preflight import load_experiment
 from testbed.errors import ConfigError
@@ -23,8 +22,7 @@ def _vm_temps() -> set[str]:
 
 
 def _cli(*args, env=None, timeout=60):
-    return subprocess.run([sys.executable, "-m", "testbed", *args], capture_output=True,
-                          text=True, timeout=timeout, cwd=REPO, env=env)
+    return run_cli(*args, timeout=timeout, env=env)
 
 
 def _exp(write, link: str, extra: str = "") -> Path:
