@@ -101,7 +101,7 @@ def experiment(n: int, bw: int, tau: int, seconds: float, ccs: list[str]) -> dic
         "int": {"enabled": True, "scale": "fine"},
         "workload": {"incast": [{"name": "f", "senders": f"h1..h{n}", "dst": "h0",
                                  "start": 0, "duration": seconds}]},
-        "instruments": {"queue": {"interval": "500us", "ports": ["s1-eth0"]}, "iperf": {}},
+        "instruments": {"queue": {"interval": "500us", "ports": ["s1-eth0"]}, "flows": {}},
         "sweep": {"cc": ccs},
     }
 

@@ -31,7 +31,7 @@ cc: cubic
 workload:
   incast:
     - {{name: incast, senders: h1..h{n}, dst: h0, start: 0.5, bytes: 64KB, warm: true}}
-instruments: {{iperf: {{}}}}
+instruments: {{flows: {{}}}}
 repetitions: {reps}
 sweep: {{workload.incast.0.warm: [false, true]}}
 """

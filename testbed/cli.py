@@ -41,6 +41,8 @@ def _run(a) -> int:
     from .runner import Runner
 
     plan = load_experiment(a.file, a.set)
+    for note in plan.notes:
+        print(f"{a.file}: note: {note}", file=sys.stderr)
     slurm = None
     if a.executor == "slurm":
         from .slurm import SlurmOptions
@@ -78,10 +80,13 @@ def _run_point(a) -> int:
 
 
 def _validate(a) -> int:
-    from .preflight import validate_file
+    from .preflight import check_file
 
     for f in a.files:
-        print(f"{f}: {validate_file(f, a.set)}")
+        summary, notes = check_file(f, a.set)
+        print(f"{f}: {summary}")
+        for note in notes:
+            print(f"{f}: note: {note}", file=sys.stderr)
     return 0
 
 

@@ -37,15 +37,20 @@ def load_experiment(path: str | Path, sets: list[str] | None = None,
 
 def validate_file(path: str | Path, sets: list[str] | None = None) -> str:
     """The whole check of one file, as `validate` and `run` make it; a one-line summary."""
+    return check_file(path, sets)[0]
+
+
+def check_file(path: str | Path, sets: list[str] | None = None) -> tuple[str, list[str]]:
+    """validate_file's summary, and the notes on what the file says by former names."""
     src = load_source(path)
     if isinstance(src.data, dict) and "topology" not in src.data and \
             ("hosts" in src.data or "links" in src.data):
         if sets:
             _load.apply_sets(src, sets)
         spec = _load.load_topology(src)
-        return f"ok (topology: {len(spec.hosts)} hosts, {len(spec.links)} links)"
+        return f"ok (topology: {len(spec.hosts)} hosts, {len(spec.links)} links)", []
     plan = load_experiment(path, sets)
-    return f"ok ({len(plan.points)} point(s))"
+    return f"ok ({len(plan.points)} point(s))", plan.notes
 
 
 # --- the kernel --------------------------------------------------------------------------

@@ -42,7 +42,7 @@ from .network.tracker import RunTracker
 from .workload.commands import Commands, Events
 from .workload.iperf import IperfWorkload, resolve_flows
 
-DEFAULT_INSTRUMENTS = ("queue", "iperf")
+DEFAULT_INSTRUMENTS = ("queue", "flows")
 ARM_AHEAD = 0.3  # s between handing out start times and t0
 
 
@@ -547,7 +547,7 @@ def bottleneck_check(pdir: Path, net: Network, cpu_busy: float, duration: float)
 
 def release_spread(flows: list, t0: int) -> list[dict]:
     """Per start instant: how late its flows were let go (late_ms: the latest one;
-    spread_ms: latest − earliest release) and, where the iperf instrument saw them on the
+    spread_ms: latest − earliest release) and, where the flows instrument saw them on the
     wire, how far apart their first data segments left the senders (sent_spread_ms) and
     reached the receivers (data_spread_ms: includes queueing at a shared bottleneck)."""
     out = []

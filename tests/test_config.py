@@ -245,3 +245,21 @@ def test_config_imports_nothing_above_it():
              ("network", "instruments", "bpf", "claims", "claims_noob", "workload",
               "runner", "results", "plots", "preflight")]
     assert not above, above
+
+
+def test_former_instrument_name_is_read_with_a_note(write):
+    """`iperf` (the flows instrument's former name) still works, and says `flows`."""
+    from conftest import run_cli
+    for text in ("instruments: [queue, iperf]\n", "instruments:\n  iperf: {late_after: 1}\n"):
+        p = write("exp.yaml", GOOD + text)
+        plan = load_experiment(p)
+        assert "flows" in plan.points[0].experiment.instruments.chosen()
+        assert plan.notes == ["instruments.iperf: renamed flows (`iperf` is still read; "
+                              "write `flows`)"]
+        r = run_cli("validate", str(p))
+        assert r.returncode == 0 and "note: instruments.iperf: renamed flows" in r.stderr
+    plan = load_experiment(write("exp.yaml", GOOD + "instruments: [queue, flows]\n"))
+    assert plan.notes == [] and plan.points[0].experiment.instruments.get("flows").late_after == 0.25
+    with pytest.raises(ConfigError) as ei:
+        load_experiment(write("exp.yaml", GOOD + "instruments:\n  iperf: {late_after: -1}\n"))
+    assert ":11: instruments.iperf.late_after" in str(ei.value)

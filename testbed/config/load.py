@@ -222,6 +222,7 @@ class Plan:
     file: str
     experiment: Experiment
     points: list[Point]
+    notes: list[str] = field(default_factory=list)   # accepted, but say it otherwise
 
 
 def _point_name(values: dict[str, Any]) -> str:
@@ -278,4 +279,4 @@ def load_experiment(path: str | Path, sets: list[str] | None = None,
             name = _point_name(values) + (f",rep={rep}" if exp.repetitions > 1 else "")
             points.append(Point(name, {**values, **({"rep": rep} if exp.repetitions > 1 else {})},
                                 exp, topo, psrc.data, graph))
-    return Plan(str(path), base, points)
+    return Plan(str(path), base, points, base.instruments.notes("instruments"))

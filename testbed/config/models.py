@@ -509,22 +509,29 @@ class Section(Model):
 
     what: ClassVar[str] = "key"
     _order: list[str] = PrivateAttr(default_factory=list)
+    _aliased: dict[str, str] = PrivateAttr(default_factory=dict)   # former name → name
 
     @model_validator(mode="wrap")
     @classmethod
     def _keep_order(cls, v: Any, handler: Any) -> Any:
         m = handler(v)
         if isinstance(v, dict):
-            by_alias = {(f.validation_alias.choices if isinstance(f.validation_alias,
-                                                                   AliasChoices) else ()): n
-                        for n, f in cls.model_fields.items()}
+            by_alias = {c: n for n, f in cls.model_fields.items()
+                        if isinstance(f.validation_alias, AliasChoices)
+                        for c in f.validation_alias.choices}
             names = []
             for k in v:
-                name = k if k in cls.model_fields else next(
-                    (n for al, n in by_alias.items() if k in al), k)
+                name = by_alias.get(k, k)
                 names.append(name)
+                if name != k:
+                    m._aliased[k] = name
             m._order = names
         return m
+
+    def notes(self, key: str) -> list[str]:
+        """What the file says by a former name (`key`: this section's key)."""
+        return [f"{key}.{old}: renamed {new} (`{old}` is still read; write `{new}`)"
+                for old, new in self._aliased.items()]
 
     def chosen(self) -> dict[str, Any]:
         """name → options of every name the file sets (its order), defaults filled in."""
@@ -573,7 +580,7 @@ class CCTraceOptions(InstrumentOptions):
     pass
 
 
-class IperfOptions(InstrumentOptions):
+class FlowsOptions(InstrumentOptions):
     wire: bool = True                       # false: flows.csv from the tools' reports only
     late_after: float = Field(0.25, gt=0)   # s after its scheduled start: a late flow
 
@@ -625,11 +632,13 @@ class PcapOptions(InstrumentOptions):
 # the same `name` and `Options`.
 INSTRUMENT_OPTIONS: dict[str, type[InstrumentOptions]] = {
     "queue": QueueOptions, "int_trace": IntTraceOptions, "cc_trace": CCTraceOptions,
-    "iperf": IperfOptions, "noobflow": NoobflowOptions, "noobprobe": NoobprobeOptions,
+    "flows": FlowsOptions, "noobflow": NoobflowOptions, "noobprobe": NoobprobeOptions,
     "pcap": PcapOptions,
 }
+# Former names still read, each with a note saying the current one.
+INSTRUMENT_ALIASES: dict[str, tuple[str, ...]] = {"flows": ("iperf",)}
 Instruments = section("Instruments", "instrument", INSTRUMENT_OPTIONS,
-                      "`instruments:` — instrument name → its options.")
+                      "`instruments:` — instrument name → its options.", INSTRUMENT_ALIASES)
 
 
 # --- eBPF congestion controls' parameters (their programs: testbed/bpf/cc.py) -----------
@@ -951,7 +960,7 @@ class Experiment(Model):
     @field_validator("instruments", mode="before")
     @classmethod
     def _instr(cls, v: Any) -> Any:
-        if isinstance(v, list):  # `instruments: [queue, iperf]`
+        if isinstance(v, list):  # `instruments: [queue, flows]`
             if not all(isinstance(n, str) for n in v):
                 raise ValueError("a list of instrument names, or a mapping name → options")
             return {n: {} for n in v}

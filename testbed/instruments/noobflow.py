@@ -44,7 +44,7 @@ HEADER = "noobflow.h"
 
 CSV_COLUMNS = ["time", "interval", "src", "dst", "sport", "dport", "proto", "packets",
                "bytes", "first_ns", "last_ns", "tcp_flags", "point"]
-THROUGHPUT_COLUMNS = ["time", "flow", "src", "dst", "bps"]  # as the iperf instrument's
+THROUGHPUT_COLUMNS = ["time", "flow", "src", "dst", "bps"]  # as the flows instrument's
 
 XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
 XDP_FLAGS_SKB_MODE = 1 << 1
@@ -488,10 +488,10 @@ class Collector:
 @register
 class NoobflowInstrument(Instrument):
     """XDP flow records on hosts and switch ports → flows_noobflow.csv (every row of
-    every point) and throughput_noobflow.csv (time, flow, src, dst, bps: the iperf
+    every point) and throughput_noobflow.csv (time, flow, src, dst, bps: the flows
     instrument's throughput.csv columns, so plots can use either).
 
-    flows_noobflow.csv, not flows.csv: the iperf instrument writes its per-flow summary
+    flows_noobflow.csv, not flows.csv: the flows instrument writes its per-flow summary
     to flows.csv in the same directory. Throughput rows: one per flow and interval,
     bps = L2 frame bytes × 8 / interval; flow = "src:sport->dst:dport"; src/dst = the
     topology node owning the address (else the address). A flow seen on several points

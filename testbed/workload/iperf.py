@@ -51,7 +51,7 @@ class Flow:
     kernel_cc: str = ""      # the kernel's name of `cc` (eBPF CCs: per run), TCP only
     ipv6: bool = False       # to the destination's IPv6 address
     warm: bool = False       # connected before t0, released to send at its start
-    wire_start_ns: int = 0   # its first data at the receiver (the iperf instrument's)
+    wire_start_ns: int = 0   # its first data at the receiver (the flows instrument's)
     wire_sent_ns: int = 0    # its first data segment leaving the sender (same)
 
     @property

@@ -1,5 +1,6 @@
-"""Instrument `iperf`: per-flow throughput over time and a per-flow summary, from the
-workload's reports (<outdir>/iperf/) and from the wire (testbed.bpf.flowacct).
+"""Instrument `flows` (formerly `iperf`, still read as an alias): per-flow throughput over
+time and a per-flow summary, from the wire (testbed.bpf.flowacct) and from the workload's
+reports (<outdir>/iperf/).
 
 `throughput.csv`: time,flow,src,dst,bps — receiver-side 100 ms intervals from the
 server's stamped text report (time = when the interval was printed, i.e. its end, on the
@@ -36,7 +37,7 @@ import json
 import re
 from pathlib import Path
 
-from ..config.models import IperfOptions
+from ..config.models import FlowsOptions
 from .base import Instrument, register
 
 COLUMNS = ["flow", "src", "dst", "cc", "start", "end", "bytes", "mean_bps", "retransmits",
@@ -45,9 +46,9 @@ COLUMNS = ["flow", "src", "dst", "cc", "start", "end", "bytes", "mean_bps", "ret
 
 
 @register
-class IperfReports(Instrument):
-    name = "iperf"
-    Options = IperfOptions
+class FlowRecords(Instrument):
+    name = "flows"
+    Options = FlowsOptions
 
     def start(self) -> None:
         self.acct = None
@@ -70,7 +71,7 @@ class IperfReports(Instrument):
             return
         self.conns = self.acct.conns()
         if self.acct.full():
-            self.ctx.notes.append(f"iperf: {self.acct.full()} connection records refused "
+            self.ctx.notes.append(f"flows: {self.acct.full()} connection records refused "
                                   "(flow accounting table full): their flows read from "
                                   "the tools' reports")
         self._close()
