@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import csv
 import os
-import re
-import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..errors import MissingFeature, RunError
 from ..bpf.abi import defines, layout
+from .tcports import TcPorts
 
 if TYPE_CHECKING:
     from ..config.models import EcnMark
@@ -62,7 +61,7 @@ class EcnMarking:
         self.net, self.tracker = net, net.tracker
         self.obj = None
         self.ports: list[tuple[str, str, int, int, "EcnMark"]] = []
-        self._clsact_added: list[tuple[str, str]] = []
+        self.tc = TcPorts(net, ECN_PREF, "ecn")
         self._pin: Path | None = None
         self.started = False
 
@@ -101,42 +100,14 @@ class EcnMarking:
         for node, intf, mark in todo:
             by_node.setdefault(node, []).append((intf, mark))
         for node, items in by_node.items():
-            pid = self.net[node].pid
-            netns = os.stat(f"/proc/{pid}/ns/net").st_ino
-            qdiscs = self._out(node, "tc", "qdisc", "show")
-            links = self._out(node, "ip", "-o", "link", "show")
-            lines = []
-            for intf, mark in items:
-                m = re.search(rf"^(\d+): {re.escape(intf.name)}[@:]", links, re.M)
-                if not m:
-                    raise RunError(f"{node}: no interface {intf.name}")
-                ifindex = int(m.group(1))
-                ports_map.update(key_l.encode(netns=netns, ifindex=ifindex), port_value(mark))
-                self.ports.append((node, intf.name, netns, ifindex, mark))
-                if not re.search(rf"qdisc clsact \S+ dev {re.escape(intf.name)} ", qdiscs):
-                    lines.append(f"qdisc add dev {intf.name} clsact")
-                    self._clsact_added.append((node, intf.name))
-                lines.append(f"filter add dev {intf.name} egress pref {ECN_PREF} "
-                             f"bpf da pinned {self._pin}")
-            self._tc(node, lines)
+            netns = self.tc.netns(node)
+            ifindex = self.tc.ifindexes(node, [intf.name for intf, _ in items])
+            for intf, mark in items:   # the rule in the map before the first packet
+                key = key_l.encode(netns=netns, ifindex=ifindex[intf.name])
+                ports_map.update(key, port_value(mark))
+                self.ports.append((node, intf.name, netns, ifindex[intf.name], mark))
+            self.tc.attach(node, [intf.name for intf, _ in items], self._pin)
         return self
-
-    # -- tc in the node's network namespace, our mount namespace (bpffs) ----------------
-    def _nsenter(self, node: str) -> list[str]:
-        return ["nsenter", f"--net=/proc/{self.net[node].pid}/ns/net"]
-
-    def _out(self, node: str, *argv: str) -> str:
-        return subprocess.run(self._nsenter(node) + list(argv), capture_output=True,
-                              text=True, timeout=30).stdout
-
-    def _tc(self, node: str, lines: list[str], force: bool = False) -> None:
-        batch = self.tracker.workdir / f"{node}.ecn.tc"
-        batch.write_text("\n".join(lines) + "\n")
-        r = subprocess.run(self._nsenter(node) + ["tc", *(["-force"] if force else []),
-                                                  "-batch", str(batch)],
-                           capture_output=True, text=True, timeout=30)
-        if r.returncode != 0:
-            raise RunError(f"{node}: tc -batch {batch} failed: {r.stderr.strip()}")
 
     # -- reading -------------------------------------------------------------------
     def counters(self) -> list[dict]:
@@ -161,25 +132,8 @@ class EcnMarking:
         if not self.started:
             return
         self.started = False
-        errors = []
-        if self.net.mn is not None:
-            by_node: dict[str, list[str]] = {}
-            for node, intf, _, _, _ in self.ports:
-                by_node.setdefault(node, []).append(f"filter del dev {intf} egress pref {ECN_PREF}")
-            for node, lines in by_node.items():
-                try:
-                    self._tc(node, lines, force=True)
-                except Exception as e:  # the namespace may be gone already
-                    errors.append(str(e))
-            for node, intf in self._clsact_added:
-                try:
-                    if not any(self._out(node, "tc", "filter", "show", "dev", intf, d).strip()
-                               for d in ("egress", "ingress")):
-                        self._tc(node, [f"qdisc del dev {intf} clsact"], force=True)
-                except Exception as e:
-                    errors.append(str(e))
+        errors = self.tc.detach()
         self.ports.clear()
-        self._clsact_added.clear()
         if self.obj is not None:
             self.obj.close()
             self.obj = None

@@ -20,11 +20,9 @@ tcp_int_lost (for the int_trace instrument).
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import socket
 import struct
-import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -32,6 +30,7 @@ from ..bpf import abi
 from ..bpf.abi import Layout
 from ..config.models import IntOptions
 from ..errors import MissingFeature, RunError
+from .tcports import TcPorts
 
 if TYPE_CHECKING:
     from ..bpf.libbpf import BpfObject, Map
@@ -240,7 +239,7 @@ class TcpInt:
         self.switch_obj: BpfObject | None = None
         self.host_obj: BpfObject | None = None
         self.ports: list[tuple[str, str, int, int]] = []  # (node, intf, netns, ifindex)
-        self._clsact_added: list[tuple[str, str]] = []
+        self.tc = TcPorts(net, TC_PREF, "tcpint")
         self._pins: list[Path] = []
         self.started = False
 
@@ -349,46 +348,17 @@ class TcpInt:
         ports_map = self.switch_obj.map("tcp_int_ports")
         key_l, port_l = layout("tcp_int_port_key"), layout("tcp_int_port")
         for g in self.stamping_nodes():
-            node = self.net[g.name]
-            netns = os.stat(f"/proc/{node.pid}/ns/net").st_ino
-            qdiscs = self.net.run(g.name, "tc qdisc show")
-            lines = []
+            netns = self.tc.netns(g.name)
+            self.tc.attach(g.name, [intf.name for intf in g.intfs], prog_pin)
+            ifindexes = self.tc.ifindexes(g.name, [intf.name for intf in g.intfs])
             for intf in g.intfs:
-                if not re.search(rf"qdisc clsact \S+ dev {re.escape(intf.name)} ", qdiscs):
-                    lines.append(f"qdisc add dev {intf.name} clsact")
-                    self._clsact_added.append((g.name, intf.name))
-                lines.append(f"filter add dev {intf.name} egress pref {TC_PREF} "
-                             f"bpf da pinned {prog_pin}")
-            self._tc(g.name, lines)
-            links = self.net.run(g.name, "ip -o link show")
-            for intf in g.intfs:
-                m = re.search(rf"^(\d+): {re.escape(intf.name)}[@:]", links, re.M)
-                if not m:
-                    raise RunError(f"{g.name}: no interface {intf.name}")
-                ifindex = int(m.group(1))
+                ifindex = ifindexes[intf.name]
                 bw = intf.link.params.bw
                 ports_map.update(key_l.encode(netns=netns, ifindex=ifindex),
                                  port_l.encode(rate_bps=int(bw * 1e6) if bw else 0,
                                                hop_id=hop_id_of(self.net.graph, g),
                                                ls_code=ls_code(bw, self.options.scale)))
                 self.ports.append((g.name, intf.name, netns, ifindex))
-
-    def _tc(self, node: str, lines: list[str], force: bool = False) -> None:
-        """`tc -batch` in the node's network namespace but OUR mount namespace: nodes
-        remount /sys, hiding bpffs, where the pinned program lives."""
-        batch = self.tracker.workdir / f"{node}.tcpint.tc"
-        batch.write_text("\n".join(lines) + "\n")
-        cmd = ["nsenter", f"--net=/proc/{self.net[node].pid}/ns/net", "tc"]
-        cmd += ["-force"] if force else []
-        r = subprocess.run(cmd + ["-batch", str(batch)], capture_output=True, text=True,
-                           timeout=30)
-        if r.returncode != 0:
-            raise RunError(f"{node}: tc -batch {batch} failed: {r.stderr.strip()}")
-
-    def _tc_show(self, node: str, what: str) -> str:
-        r = subprocess.run(["nsenter", f"--net=/proc/{self.net[node].pid}/ns/net", "tc",
-                            *what.split()], capture_output=True, text=True, timeout=30)
-        return r.stdout.strip()
 
     def _attach_hosts(self) -> None:
         sel = self.options.hosts
@@ -421,25 +391,8 @@ class TcpInt:
         if self.host_obj is not None:
             self.host_obj.close()  # destroys the cgroup links
             self.host_obj = None
-        by_node: dict[str, list[str]] = {}
-        for node, intf, _, _ in self.ports:
-            by_node.setdefault(node, []).append(f"filter del dev {intf} egress pref {TC_PREF}")
-        if self.net.mn is not None:
-            for node, lines in by_node.items():
-                try:
-                    self._tc(node, lines, force=True)
-                except Exception as e:  # the namespace may be gone already: keep going
-                    errors.append(str(e))
-            # the clsact qdiscs we added go too, unless someone else's filters use them now
-            for node, intf in self._clsact_added:
-                try:
-                    if not (self._tc_show(node, f"filter show dev {intf} egress") or
-                            self._tc_show(node, f"filter show dev {intf} ingress")):
-                        self._tc(node, [f"qdisc del dev {intf} clsact"], force=True)
-                except Exception as e:
-                    errors.append(str(e))
+        errors += self.tc.detach()
         self.ports.clear()
-        self._clsact_added.clear()
         if self.switch_obj is not None:
             self.switch_obj.close()
             self.switch_obj = None
