@@ -632,12 +632,219 @@ control MyIngress(inout headers hdr,
 ****************  E G R E S S   P R O C E S S I N G   *******************
 *************************************************************************/
 
+/* The steps of MyEgress, one control each. Registers are declared in MyEgress and
+ * handed to the step that updates them (their control-plane names stay MyEgress.*);
+ * tables are applied by MyEgress itself, between the steps that use what they set. */
+
+/* Ground truth for the queue sampler: the queue's depth when this packet left it, and
+ * packets and bytes sent, per egress port. */
+control PortCounters(in standard_metadata_t sm)
+                    (register<bit<32>> qdepthPkts, register<bit<64>> sentPkts,
+                     register<bit<64>> sentBytes) {
+    apply {
+        bit<32> port = (bit<32>)sm.egress_port;
+        bit<64> n;
+        qdepthPkts.write(port, (bit<32>)sm.deq_qdepth);
+        sentBytes.read(n, port);
+        sentBytes.write(port, n + (bit<64>)sm.packet_length);
+        if (sm.instance_type == 0) {     /* not a flooded copy */
+            sentPkts.read(n, port);
+            sentPkts.write(port, n + 1);
+        }
+    }
+}
+
+/* ECN marking (docs/ecn.md), the eBPF switch's rule (bpf/ecn_mark.h) on the queue the
+ * packet found (enq_qdepth, packets): q > max: CE; min < q <= max: CE with
+ * (q - min) * ecnStep >> 16 in 2^16; ECT packets only, the others counted. */
+control EcnMarking(inout headers hdr, in metadata meta, in standard_metadata_t sm)
+                  (register<bit<64>> ecnIpPkts, register<bit<64>> ecnEctPkts,
+                   register<bit<64>> ecnOverPkts, register<bit<64>> ecnMarkedPkts,
+                   register<bit<64>> ecnNotEctOver) {
+    apply {
+        bit<32> port = (bit<32>)sm.egress_port;
+        bit<32> q = (bit<32>)sm.enq_qdepth;
+        bit<2> ecn = hdr.ipv4.isValid() ? hdr.ipv4.diffserv[1:0]
+                                         : hdr.ipv6.trafficClass[1:0];
+        bit<64> n;
+        ecnIpPkts.read(n, port);
+        ecnIpPkts.write(port, n + 1);
+        if (ecn != 0) {
+            ecnEctPkts.read(n, port);
+            ecnEctPkts.write(port, n + 1);
+        }
+        if (q > meta.ecnMin) {
+            bit<1> mark = 1;
+            ecnOverPkts.read(n, port);
+            ecnOverPkts.write(port, n + 1);
+            if (q <= meta.ecnMax) {
+                bit<64> draw;
+                random(draw, 0, 65535);
+                if (draw >= (((bit<64>)(q - meta.ecnMin) * meta.ecnStep) >> 16)) {
+                    mark = 0;
+                }
+            }
+            if (mark == 1 && ecn == 0) {
+                ecnNotEctOver.read(n, port);
+                ecnNotEctOver.write(port, n + 1);
+            } else if (mark == 1 && ecn != 3) {
+                if (hdr.ipv4.isValid()) {
+                    hdr.ipv4.diffserv[1:0] = 3;   /* the IPv4 checksum is recomputed */
+                } else {
+                    hdr.ipv6.trafficClass[1:0] = 3;
+                }
+                ecnMarkedPkts.read(n, port);
+                ecnMarkedPkts.write(port, n + 1);
+            }
+        }
+    }
+}
+
+/* Utilization of the egress link over fixed windows of every packet sent (the last full
+ * window's, TCP_INT_UTIL_ONE = 100 %; 0 after a window or more of silence).
+ * (Conditionals live in apply blocks: BMv2 actions cannot branch.) */
+control LinkUtilization(in metadata meta, in standard_metadata_t sm)
+                       (register<bit<48>> winStartUs, register<bit<32>> winBytes,
+                        register<bit<32>> portUtil) {
+    apply {
+        bit<32> port = (bit<32>)sm.egress_port;
+        bit<48> now = sm.egress_global_timestamp;
+        bit<48> start;
+        bit<32> bytes;
+        winStartUs.read(start, port);
+        winBytes.read(bytes, port);
+        bytes = bytes + sm.packet_length;
+        if (now - start >= meta.windowUs) {
+            bit<64> util = ((bit<64>)bytes * meta.utilMult) >> UTIL_MULT_SHIFT;
+            if (now - start >= meta.windowUs << 1) {
+                util = 0;    /* the link sat idle for longer than a window */
+            }
+            if (util > TCP_INT_UTIL_ONE) {
+                util = TCP_INT_UTIL_ONE;
+            }
+            portUtil.write(port, (bit<32>)util);
+            winStartUs.write(port, now);
+            bytes = 0;
+        }
+        winBytes.write(port, bytes);
+    }
+}
+
+/* Stamp 1 in `tagEvery` tagged packets (the switch samples what it stamps). */
+control TcpIntSampling(in metadata meta, out bool stamp) {
+    apply {
+        stamp = true;
+        if (meta.tagEvery > 1) {
+            bit<32> draw;
+            random(draw, 0, meta.tagEvery - 1);
+            stamp = draw == 0;
+        }
+    }
+}
+
+/* This hop's congestion as an INTval: the queue when there is one (then the link is
+ * fully used), else how much of the link is used, in the version's and scale's unit. */
+control HopIntVal(in metadata meta, in standard_metadata_t sm, out bit<8> local)
+                 (register<bit<32>> portUtil) {
+    apply {
+        bit<32> qbytes = (bit<32>)sm.enq_qdepth * meta.pktBytes;
+        bit<32> quanta = qbytes >> meta.qdepthShift;
+        if (quanta > TCP_INT_INTVAL_LOW_MAX) {
+            quanta = TCP_INT_INTVAL_LOW_MAX;
+        }
+        bit<32> util;
+        portUtil.read(util, (bit<32>)sm.egress_port);
+        bit<32> low;
+        if (meta.v02 == 1) {
+            /* utilization in percent, in steps of 2^shift */
+            low = (util * 100) >> UTIL_ONE_SHIFT;
+            if (meta.fineScale == 0) {
+                low = low >> TCP_INT_V02_UTIL_SHIFT_PUBLIC;
+            }
+        } else if (meta.fineScale == 1) {
+            /* utilization in 1/127 of the link */
+            low = (util * TCP_INT_V04_FINE_UTIL_FULL) >> UTIL_ONE_SHIFT;
+        } else {
+            /* 0x7f - available Gb/s */
+            bit<64> avail = ((bit<64>)(TCP_INT_UTIL_ONE - util) * (bit<64>)meta.availMult)
+                            >> AVAIL_SHIFT;
+            if (avail > TCP_INT_INTVAL_LOW_MAX) {
+                avail = TCP_INT_INTVAL_LOW_MAX;
+            }
+            low = TCP_INT_INTVAL_LOW_MAX - (bit<32>)avail;
+        }
+        if (low > TCP_INT_INTVAL_LOW_MAX) {
+            low = TCP_INT_INTVAL_LOW_MAX;
+        }
+        local = (bit<8>)low;
+        if (qbytes != 0) {
+            local = TCP_INT_INTVAL_QDEPTH | (bit<8>)quanta;
+        }
+    }
+}
+
+/* The option's fields this rule touches, wherever the version puts them, updated:
+ *   v0.4: byte 3 INTval, byte 4 HopID, bytes 5-7 HopLat
+ *   v0.2: byte 2 INTval, byte 4 ID,    bytes 6-8 SwLat (no TagFreqKey: 0xf)
+ * INTval/HopID/LinkSpeed: this hop's if it is the most congested so far (or nobody
+ * stamped yet); HopLat: time in BMv2's queue (µs) plus this packet's serialization at
+ * the link rate, in ns → 256 ns units, added with saturation (64-bit: nothing wraps). */
+control StampOption(inout headers hdr, inout metadata meta, in standard_metadata_t sm,
+                    in bit<8> local) {
+    apply {
+        bit<8>  pktIntVal = hdr.tcpInt.intVal;
+        bit<24> pktLat = hdr.tcpInt.hopLat;
+        if (meta.v02 == 1) {
+            pktIntVal = hdr.tcpInt.tagFreqKey ++ hdr.tcpInt.linkSpeed;
+            pktLat = hdr.tcpInt.hopLat[15:0] ++ hdr.tcpInt.intValEcr;
+        }
+        bit<8> hopId = hdr.ipv4.ttl;
+        if (hdr.ipv6.isValid()) {
+            hopId = hdr.ipv6.hopLimit;
+        }
+        if (meta.portHopId != 0) {
+            hopId = meta.portHopId;
+        }
+        bool takeOver = local > pktIntVal || hdr.tcpInt.hopId == 0;
+
+        bit<64> latNs = (bit<64>)sm.deq_timedelta * 1000 +
+                        (((bit<64>)sm.packet_length * meta.serNs) >> SER_SHIFT);
+        bit<64> sum = (bit<64>)pktLat + (latNs >> TCP_INT_HOPLAT_SHIFT);
+        if (sum > TCP_INT_HOPLAT_MAX) {
+            sum = TCP_INT_HOPLAT_MAX;
+        }
+
+        if (meta.v02 == 1) {
+            if (takeOver) {
+                hdr.tcpInt.tagFreqKey = local[7:4];
+                hdr.tcpInt.linkSpeed = local[3:0];
+                hdr.tcpInt.hopId = hopId;
+            }
+            hdr.tcpInt.hopLat[15:0] = sum[23:8];
+            hdr.tcpInt.intValEcr = sum[7:0];
+        } else {
+            if (takeOver) {
+                hdr.tcpInt.intVal = local;
+                hdr.tcpInt.hopId = hopId;
+                hdr.tcpInt.linkSpeed = meta.lsCode;
+            }
+            hdr.tcpInt.hopLat = (bit<24>)sum;
+        }
+
+        if (hdr.ipv6.isValid()) {
+            meta.l4Len = hdr.ipv6.payloadLen;     /* no extension headers were parsed */
+        } else {
+            meta.l4Len = hdr.ipv4.totalLen - ((bit<16>)hdr.ipv4.ihl << 2);
+        }
+        meta.tcpIntUpdated = 1;
+    }
+}
+
 control MyEgress(inout headers hdr,
                  inout metadata meta,
                  inout standard_metadata_t standard_metadata) {
 
-    /* Ground truth for the queue sampler, per egress port: the queue's depth when the
-     * last packet left it, and packets and bytes sent. */
+    /* Ground truth for the queue sampler (PortCounters). */
     register<bit<32>>(MAX_PORTS) qdepthPkts;
     register<bit<64>>(MAX_PORTS) sentPkts;
     register<bit<64>>(MAX_PORTS) sentBytes;
@@ -715,9 +922,7 @@ control MyEgress(inout headers hdr,
         default_action = set_tag_every(1);
     }
 
-    /* ECN marking (docs/ecn.md), the eBPF switch's rule (bpf/ecn_mark.h) on the queue a
-     * packet found (enq_qdepth, packets; byte thresholds arrive as packets of pktBytes):
-     * q > max: CE; min < q <= max: CE with (q - min) * ecnStep >> 16 in 2^16; ECT only. */
+    /* ECN marking (EcnMarking; byte thresholds arrive as packets of pktBytes). */
     register<bit<64>>(MAX_PORTS) ecnIpPkts;
     register<bit<64>>(MAX_PORTS) ecnEctPkts;
     register<bit<64>>(MAX_PORTS) ecnOverPkts;
@@ -743,6 +948,13 @@ control MyEgress(inout headers hdr,
         default_action = NoAction();
     }
 
+    PortCounters(qdepthPkts, sentPkts, sentBytes) portCounters;
+    EcnMarking(ecnIpPkts, ecnEctPkts, ecnOverPkts, ecnMarkedPkts, ecnNotEctOver) ecnMarking;
+    LinkUtilization(winStartUs, winBytes, portUtil) linkUtilization;
+    TcpIntSampling() tcpIntSampling;
+    HopIntVal(portUtil) hopIntVal;
+    StampOption() stampOption;
+
     apply {
         /* A flooded copy never goes back out of the port it came in on. */
         if (standard_metadata.instance_type == PKT_INSTANCE_TYPE_REPLICATION &&
@@ -750,19 +962,9 @@ control MyEgress(inout headers hdr,
             mark_to_drop(standard_metadata);
             return;
         }
-        {
-            bit<32> port = (bit<32>)standard_metadata.egress_port;
-            bit<64> n;
-            qdepthPkts.write(port, (bit<32>)standard_metadata.deq_qdepth);
-            sentBytes.read(n, port);
-            sentBytes.write(port, n + (bit<64>)standard_metadata.packet_length);
-            if (standard_metadata.instance_type == 0) {     /* not a flooded copy */
-                sentPkts.read(n, port);
-                sentPkts.write(port, n + 1);
-            }
+        portCounters.apply(standard_metadata);
         if (hdr.teIcmp.isValid()) {
             return;         /* a time-exceeded of ours: the quote is not stamped */
-        }
         }
         if (!hdr.ipv4.isValid() && !hdr.ipv6.isValid()) {
             return;
@@ -770,67 +972,12 @@ control MyEgress(inout headers hdr,
         meta.ecnOn = 0;
         ecn_mark.apply();
         if (meta.ecnOn == 1) {
-            bit<32> port = (bit<32>)standard_metadata.egress_port;
-            bit<32> q = (bit<32>)standard_metadata.enq_qdepth;
-            bit<2> ecn = hdr.ipv4.isValid() ? hdr.ipv4.diffserv[1:0]
-                                             : hdr.ipv6.trafficClass[1:0];
-            bit<64> n;
-            ecnIpPkts.read(n, port);
-            ecnIpPkts.write(port, n + 1);
-            if (ecn != 0) {
-                ecnEctPkts.read(n, port);
-                ecnEctPkts.write(port, n + 1);
-            }
-            if (q > meta.ecnMin) {
-                bit<1> mark = 1;
-                ecnOverPkts.read(n, port);
-                ecnOverPkts.write(port, n + 1);
-                if (q <= meta.ecnMax) {
-                    bit<64> draw;
-                    random(draw, 0, 65535);
-                    if (draw >= (((bit<64>)(q - meta.ecnMin) * meta.ecnStep) >> 16)) {
-                        mark = 0;
-                    }
-                }
-                if (mark == 1 && ecn == 0) {
-                    ecnNotEctOver.read(n, port);
-                    ecnNotEctOver.write(port, n + 1);
-                } else if (mark == 1 && ecn != 3) {
-                    if (hdr.ipv4.isValid()) {
-                        hdr.ipv4.diffserv[1:0] = 3;   /* the IPv4 checksum is recomputed */
-                    } else {
-                        hdr.ipv6.trafficClass[1:0] = 3;
-                    }
-                    ecnMarkedPkts.read(n, port);
-                    ecnMarkedPkts.write(port, n + 1);
-                }
-            }
+            ecnMarking.apply(hdr, meta, standard_metadata);
         }
         tcpint_params.apply();
         tcpint_port.apply();
-        /* Utilization of the egress link over fixed windows of every packet sent.
-         * (Conditionals live in apply blocks: BMv2 actions cannot branch.) */
         if (meta.portKnown == 1) {
-            bit<32> port = (bit<32>)standard_metadata.egress_port;
-            bit<48> now = standard_metadata.egress_global_timestamp;
-            bit<48> start;
-            bit<32> bytes;
-            winStartUs.read(start, port);
-            winBytes.read(bytes, port);
-            bytes = bytes + standard_metadata.packet_length;
-            if (now - start >= meta.windowUs) {
-                bit<64> util = ((bit<64>)bytes * meta.utilMult) >> UTIL_MULT_SHIFT;
-                if (now - start >= meta.windowUs << 1) {
-                    util = 0;    /* the link sat idle for longer than a window */
-                }
-                if (util > TCP_INT_UTIL_ONE) {
-                    util = TCP_INT_UTIL_ONE;
-                }
-                portUtil.write(port, (bit<32>)util);
-                winStartUs.write(port, now);
-                bytes = 0;
-            }
-            winBytes.write(port, bytes);
+            linkUtilization.apply(meta, standard_metadata);
         }
 
         /* Tagged: a TCP-INT option that lies wholly inside the TCP header. */
@@ -838,106 +985,19 @@ control MyEgress(inout headers hdr,
             meta.optLeftAtInt < TCP_INT_OPT_LEN) {
             return;
         }
-
-        /* The fields this rule touches, wherever the layout puts them:
-         *   v0.4: byte 3 INTval, byte 4 HopID, bytes 5-7 HopLat
-         *   v0.2: byte 2 INTval, byte 4 ID,    bytes 6-8 SwLat (no TagFreqKey: 0xf) */
-        bit<8>  pktIntVal = hdr.tcpInt.intVal;
-        bit<24> pktLat = hdr.tcpInt.hopLat;
         meta.tagFreqKey = hdr.tcpInt.tagFreqKey;
         if (meta.v02 == 1) {
-            pktIntVal = hdr.tcpInt.tagFreqKey ++ hdr.tcpInt.linkSpeed;
-            pktLat = hdr.tcpInt.hopLat[15:0] ++ hdr.tcpInt.intValEcr;
             meta.tagFreqKey = TCP_INT_TFK_SWITCH_DEFAULT;
         }
-
         tcpint_tag_every.apply();
-        if (meta.tagEvery > 1) {
-            bit<32> draw;
-            random(draw, 0, meta.tagEvery - 1);
-            if (draw != 0) {
-                return;      /* not this one: the switch samples what it stamps */
-            }
+        bool stamp;
+        tcpIntSampling.apply(meta, stamp);
+        if (!stamp) {
+            return;
         }
-
-        /* This hop's congestion as an INTval: the queue when there is one (then the
-         * link is fully used), else how much of the link is used. */
-        bit<32> qbytes = (bit<32>)standard_metadata.enq_qdepth * meta.pktBytes;
-        bit<32> quanta = qbytes >> meta.qdepthShift;
-        if (quanta > TCP_INT_INTVAL_LOW_MAX) {
-            quanta = TCP_INT_INTVAL_LOW_MAX;
-        }
-        bit<32> util;
-        portUtil.read(util, (bit<32>)standard_metadata.egress_port);
-        bit<32> low;
-        if (meta.v02 == 1) {
-            /* utilization in percent, in steps of 2^shift */
-            low = (util * 100) >> UTIL_ONE_SHIFT;
-            if (meta.fineScale == 0) {
-                low = low >> TCP_INT_V02_UTIL_SHIFT_PUBLIC;
-            }
-        } else if (meta.fineScale == 1) {
-            /* utilization in 1/127 of the link */
-            low = (util * TCP_INT_V04_FINE_UTIL_FULL) >> UTIL_ONE_SHIFT;
-        } else {
-            /* 0x7f - available Gb/s */
-            bit<64> avail = ((bit<64>)(TCP_INT_UTIL_ONE - util) * (bit<64>)meta.availMult)
-                            >> AVAIL_SHIFT;
-            if (avail > TCP_INT_INTVAL_LOW_MAX) {
-                avail = TCP_INT_INTVAL_LOW_MAX;
-            }
-            low = TCP_INT_INTVAL_LOW_MAX - (bit<32>)avail;
-        }
-        if (low > TCP_INT_INTVAL_LOW_MAX) {
-            low = TCP_INT_INTVAL_LOW_MAX;
-        }
-        bit<8> local = (bit<8>)low;
-        if (qbytes != 0) {
-            local = TCP_INT_INTVAL_QDEPTH | (bit<8>)quanta;
-        }
-
-        /* INTval: keep the most congested hop's (or take it if nobody stamped yet). */
-        bit<8> hopId = hdr.ipv4.ttl;
-        if (hdr.ipv6.isValid()) {
-            hopId = hdr.ipv6.hopLimit;
-        }
-        if (meta.portHopId != 0) {
-            hopId = meta.portHopId;
-        }
-        bool takeOver = local > pktIntVal || hdr.tcpInt.hopId == 0;
-
-        /* HopLat: time in BMv2's queue (µs) plus this packet's serialization at the link
-         * rate, in ns → 256 ns units, added with saturation. 64-bit: nothing wraps. */
-        bit<64> latNs = (bit<64>)standard_metadata.deq_timedelta * 1000 +
-                        (((bit<64>)standard_metadata.packet_length * meta.serNs) >> SER_SHIFT);
-        bit<64> sum = (bit<64>)pktLat + (latNs >> TCP_INT_HOPLAT_SHIFT);
-        if (sum > TCP_INT_HOPLAT_MAX) {
-            sum = TCP_INT_HOPLAT_MAX;
-        }
-
-        if (meta.v02 == 1) {
-            if (takeOver) {
-                hdr.tcpInt.tagFreqKey = local[7:4];
-                hdr.tcpInt.linkSpeed = local[3:0];
-                hdr.tcpInt.hopId = hopId;
-            }
-            hdr.tcpInt.hopLat[15:0] = sum[23:8];
-            hdr.tcpInt.intValEcr = sum[7:0];
-        } else {
-            if (takeOver) {
-                hdr.tcpInt.intVal = local;
-                hdr.tcpInt.hopId = hopId;
-                hdr.tcpInt.linkSpeed = meta.lsCode;
-            }
-            hdr.tcpInt.hopLat = (bit<24>)sum;
-        }
-
-        if (hdr.ipv6.isValid()) {
-            meta.l4Len = hdr.ipv6.payloadLen;     /* no extension headers were parsed */
-        } else {
-            meta.l4Len = hdr.ipv4.totalLen - ((bit<16>)hdr.ipv4.ihl << 2);
-        }
-        meta.tcpIntUpdated = 1;
+        bit<8> local;
+        hopIntVal.apply(meta, standard_metadata, local);
+        stampOption.apply(hdr, meta, standard_metadata, local);
     }
 }
 
