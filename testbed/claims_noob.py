@@ -105,8 +105,10 @@ def no_overhead(with_probes: list[Path], without: list[Path], alpha: float = 0.0
     t = stats.ttest_ind(on, off, equal_var=False)
     u = stats.mannwhitneyu(on, off, alternative="two-sided")
     ratio = statistics.mean(on) / statistics.mean(off)
-    ok = t.pvalue > alpha and u.pvalue > alpha and ratio >= min_ratio
-    return {"claim": "no_overhead", "pass": bool(ok),
+    checks = {f"Welch p > {alpha}": bool(t.pvalue > alpha),
+              f"Mann-Whitney p > {alpha}": bool(u.pvalue > alpha),
+              f"ratio {ratio:.3f} >= {min_ratio}": bool(ratio >= min_ratio)}
+    return {"claim": "no_overhead", "pass": all(checks.values()), "checks": checks,
             "with_mbps": [round(x, 2) for x in on], "without_mbps": [round(x, 2) for x in off],
             "ratio": round(ratio, 4), "welch_p": round(float(t.pvalue), 4),
             "mannwhitney_p": round(float(u.pvalue), 4), "alpha": alpha,
