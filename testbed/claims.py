@@ -619,8 +619,10 @@ def parse_expect(raw: list[dict[str, Any]], where: str = "expect") -> list[_Clai
     except ValidationError as e:
         err = e.errors()[0]
         loc = ".".join(str(x) for x in err["loc"])
-        raise ConfigError(f"{err['msg']} (claims: {', '.join(CLAIMS)})",
-                          key=f"{where}[{loc}]") from None
+        msg = err["msg"]
+        if "(claims:" not in msg:
+            msg += f" (claims: {', '.join(CLAIMS)})"
+        raise ConfigError(msg, key=f"{where}[{loc}]") from None
 
 
 def default_claims(pts: list[PointData]) -> list[_Claim]:

@@ -259,7 +259,8 @@ def test_former_instrument_name_is_read_with_a_note(write):
         r = run_cli("validate", str(p))
         assert r.returncode == 0 and "note: instruments.iperf: renamed flows" in r.stderr
     plan = load_experiment(write("exp.yaml", GOOD + "instruments: [queue, flows]\n"))
-    assert plan.notes == [] and plan.points[0].experiment.instruments.get("flows").late_after == 0.25
+    flows = plan.points[0].experiment.instruments.get("flows")
+    assert plan.notes == [] and flows.late_after == 0.25
     with pytest.raises(ConfigError) as ei:
         load_experiment(write("exp.yaml", GOOD + "instruments:\n  iperf: {late_after: -1}\n"))
     assert ":11: instruments.iperf.late_after" in str(ei.value)

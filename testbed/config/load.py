@@ -42,8 +42,10 @@ def _clean_loc(loc: tuple, data: Any) -> tuple:
         elif isinstance(cur, list) and isinstance(part, int) and part < len(cur):
             out.append(part)
             cur = cur[part]
-        elif i == len(loc) - 1 and isinstance(part, (str, int)) and not isinstance(cur, list):
-            out.append(part)  # e.g. the unknown key itself
+        elif i == len(loc) - 1 and isinstance(part, (str, int)) and \
+                not isinstance(cur, (list, str, int, float, bool)):
+            out.append(part)  # e.g. the unknown key itself (a scalar has no keys: a
+            #                   union's tag named like its field is not one)
     return tuple(out)
 
 
@@ -112,7 +114,8 @@ def config_error(e: ValidationError, src: Source, model: Any, prefix: tuple = ()
         m = _model_at(model, loc[len(prefix):-1])
         valid = sorted(f.alias or n for n, f in m.model_fields.items()) if m else []
         close = difflib.get_close_matches(str(key), valid, n=1)
-        msg = f"unknown {getattr(m, 'what', 'key')} {key!r}" + (f"; did you mean {close[0]!r}?" if close else "") + \
+        what = getattr(m, "what", "key")   # a plug-in section names its kind of key
+        msg = f"unknown {what} {key!r}" + (f"; did you mean {close[0]!r}?" if close else "") + \
             (f" (valid: {', '.join(valid)})" if valid and not close else "")
     elif err["type"] == "missing":
         msg = f"missing required key {loc[-1]!r}"

@@ -909,18 +909,17 @@ def _expect_tag(v: Any) -> str | None:
     return "metric" if isinstance(v, MetricTolerance) else getattr(v, "claim", None)
 
 
-ClaimSpec = Annotated[Union[tuple(Annotated[c, Tag(n)] for n, c in CLAIMS.items())],  # type: ignore[misc]
+_CLAIM_TAGS = tuple(Annotated[c, Tag(n)] for n, c in CLAIMS.items())
+_UNKNOWN = f"unknown claim (claims: {', '.join(CLAIMS)}"
+ClaimSpec = Annotated[Union[_CLAIM_TAGS],  # type: ignore[valid-type]
                       Discriminator(_expect_tag, custom_error_type="claim_kind",
-                                    custom_error_message=f"unknown claim (claims: "
-                                                         f"{', '.join(CLAIMS)})")]
+                                    custom_error_message=_UNKNOWN + ")")]
 # An `expect:` entry: a claim kind by its `claim:`, or a compare tolerance by its `metric:`.
-Expectation = Annotated[Union[tuple([*(Annotated[c, Tag(n)] for n, c in CLAIMS.items()),  # type: ignore[misc]
-                                     Annotated[MetricTolerance, Tag("metric")]])],
+_EXPECT_TAGS = (*_CLAIM_TAGS, Annotated[MetricTolerance, Tag("metric")])
+Expectation = Annotated[Union[_EXPECT_TAGS],  # type: ignore[valid-type]
                         Discriminator(_expect_tag, custom_error_type="claim_kind",
-                                      custom_error_message=f"unknown claim (claims: "
-                                                           f"{', '.join(CLAIMS)}; or a "
-                                                           f"compare tolerance "
-                                                           f"{{metric:, tolerance:}})")]
+                                      custom_error_message=_UNKNOWN + "; or a compare "
+                                      "tolerance {metric:, tolerance:})")]
 
 
 class Experiment(Model):
