@@ -26,13 +26,14 @@ import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Literal
+from typing import Callable, Literal
 
 import yaml
 
 from . import results
 from .results.record import PointRecord, PointVerdict, read_record, write_record
 from .config.load import Plan, Point
+from .config.models import CongestionControl
 from .preflight import load_experiment
 from .errors import RunError, TestbedError
 from .instruments.base import REGISTRY, InstrumentContext, load_all
@@ -499,7 +500,7 @@ def bundle_plan(run_dir: Path) -> Plan:
     return load_experiment(path, run.get("sets") or [], text=text)
 
 
-def cc_tau(names: set[str], params: Any) -> dict:
+def cc_tau(names: set[str], params: CongestionControl) -> dict:
     """Where each eBPF CC's τ comes from: the experiment (fixed µs) or the path (each
     flow's min RTT, measured by the socket; per update in cc_trace.csv base_rtt_us)."""
     from .bpf import cc as ccmod

@@ -34,8 +34,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from ..config.models import INSTRUMENT_OPTIONS, InstrumentOptions
 
 if TYPE_CHECKING:
+    from ..bpf.cc import CongestionControls
+    from ..config.models import Experiment
     from ..network.net import Network
+    from ..network.tcpint import TcpInt
     from ..network.tracker import RunTracker
+    from ..workload.iperf import Flow
 
 
 @dataclass
@@ -44,10 +48,10 @@ class InstrumentContext:
     outdir: Path
     tracker: "RunTracker"
     t0_ns: int = 0
-    experiment: Any = None   # the point's validated Experiment
-    tcp_int: Any = None      # the point's running TcpInt (network.tcpint), None without INT
-    ccs: Any = None          # the run's CongestionControls (bpf.cc), None without eBPF CCs
-    flows: list = field(default_factory=list)   # the point's resolved iperf3 flows
+    experiment: "Experiment | None" = None   # the point's validated Experiment
+    tcp_int: "TcpInt | None" = None          # the point's running TCP-INT, None without
+    ccs: "CongestionControls | None" = None  # the run's eBPF CCs, None without
+    flows: "list[Flow]" = field(default_factory=list)   # the point's resolved flows
     # Shared across the points of one run (e.g. a compiled BPF object), keyed by instrument.
     run_cache: dict[str, Any] = field(default_factory=dict)
     # What an instrument did otherwise than asked, and why: meta.json "notes".
