@@ -253,3 +253,39 @@ def test_standing_queue(tmp_path):
         assert v.passed is ok, (near, v.reason)
     v = claims.check(tmp_path, [{"claim": "standing_queue", "cc": "dctcp", "near": 20}])[0]
     assert v.measured["median"] == 20
+
+
+def test_point_record_is_what_claims_read(tmp_path):
+    """The runner's record (meta.json) states the facts; a bundle written before a fact
+    was recorded gets it from its config.yaml, in the record's loader only."""
+    from testbed.results.record import PointRecord, read_record, write_record
+    new = tmp_path / "new"
+    new.mkdir()
+    (new / "config.yaml").write_text(yaml.safe_dump({   # says otherwise: not consulted
+        "cc": "cubic", "duration": 9, "topology": {"builtin": "incast", "bw": 10},
+        "workload": {"incast": [{"senders": "h1..h2", "dst": "h0", "start": 3}]},
+        "congestion_control": {"powertcp": {"base_rtt_us": 900}}}))
+    rec = PointRecord(cc="powertcp", duration=2.0, burst_at=1.0, bottleneck_mbps=100.0,
+                      cc_tau={"powertcp": {"source": "experiment", "base_rtt_us": 200}},
+                      instruments=["queue", "flows"], status="ok")
+    rec["bottleneck"] = {"ports": {"s1:s1-eth0": {"rate_mbps": 100.0, "util_pct": 95.0}},
+                         "busiest": "s1:s1-eth0", "verdict": "link"}
+    rec["addresses"] = {"h1": "10.0.0.1"}          # a fact no field names: kept as is
+    write_record(new, rec)
+    got = read_record(new)
+    assert (got.cc, got.duration, got.burst_at, got.bottleneck_mbps) == ("powertcp", 2.0, 1.0,
+                                                                         100.0)
+    assert got.base_rtt_us("powertcp") == 200 and got.base_rtt_us("cubic") is None
+    assert got.bottleneck.ports["s1:s1-eth0"].rate_mbps == 100.0
+    assert got["addresses"] == {"h1": "10.0.0.1"} and "verdicts" not in got
+    assert json.loads((new / "meta.json").read_text())["bottleneck"]["busiest"] == "s1:s1-eth0"
+    p = claims.load_point(new)
+    assert (p.cc, p.burst_at, p.rate_bps, p.base_rtt_s()) == ("powertcp", 1.0, 100e6, 200e-6)
+
+    old = tmp_path / "old"          # meta.json without the facts: from config.yaml
+    old.mkdir()
+    (old / "config.yaml").write_text((new / "config.yaml").read_text())
+    (old / "meta.json").write_text(json.dumps({"status": "ok"}))
+    got = read_record(old)
+    assert (got.cc, got.duration, got.burst_at, got.bottleneck_mbps) == ("cubic", 9.0, 3.0, 10.0)
+    assert got.base_rtt_us("powertcp") == 900 and got.instruments is None
