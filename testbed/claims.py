@@ -62,7 +62,7 @@ from .config.models import (CLAIM_KINDS, CLAIMS, COMPARE_METRICS,
                             OneHopQueue, QueueDrains, QueuePeakRatio, RouteChange,
                             StandingQueue, Utilization)
 from .errors import ConfigError
-from .results.record import PointRecord, point_config, read_record
+from .results.record import PointRecord, point_config, read_record, record_verdicts
 
 DEFAULT_BASE_RTT_S = 1e-3  # when neither the claim nor the point's CC states τ
 
@@ -704,7 +704,9 @@ def failed(verdicts: list[Verdict], strict: bool = False) -> list[Verdict]:
 
 
 def write_verdicts(results: Path | str, verdicts: list[Verdict]) -> Path:
+    """claims.json, and each judged point's record its verdicts."""
     path = Path(results) / "claims.json"
     path.write_text(json.dumps([{**asdict(v), "status": v.status} for v in verdicts],
                                indent=2, default=float) + "\n")
+    record_verdicts(results, verdicts)
     return path

@@ -31,7 +31,7 @@ from typing import Callable, Literal
 import yaml
 
 from . import results
-from .results.record import PointRecord, PointVerdict, read_record, write_record
+from .results.record import PointRecord, write_record
 from .config.load import Plan, Point
 from .config.models import CongestionControl
 from .preflight import load_experiment
@@ -203,20 +203,7 @@ class Runner:
             print(f"claims: {e}", file=sys.stderr)
             return
         if self.verdicts:
-            write_verdicts(self.run_dir, self.verdicts)
-            self._record_verdicts()
-
-    def _record_verdicts(self) -> None:
-        """Each point's record gets the verdicts of the claims that judged it."""
-        for point in self.plan.points:
-            pdir = self.run_dir / point.name
-            if not (pdir / "meta.json").exists():
-                continue
-            rec = read_record(pdir)
-            rec.verdicts = [PointVerdict(claim=v.claim, cc=v.cc, status=v.status,
-                                         reason=v.reason)
-                            for v in self.verdicts if point.name in v.points]
-            write_record(pdir, rec)
+            write_verdicts(self.run_dir, self.verdicts)   # and into each point's record
 
     def _congestion_controls(self, tracker: RunTracker):
         try:

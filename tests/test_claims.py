@@ -289,3 +289,9 @@ def test_point_record_is_what_claims_read(tmp_path):
     got = read_record(old)
     assert (got.cc, got.duration, got.burst_at, got.bottleneck_mbps) == ("cubic", 9.0, 3.0, 10.0)
     assert got.base_rtt_us("powertcp") == 900 and got.instruments is None
+    # the verdicts go to claims.json and to the record of each point they judged
+    claims.write_verdicts(tmp_path, [claims.Verdict("utilization", "powertcp", True, "held",
+                                                    ["new"])])
+    assert [v.status for v in read_record(new).verdicts] == ["PASS"]
+    assert read_record(old).verdicts == []
+    assert "duration" not in json.loads((old / "meta.json").read_text())  # not back-filled

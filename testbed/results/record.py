@@ -14,7 +14,8 @@ Classes:
 - Bottleneck, PortUse: the runner's bottleneck check (per sampled port).
 - TauSource: where an eBPF CC's τ (base RTT) comes from.
 - PointVerdict: a claim's verdict on the points it judged.
-Functions: read_record(point_dir), write_record(point_dir, record), point_config(point_dir).
+Functions: read_record(point_dir), write_record(point_dir, record), point_config(point_dir),
+record_verdicts(results, verdicts).
 """
 from __future__ import annotations
 
@@ -126,8 +127,9 @@ def point_config(point_dir: Path) -> dict:
         return {}
 
 
-def read_record(point_dir: Path) -> PointRecord:
-    """The point's record (an empty one for a directory without meta.json)."""
+def read_record(point_dir: Path, backfill: bool = True) -> PointRecord:
+    """The point's record (an empty one for a directory without meta.json); with
+    `backfill`, an older bundle's missing facts from its config.yaml."""
     try:
         raw = json.loads((Path(point_dir) / "meta.json").read_text())
     except (OSError, ValueError):
@@ -136,13 +138,27 @@ def read_record(point_dir: Path) -> PointRecord:
         rec = PointRecord.model_validate(raw if isinstance(raw, dict) else {})
     except ValidationError:   # a record this version cannot type: its facts as they are
         rec = PointRecord.model_construct(**raw)
-    _backfill(rec, point_dir)
+    if backfill:
+        _backfill(rec, point_dir)
     return rec
 
 
 def write_record(point_dir: Path, rec: PointRecord) -> None:
     from . import write_json
     write_json(Path(point_dir) / "meta.json", rec.dump())
+
+
+def record_verdicts(results: Path | str, verdicts: list) -> None:
+    """Each point's record (of a bundle, or the one point `results` is) gets the claims'
+    verdicts that judged it: what claims.json says, by point."""
+    root = Path(results)
+    dirs = [root] if (root / "meta.json").exists() else \
+        sorted(d for d in root.iterdir() if (d / "meta.json").exists())
+    for d in dirs:
+        rec = read_record(d, backfill=False)
+        rec.verdicts = [PointVerdict(claim=v.claim, cc=v.cc, status=v.status, reason=v.reason)
+                        for v in verdicts if d.name in v.points]
+        write_record(d, rec)
 
 
 def _backfill(rec: PointRecord, point_dir: Path) -> None:
