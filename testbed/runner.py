@@ -51,8 +51,8 @@ class Interrupted(BaseException):
     """SIGTERM, handled like Ctrl-C: stop, tear down, exit 130."""
 
 
-def preflight(plan: Plan) -> None:
-    """Everything that can be missing, found before any state exists."""
+def require_features(plan: Plan) -> None:
+    """Kernel features and tools the plan needs, found missing before any state exists."""
     features.require_base()
     registry = load_all()
     ccs_used: set[str] = set()
@@ -103,7 +103,7 @@ class Runner:
             from .slurm import preflight as slurm_preflight
             slurm_preflight(slurm)
         else:
-            preflight(plan)  # before anything exists, even the results directory
+            require_features(plan)  # before anything exists, even the results directory
         if resume and out is None:
             out = results.latest_run_dir(exp.name)
             if out is None:
