@@ -16,6 +16,7 @@
 /* The law's own window may go below the floor (to 1/16 segment): it then sets only the
  * pacing rate, so N flows can share a bottleneck whose BDP is below N segments (veth). */
 #define POWERTCP_MIN_LAW_CWND_FP ((1 << POWERTCP_CWND_SHIFT) / 16)
+#define POWERTCP_FRAME_OVERHEAD 66 /* TCP + timestamps, IPv4, Ethernet: 1448 → 1514 B */
 #define POWERTCP_MIN_POWER ((1 << POWERTCP_POWER_SHIFT) / 100) /* Γ_norm floor 0.01 */
 #define POWERTCP_MAX_POWER 0xffffffffULL
 #define POWERTCP_RINGBUF_BYTES (1 << 20)
@@ -114,7 +115,23 @@ static __always_inline int seq_after(__u32 a, __u32 b)
 	return (__s32)(b - a) < 0;
 }
 
-/* τ in µs: the configured base RTT, else the socket's min RTT, else its smoothed RTT. */
+/* One full-sized frame's transmission at host_bw, µs (Mb/s = bits/µs): the segment
+ * plus TCP (with timestamps), IPv4 and Ethernet headers. */
+static __always_inline __u32 seg_time_us(const struct sock *sk)
+{
+	__u32 mss = tcp_sk(sk)->mss_cache ? tcp_sk(sk)->mss_cache : 1448;
+
+	return (mss + POWERTCP_FRAME_OVERHEAD) * 8 / (host_bw_mbps ? host_bw_mbps : 1);
+}
+
+/* τ in µs: the configured base RTT, else the path's: the socket's min RTT (else its
+ * smoothed RTT) plus one full frame's transmission at host_bw. The min comes from small
+ * packets (the handshake) or a lone segment, which no rate limiter of an emulated path
+ * (HTB, BMv2's queue rate) holds for its transmission time — while every segment of a
+ * flow that fills the link waits that long behind the one before. Without it, bw·τ is a
+ * segment short of the path's BDP: at 20 Mb/s through BMv2 the min RTT is 135-250 µs,
+ * one frame 605 µs, and a window capped at host_bw·min RTT (0.3 segment) can keep one
+ * segment in flight at most, 85-90 % of the link (docs/bmv2.md). */
 static __always_inline __u32 tau_us(const struct sock *sk)
 {
 	const struct tcp_sock *tp = tcp_sk(sk);
@@ -123,11 +140,11 @@ static __always_inline __u32 tau_us(const struct sock *sk)
 	if (base_rtt_us)
 		return base_rtt_us;
 	m = tp->rtt_min.s[0].v;
-	if (m && m != ~0U)
-		return m;
-	if (tp->srtt_us >> 3)
-		return tp->srtt_us >> 3;
-	return 1000;
+	if (!m || m == ~0U)
+		m = tp->srtt_us >> 3;
+	if (!m)
+		return 1000;
+	return m + seg_time_us(sk);
 }
 
 /* bytes in flight at bw_mbps during tau µs: Mb/s × µs = bits */
@@ -146,14 +163,24 @@ static __always_inline void set_pacing(struct sock *sk, __u64 cwnd_fp, __u32 tau
 	sk->sk_pacing_rate = rate;
 }
 
-/* snd_cwnd from the law's window, floored at min_cwnd segments, within snd_cwnd_clamp.
+/* snd_cwnd from the law's window, floored at min_cwnd segments, within snd_cwnd_clamp;
+ * rounded up while the hop is under-used (Γ_smooth ≤ 1), down otherwise. Up: the pacing
+ * rate (cwnd·mss/τ) carries the law's rate and the window must not be what holds the
+ * link idle — truncated, a law window of 1.4 segments kept 1 in flight, and one flow
+ * could not fill a path whose round trip outlasts a segment's transmission (BMv2 at
+ * 20 Mb/s: 85-90 %). Down under congestion: rounded up there too, 32 flows with windows
+ * of 1-2 segments over a full FIFO retransmitted 3.8× the reference (2.5 rounds, 0.96×
+ * truncated; docs/powertcp.md).
  * Called only where the law updates (and at init): between updates the kernel's own
  * changes stand — after an RTO (cwnd = in flight + 1) the window comes back at the next
  * update, not at the next ACK, which would resend a full window into the loss. */
 static __always_inline void apply_cwnd(struct sock *sk)
 {
 	struct tcp_sock *tp = tcp_sk(sk);
-	__u64 segs = ca_of(sk)->cwnd_fp >> POWERTCP_CWND_SHIFT;
+	struct powertcp_ca *ca = ca_of(sk);
+	__u64 up = ca->p_smooth && ca->p_smooth <= (1ULL << POWERTCP_POWER_SHIFT) ?
+		   (1 << POWERTCP_CWND_SHIFT) - 1 : 0;
+	__u64 segs = (ca->cwnd_fp + up) >> POWERTCP_CWND_SHIFT;
 	__u32 floor = min_cwnd ? min_cwnd : 1;
 
 	if (segs < floor)
@@ -183,6 +210,7 @@ static __always_inline void powertcp_reset(struct sock *sk)
 	ca->cwnd_fp = (__u64)tp->snd_cwnd << POWERTCP_CWND_SHIFT;
 	if (ca->cwnd_fp > cap)
 		ca->cwnd_fp = cap;
+	ca->p_smooth = 0; /* before apply_cwnd: no Γ yet, the window rounds down */
 	apply_cwnd(sk);
 	tp->snd_ssthresh = TCP_INFINITE_SSTHRESH;
 	ca->old_cwnd_fp = ca->cwnd_fp;

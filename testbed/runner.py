@@ -350,10 +350,13 @@ class Runner:
     def _prepare_ccs(exp, net: Network, flows, ccs, meta: PointRecord) -> Callable[[str], str]:
         """Every flow's CC built and registered before the clock starts, and the hosts'
         sysctls some CCs need; returns the experiment's CC name → the kernel's."""
+        probed = probe_taus(exp, net, flows)
+
         def cc_name(name: str) -> str:
             if ccs is None:
                 return name
-            return ccs.kernel_name(name, exp.congestion_control.get(name))
+            return ccs.kernel_name(name, probed.get(name, {}).get("params") or
+                                   exp.congestion_control.get(name))
         for f in {f.cc for f in flows if f.protocol == "tcp"}:
             cc_name(f)
         meta["cc_names"] = {f.cc: cc_name(f.cc) for f in flows if f.protocol == "tcp"}
@@ -369,7 +372,7 @@ class Runner:
         if ecn_senders:
             meta["ecn_senders"] = sorted(ecn_senders)
         meta["cc_tau"] = cc_tau({f.cc for f in flows if f.protocol == "tcp"},
-                                exp.congestion_control)
+                                exp.congestion_control, probed)
         return cc_name
 
     @staticmethod
@@ -487,19 +490,47 @@ def bundle_plan(run_dir: Path) -> Plan:
     return load_experiment(path, run.get("sets") or [], text=text)
 
 
-def cc_tau(names: set[str], params: CongestionControl) -> dict:
-    """Where each eBPF CC's τ comes from: the experiment (fixed µs) or the path (each
-    flow's min RTT, measured by the socket; per update in cc_trace.csv base_rtt_us)."""
+def probe_taus(exp, net: Network, flows) -> dict[str, dict]:
+    """For each eBPF CC with `base_rtt_us: probe`: its flows' paths probed on the idle
+    network (network/base_rtt.py) → {"params": with τ in µs, "probe": what was seen}."""
+    from .bpf import cc as ccmod
+    from .network import base_rtt
+
+    out = {}
+    for n in sorted({f.cc for f in flows if f.protocol == "tcp"}):
+        if not ccmod.is_ebpf(n):
+            continue
+        p = ccmod.parse_params(n, exp.congestion_control.get(n))
+        if getattr(p, "base_rtt_us", None) != "probe":
+            continue
+        seen = base_rtt.probe(net, [(f.src, f.dst) for f in flows if f.cc == n])
+        tau = base_rtt.tau_us(seen, p.host_bw_mbps)
+        out[n] = {"params": p.model_copy(update={"base_rtt_us": tau}),
+                  "probe": {**seen, "frame_us": base_rtt.frame_us(p.host_bw_mbps),
+                            "base_rtt_us": tau}}
+    return out
+
+
+def cc_tau(names: set[str], params: CongestionControl, probed: dict | None = None) -> dict:
+    """Where each eBPF CC's τ comes from: the experiment (fixed µs), a probe of the idle
+    paths before the workload, or the path (each flow's min RTT plus a frame, measured by
+    the socket; per update in cc_trace.csv base_rtt_us)."""
     from .bpf import cc as ccmod
 
     out = {}
     for n in sorted(x for x in names if ccmod.is_ebpf(x)):
+        if n in (probed or {}):
+            pr = probed[n]["probe"]
+            out[n] = {"source": "probe: median RTT of the idle paths + one frame at "
+                                "host_bw", "base_rtt_us": pr["base_rtt_us"], **pr}
+            continue
         p = ccmod.parse_params(n, params.get(n))
         if "base_rtt_us" not in type(p).model_fields:
             continue  # a CC without τ
         tau = p.base_rtt_us
         out[n] = ({"source": "experiment", "base_rtt_us": tau} if tau else
-                  {"source": "path: each flow's min RTT (cc_trace.csv base_rtt_us)"})
+                  {"source": "path: each flow's min RTT + one frame at host_bw "
+                             "(cc_trace.csv base_rtt_us)"})
     return out
 
 

@@ -75,6 +75,8 @@ def test_unknown_cc_is_config_error():
     ({"host_bw_mbps": -5}, r"congestion_control\.powertcp\.host_bw_mbps"),
     ({"gama": 0.5}, r"congestion_control\.powertcp\.gama: Extra inputs.*parameters of "
                     r"powertcp: gamma"),
+    ({"base_rtt_us": "prob"}, r"congestion_control\.powertcp\.base_rtt_us: .*or probe"),
+    ({"base_rtt_us": -1}, r"congestion_control\.powertcp\.base_rtt_us: .*0\.\.10000000"),
 ])
 def test_broken_parameter_is_clear_error_before_load(params, match):
     before = available()
@@ -414,24 +416,30 @@ def test_no_trace_events_while_nothing_records():
 
 PATH_TAU = """
 name: tbtest_path_tau
-topology: {builtin: incast, senders: 1, bw: 1000, bottleneck_bw: 100, bottleneck_queue: 100,
+topology: {builtin: incast, senders: 2, bw: 1000, bottleneck_bw: 100, bottleneck_queue: 100,
            ipv6: false}
 hosts: {offloads: off, quickack: true}
 duration: 1.5
 cc: theta_powertcp
 congestion_control:
   theta_powertcp: {host_bw_mbps: 100}
-  powertcp: {base_rtt_us: 300, host_bw_mbps: 100, hop_bw_mbps: 100}
+  powertcp: {base_rtt_us: probe, host_bw_mbps: 100, hop_bw_mbps: 100}
+int: {enabled: true}
 workload:
-  flows: [{name: long, src: h1, dst: h0, start: 0, duration: 1.5}]
+  flows:
+    - {name: path, src: h1, dst: h0, start: 0, duration: 1.5}
+    - {name: probed, src: h2, dst: h0, start: 0, duration: 1.5, cc: powertcp}
 instruments: [cc_trace, iperf]
 """
+FRAME_US_100 = (1448 + 66) * 8 // 100  # one 1514 B frame at host_bw 100 Mb/s, as powertcp.h
 
 
 def test_tau_from_the_path_is_recorded(tmp_path):
-    """With no base_rtt_us, τ is each flow's min RTT as the socket measures it: the trace
-    carries it per update (never above an RTT sample seen before it, and it moves as the
-    min does) and meta.json says where τ came from."""
+    """With no base_rtt_us, τ is each flow's min RTT as the socket measures it plus one
+    frame at host_bw: the trace carries it per update (its min part never above an RTT
+    sample seen before it) and meta.json says where τ came from. With `probe`, the runner
+    pings the flows' paths on the idle network first: meta.json has what it saw, and
+    every update of those flows uses median + frame."""
     exp = tmp_path / "tau.yaml"
     exp.write_text(PATH_TAU)
     out = tmp_path / "out"
@@ -441,18 +449,29 @@ def test_tau_from_the_path_is_recorded(tmp_path):
         json.loads(next(out.rglob("meta.json")).read_text())
     assert meta["cc_tau"]["theta_powertcp"]["source"].startswith("path")
     rows = list(csv_rows(next(out.rglob("cc_trace.csv"))))
-    assert len(rows) > 50
+    theta = [r for r in rows if r["cc"] == "theta_powertcp"]
+    assert len(theta) > 50
     # Per socket: the receiver's socket also runs the CC and may send a segment or two, and
     # its τ is its own min RTT, not the sender's.
     seen_min: dict[str, int] = {}
-    for row in rows:
+    for row in theta:
         tau, rtt = int(row["base_rtt_us"]), int(row["rtt_us"])
         flow_min = seen_min.get(row["flow"], 1 << 32)
-        assert 0 < tau <= flow_min, (row["flow"], tau, flow_min)
+        assert 0 < tau - FRAME_US_100 <= flow_min, (row["flow"], tau, flow_min)
         seen_min[row["flow"]] = min(flow_min, rtt)
-    busiest = max(seen_min, key=lambda f: sum(r["flow"] == f for r in rows))
-    last = [r for r in rows if r["flow"] == busiest][-1]
-    assert int(last["base_rtt_us"]) < 1000  # veth here: tens of µs, not a default
+    busiest = max(seen_min, key=lambda f: sum(r["flow"] == f for r in theta))
+    last = [r for r in theta if r["flow"] == busiest][-1]
+    assert int(last["base_rtt_us"]) - FRAME_US_100 < 1000  # veth: tens of µs, not a default
+
+    probed = meta["cc_tau"]["powertcp"]
+    assert probed["source"].startswith("probe"), probed
+    assert list(probed["pairs"]) == ["h2→h0"] and probed["pairs"]["h2→h0"]["n"] >= 10
+    assert 0 < probed["rtt_us"] < 5000                      # veth + a switch: no default
+    assert probed["frame_us"] == round(1514 * 8 / 100)
+    assert probed["base_rtt_us"] == probed["rtt_us"] + probed["frame_us"]
+    pwr = [r for r in rows if r["cc"] == "powertcp"]
+    assert len(pwr) > 20
+    assert {int(r["base_rtt_us"]) for r in pwr} == {probed["base_rtt_us"]}
 
 
 def csv_rows(path: Path):

@@ -52,6 +52,9 @@ EVENT = abi.layout("powertcp_event", "powertcp.h")
 # The parameter models and what each CC needs are configuration (config.models
 # EBPF_CC_KINDS); here: which program and `const volatile` values each becomes.
 def theta_powertcp_rodata(p: ThetaPowerTCPParams) -> dict[str, int]:
+    if p.base_rtt_us == "probe":
+        raise RunError("base_rtt_us: probe is measured by the runner before the CC loads; "
+                       "give a number of µs (or 0) to load it directly")
     return {
         "gamma_fp": max(1, round(p.gamma * (1 << GAMMA_SHIFT))),
         "beta_fp": round(p.beta * (1 << CWND_SHIFT)) if p.beta else 0,

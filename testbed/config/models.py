@@ -657,8 +657,10 @@ class ThetaPowerTCPParams(CCParams):
                                description="additive increase, segments; default "
                                            "host_bw·τ/expected_flows/mss")
     expected_flows: int = Field(10, ge=1, le=100000)
-    base_rtt_us: int = Field(0, ge=0, le=10_000_000,
-                             description="τ in µs; 0 = the socket's min RTT")
+    base_rtt_us: int | Literal["probe"] = Field(
+        0, description="τ in µs; 0 = the socket's min RTT plus a frame at host_bw; probe = "
+                       "measured on the idle paths before the workload (the runner, "
+                       "testbed/network/base_rtt.py)")
     host_bw_mbps: int = Field(1000, ge=1, le=1_000_000)
     trace_interval_us: int = Field(0, ge=0, le=10_000_000,
                                    description="at most one trace event per flow per "
@@ -666,6 +668,15 @@ class ThetaPowerTCPParams(CCParams):
     min_cwnd: int = Field(1, ge=1, le=1000,
                           description="snd_cwnd floor, segments; 1 needs receivers with "
                                       "quick ACKs (hosts.quickack), 2 for delayed ACKs")
+
+    @field_validator("base_rtt_us", mode="before")
+    @classmethod
+    def _tau(cls, v: Any) -> Any:
+        if v == "probe" or (isinstance(v, int) and not isinstance(v, bool)
+                            and 0 <= v <= 10_000_000):
+            return v
+        raise ValueError("τ in µs, 0..10000000 (0: the socket's min RTT plus a frame at "
+                         f"host_bw), or probe; got {v!r}")
 
 
 class PowerTCPParams(ThetaPowerTCPParams):

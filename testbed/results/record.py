@@ -73,8 +73,8 @@ class Bottleneck(_Facts):
 
 
 class TauSource(_Facts):
-    source: str                             # "experiment", or the path's min RTT
-    base_rtt_us: float | None = None        # with source "experiment"
+    source: str                             # "experiment", "probe: …", or the path's
+    base_rtt_us: float | None = None        # with source "experiment" or "probe"
 
 
 class PointVerdict(_Facts):
@@ -192,7 +192,8 @@ def _backfill(rec: PointRecord, point_dir: Path) -> None:
         if "cc_tau" in missing:
             taus = {n: TauSource(source="experiment", base_rtt_us=p["base_rtt_us"])
                     for n, p in (cfg.get("congestion_control") or {}).items()
-                    if isinstance(p, dict) and p.get("base_rtt_us")}
+                    if isinstance(p, dict) and isinstance(p.get("base_rtt_us"), (int, float))
+                    and p["base_rtt_us"]}
             if taus:
                 rec.cc_tau = taus
         if "instruments" in missing and cfg.get("instruments") is not None:

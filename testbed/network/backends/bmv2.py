@@ -62,6 +62,7 @@ DEFS_H = abi.header("tcp_int_defs.h")
 GRPC_ADDR = ("127.0.0.1", 9559)
 THRIFT_PORT = 9090
 DEVICE_ID = 0
+SWITCH_NICE = -10   # simple_switch_grpc's scheduling priority (root: may go below 0)
 START_TIMEOUT_S = 15.0
 FLOOD_GROUP = 1
 # BMv2 counts its queues in packets: a byte limit or rate is turned into packets of this
@@ -421,7 +422,12 @@ class Bmv2Backend(SwitchBackend):
         node = self.net.mn[g.name]
         plan = self.plans[g.name]
         logpath = self.net.tracker.workdir / f"{g.name}-bmv2.log"
-        cmd = [_tool("simple_switch_grpc"), "--device-id", str(DEVICE_ID),
+        # Above the hosts' processes (nice −10, threads inherit it): the kernel backend
+        # forwards in softirq, ahead of every process; BMv2 at the senders' priority was
+        # preempted by them and by anything else on the machine — its latency jumped from
+        # 0.2 to 8-11 ms, which a delay-based CC reads as queueing (docs/bmv2.md).
+        cmd = ["nice", "-n", str(SWITCH_NICE),
+               _tool("simple_switch_grpc"), "--device-id", str(DEVICE_ID),
                "--thrift-port", str(THRIFT_PORT), "--no-p4"]
         for intf, port in plan.ports.items():
             cmd += ["-i", f"{port}@{intf}"]
