@@ -51,8 +51,9 @@ def one_hop_queue(pdirs: list[Path], hop: int, min_rise_ms: float = 1.0,
                 lat.setdefault(int(r["outttl"]), []).append(float(r["latency"]))
         hops = sorted(h for h, v in lat.items() if len(v) >= 10)
         if hop not in hops or hop - 1 not in hops:
+            counts = {h: len(v) for h, v in sorted(lat.items())}
             out["points"][p.name] = {"pass": False, "reason": f"too few samples at hops "
-                                     f"{hop - 1}/{hop}: {{h: len(v) for h, v in lat.items()}}"}
+                                     f"{hop - 1}/{hop} (answered per hop: {counts})"}
             ok_all = False
             continue
         med = {h: statistics.median(lat[h]) for h in hops}

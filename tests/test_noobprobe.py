@@ -647,6 +647,18 @@ def test_instrument_in_an_experiment(tmp_path):
     assert not v.passed, v
 
 
+def test_one_hop_queue_says_how_many_samples_each_hop_had(tmp_path):
+    """Too few answered probes at the judged hops: the verdict names the counts per hop."""
+    from testbed.claims_noob import one_hop_queue
+    rows = ["time,outttl,latency"] + [f"{i / 10},{h},{1.0 + h}" for i in range(12)
+                                      for h in (1, 2)] + ["2.0,3,5.0", "2.1,3,-1"]
+    (tmp_path / "noobprobe.csv").write_text("\n".join(rows) + "\n")
+    r = one_hop_queue([tmp_path], hop=3)
+    assert not r["pass"]
+    assert r["points"][tmp_path.name]["reason"] == \
+        "too few samples at hops 2/3 (answered per hop: {1: 12, 2: 12, 3: 1})"
+
+
 # ---- the NOOBs figures whose claims need a whole run ---------------------------------
 
 @pytest.mark.slow
