@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 EXP ?= experiments/powertcp_incast.yaml
 
-.PHONY: setup run test test-vm test-fast regress bench clean doctor
+.PHONY: setup run test test-vm test-vagrant test-fast regress bench clean doctor
 
 setup:
 	@scripts/setup.sh
@@ -17,6 +17,10 @@ test: setup
 
 test-vm: setup
 	$(PY) -m pytest -q -rs -m stock_kernel
+
+# vagrant up + destroy of the stock-kernel box (libvirt; libvirtd must run): 15-40 min
+test-vagrant: setup
+	$(PY) -m pytest -q -rs -s -m vagrant tests/test_vagrant.py
 
 test-fast: setup
 	$(PY) -m pytest -q -rs -m "not slow"
