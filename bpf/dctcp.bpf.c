@@ -22,6 +22,10 @@
 #include <bpf/bpf_endian.h>
 #include "dccs.h"
 
+#ifdef CONG_CONTROL_SK_RS
+#error "DCTCP reads FLAG_ECE from the ACK flags of the 6.10+ cong_control hook"
+#endif
+
 #ifndef CC_NAME
 #define CC_NAME "dctcp"
 #endif
@@ -79,9 +83,7 @@ void BPF_PROG(dctcp_init, struct sock *sk)
 	ca->last_f = 0;
 }
 
-SEC("struct_ops/dctcp_cong_control")
-void BPF_PROG(dctcp_cong_control, struct sock *sk, __u32 ack, int flag,
-	      const struct rate_sample *rs)
+CONG_CONTROL(dctcp_cong_control)
 {
 	struct tcp_sock *tp = tcp_sk(sk);
 	struct dctcp_ca *ca = dca(sk);

@@ -91,9 +91,7 @@ void BPF_PROG(hpcc_init, struct sock *sk)
 	hpcc_apply(sk, ca->w_fp, tau);
 }
 
-SEC("struct_ops/hpcc_cong_control")
-void BPF_PROG(hpcc_cong_control, struct sock *sk, __u32 ack, int flag,
-	      const struct rate_sample *rs)
+CONG_CONTROL(hpcc_cong_control)
 {
 	struct tcp_sock *tp = tcp_sk(sk);
 	struct hpcc_ca *ca = hca(sk);

@@ -45,9 +45,7 @@ static __always_inline __u64 int_power(__u32 qlen, __u32 last_qlen, __u64 dtx, _
 	return (lambda_fp * v_fp) >> POWERTCP_POWER_SHIFT;
 }
 
-SEC("struct_ops/powertcp_cong_control")
-void BPF_PROG(powertcp_cong_control, struct sock *sk, __u32 ack, int flag,
-	      const struct rate_sample *rs)
+CONG_CONTROL(powertcp_cong_control)
 {
 	struct powertcp_ca *ca = ca_of(sk);
 	struct tcp_int_state *st;

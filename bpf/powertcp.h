@@ -105,6 +105,36 @@ static __always_inline struct tcp_sock *tcp_sk(const struct sock *sk)
 	return (struct tcp_sock *)sk;
 }
 
+/* CONG_CONTROL(fn) { body } declares the struct_ops cong_control program `fn`; the body
+ * sees (sk, ack, flag, rs). The kernel's hook is (sk, ack, flag, rs) since 6.10 and
+ * (sk, rs) before: testbed.bpf.cc passes -DCONG_CONTROL_SK_RS when the running kernel's
+ * BTF has the older one. There the ACKed sequence is snd_una (tcp_ack() has moved it to
+ * the ACK's before calling cong_control) and no ACK flags are passed (0). */
+#ifdef CONG_CONTROL_SK_RS
+#define CONG_CONTROL(fn)							\
+	static __always_inline void fn##_body(struct sock *sk, __u32 ack, int flag,	\
+					      const struct rate_sample *rs);	\
+	SEC("struct_ops/" #fn)							\
+	void BPF_PROG(fn, struct sock *sk, const struct rate_sample *rs)	\
+	{									\
+		fn##_body(sk, tcp_sk(sk)->snd_una, 0, rs);			\
+	}									\
+	static __always_inline void fn##_body(struct sock *sk, __u32 ack, int flag,	\
+					      const struct rate_sample *rs)
+#else
+#define CONG_CONTROL(fn)							\
+	static __always_inline void fn##_body(struct sock *sk, __u32 ack, int flag,	\
+					      const struct rate_sample *rs);	\
+	SEC("struct_ops/" #fn)							\
+	void BPF_PROG(fn, struct sock *sk, __u32 ack, int flag,			\
+		      const struct rate_sample *rs)				\
+	{									\
+		fn##_body(sk, ack, flag, rs);					\
+	}									\
+	static __always_inline void fn##_body(struct sock *sk, __u32 ack, int flag,	\
+					      const struct rate_sample *rs)
+#endif
+
 static __always_inline struct powertcp_ca *ca_of(const struct sock *sk)
 {
 	return (void *)((struct inet_connection_sock *)sk)->icsk_ca_priv;

@@ -20,9 +20,7 @@ void BPF_PROG(theta_init, struct sock *sk)
 	powertcp_reset(sk);
 }
 
-SEC("struct_ops/theta_cong_control")
-void BPF_PROG(theta_cong_control, struct sock *sk, __u32 ack, int flag,
-	      const struct rate_sample *rs)
+CONG_CONTROL(theta_cong_control)
 {
 	struct powertcp_ca *ca = ca_of(sk);
 	__u32 tau = tau_us(sk);

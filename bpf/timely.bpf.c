@@ -83,9 +83,7 @@ void BPF_PROG(timely_init, struct sock *sk)
 	timely_apply(sk, ca->rate, ca->prev_rtt, tau_us(sk));
 }
 
-SEC("struct_ops/timely_cong_control")
-void BPF_PROG(timely_cong_control, struct sock *sk, __u32 ack, int flag,
-	      const struct rate_sample *rs)
+CONG_CONTROL(timely_cong_control)
 {
 	struct tcp_sock *tp = tcp_sk(sk);
 	struct timely_ca *ca = tca(sk);

@@ -269,8 +269,11 @@ def test_powertcp_sees_telemetry_in_every_repetition(tmp_path):
 HOLDER = textwrap.dedent("""
     import sys, time, signal
     sys.path.insert(0, {repo!r})
+    from testbed.bpf import libbpf
     from testbed.network.tracker import RunTracker
     from testbed.bpf.cc import CongestionControls
+    if not {links!r}:
+        libbpf._links_probe = False   # as on a kernel without struct_ops links (< 6.4)
     signal.signal(signal.SIGINT, signal.default_int_handler)
     with RunTracker() as t:
         k = CongestionControls(t, require_int=False).kernel_name({name!r})
@@ -285,9 +288,23 @@ def test_cc_gone_when_holder_dies(name, sig):
     assert_cc_gone_when_holder_dies(name, sig)
 
 
-def assert_cc_gone_when_holder_dies(name: str, sig: int) -> None:
-    """A process holding eBPF CC `name` dies by `sig`: the kernel name is unregistered."""
-    p = subprocess.Popen([PY, "-c", HOLDER.format(repo=str(REPO), name=name)],
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_cc_registered_without_a_link_is_gone_after_exit_or_clean(sig):
+    """Registration by a plain struct_ops map update (the path of kernels before 6.4,
+    taken here on purpose): Ctrl-C unregisters it; a SIGKILLed holder leaves it
+    registered and pinned in its run's bpffs directory until the leftover is removed."""
+    assert_cc_gone_when_holder_dies("theta_powertcp", sig, links=False)
+
+
+def assert_cc_gone_when_holder_dies(name: str, sig: int, links: bool | None = None) -> None:
+    """A process holding eBPF CC `name` dies by `sig`: the kernel name is unregistered —
+    by the kernel where a bpf_link held it, else (SIGKILL, no link) by removing the run's
+    leftovers as `testbed clean` does."""
+    from testbed.bpf import libbpf
+    from testbed.network.tracker import find_leftovers, remove_leftover
+    if links is None:
+        links = libbpf.struct_ops_links()
+    p = subprocess.Popen([PY, "-c", HOLDER.format(repo=str(REPO), name=name, links=links)],
                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         k = p.stdout.readline().strip()
@@ -298,15 +315,19 @@ def assert_cc_gone_when_holder_dies(name: str, sig: int) -> None:
         if p.poll() is None:
             p.kill()
             p.wait()
-    deadline = time.monotonic() + 3
-    while k in available() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    run = [lo for lo in find_leftovers() if k.startswith(f"tb{lo.run_id}_")]
+    if sig == signal.SIGKILL and not links:
+        # nothing in the kernel ends a link-less registration with its process
+        assert k in available()
+        assert run and run[0].bpffs and (run[0].bpffs / f"struct_ops_{k}").exists(), run
+    else:
+        deadline = time.monotonic() + 3
+        while k in available() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert k not in available()
+    for lo in run:   # its tracker could not run (SIGKILL): remove that run's leftovers
+        remove_leftover(lo)
     assert k not in available()
-    if sig == signal.SIGKILL:  # its tracker could not run: remove that run's leftovers
-        from testbed.network.tracker import find_leftovers, remove_leftover
-        for lo in find_leftovers():
-            if k.startswith(f"tb{lo.run_id}_"):
-                remove_leftover(lo)
 
 
 def _ss_cwnds(net, host: str, kname: str) -> list[int]:

@@ -6,7 +6,10 @@ its run-unique kernel name (`-DCC_NAME`, e.g. `tb3fa2c1_pwr`; libbpf 1.1 cannot 
 struct_ops map's initial value), its parameters written into `const volatile` rodata,
 loaded with libbpf and registered through a kernel bpf_link held by this process: it is
 unregistered on close(), by the tracker on any exit path, and by the kernel if the
-process dies. Its trace events (powertcp.h `struct powertcp_event`) arrive through a ring
+process dies. A kernel without struct_ops links (before 6.4) registers it by a map
+update instead: the map is then pinned in the run's bpffs directory, so `testbed clean`
+unregisters what a killed run left. A kernel whose cong_control hook is (sk, rs) (before
+6.10) gets the programs built for that signature (-DCONG_CONTROL_SK_RS). Its trace events (powertcp.h `struct powertcp_event`) arrive through a ring
 buffer read in a thread and are handed to whoever records (the cc_trace instrument).
 
 Classes:
@@ -110,6 +113,9 @@ EBPF_CCS.update({
 })
 assert set(EBPF_CCS) == set(EBPF_CC_KINDS), "an eBPF CC needs its entry in both tables"
 INT_MAP = "tcp_int_state"
+# cong_control without ACK flags (before 6.10) loses FLAG_ECE, which DCTCP's sender needs
+NEEDS_ACK_FLAGS = {"dctcp"}
+STRUCT_OPS_PIN = "struct_ops_"   # pinned registrations without a link: <bpffs>/struct_ops_<name>
 
 
 def is_ebpf(name: str) -> bool:
@@ -176,11 +182,28 @@ def check(names: list[str] | None = None) -> None:
         raise MissingFeature("kernel lacks struct_ops congestion control "
                              "(no bpf_struct_ops_tcp_congestion_ops in BTF)",
                              "a kernel with CONFIG_BPF_JIT and CONFIG_BPF_SYSCALL (>= 5.6)")
-    if not re.search(r"void \(\*cong_control\)\(struct sock \*, u32, int, "
-                     r"const struct rate_sample \*\);", header):
-        raise MissingFeature("kernel's tcp_congestion_ops.cong_control is not the 6.10+ "
-                             "signature (sk, ack, flag, rs) our CCs are built for",
-                             "a kernel >= 6.10")
+    sig = cong_control_cflags()   # raises where the hook has neither known signature
+    no_flags = [n for n in names if n in NEEDS_ACK_FLAGS]
+    if sig and no_flags:
+        raise MissingFeature(f"eBPF {no_flags[0]} needs the ACK flags (ECE) of the 6.10+ "
+                             "cong_control hook; this kernel's is (sk, rate_sample)",
+                             "a kernel >= 6.10, or the kernel's own dctcp (a stock kernel's "
+                             "tcp_dctcp module)")
+
+
+def cong_control_cflags() -> list[str]:
+    """Build flags for this kernel's tcp_congestion_ops.cong_control signature (its BTF):
+    none for (sk, ack, flag, rs) (6.10+), -DCONG_CONTROL_SK_RS for (sk, rs)."""
+    header = build.vmlinux_h().read_text(errors="replace")
+    if re.search(r"void \(\*cong_control\)\(struct sock \*, u32, int, "
+                 r"const struct rate_sample \*\);", header):
+        return []
+    if re.search(r"void \(\*cong_control\)\(struct sock \*, "
+                 r"const struct rate_sample \*\);", header):
+        return ["-DCONG_CONTROL_SK_RS"]
+    raise MissingFeature("kernel's tcp_congestion_ops.cong_control has neither the "
+                         "(sk, ack, flag, rs) nor the (sk, rs) signature our CCs are built for",
+                         "a kernel with struct_ops congestion control (>= 5.6)")
 
 
 # ----------------------------------------------------------------------------- tracing
@@ -239,6 +262,7 @@ class LoadedCC:
     params: CCParams
     obj: Any                        # libbpf.BpfObject
     link: Any                       # libbpf.Link
+    pin: Path | None = None         # the struct_ops map, pinned where no link holds it
     ring: Any = None                # libbpf.RingBuffer
     thread: threading.Thread | None = None
     stop: threading.Event = field(default_factory=threading.Event)
@@ -266,6 +290,8 @@ class LoadedCC:
             self.thread.join(timeout=2)
         # Unregister first (the link), then free the ring and the object.
         self.link.destroy()
+        if self.pin:
+            self.pin.unlink(missing_ok=True)
         with self.lock:
             if self.ring:
                 self.ring.free()
@@ -351,7 +377,8 @@ class CongestionControls:
 
         entry = EBPF_CCS[name]
         kname = self._unique_name(entry)
-        obj_path = build.compile_bpf(entry.source, [f'-DCC_NAME="{kname}"'])
+        obj_path = build.compile_bpf(entry.source,
+                                     [f'-DCC_NAME="{kname}"', *cong_control_cflags()])
         obj = libbpf.BpfObject(obj_path)
         try:
             obj.set_rodata(**EBPF_CCS[name].rodata(params))
@@ -366,11 +393,22 @@ class CongestionControls:
                                        f"{self.tracker.bpffs / INT_MAP} is not pinned: enable "
                                        f"TCP-INT on the senders (experiment key `int:`)")
             obj.load()
-            link = obj.attach_struct_ops(entry.source)
+            pin = None
+            if not libbpf.struct_ops_links():
+                # registered by a map update that outlives a killed process: pinned (before
+                # it registers) so `testbed clean` finds and unregisters it
+                pin = obj.pin_map(entry.source,
+                                  self.tracker.pin_dir() / f"{STRUCT_OPS_PIN}{kname}")
+            try:
+                link = obj.attach_struct_ops(entry.source)
+            except BaseException:
+                if pin:
+                    pin.unlink(missing_ok=True)
+                raise
         except BaseException:
             obj.close()
             raise
-        cc = LoadedCC(name, kname, params, obj, link, int_map_id=int_id)
+        cc = LoadedCC(name, kname, params, obj, link, pin=pin, int_map_id=int_id)
         cc.set_tracing(bool(self._recorders))
         # Registered: every exit path unregisters it: close() (deferred with the tracker
         # when this registry was made: run-wide, not per sweep point, so the CC is built

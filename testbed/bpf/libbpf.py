@@ -8,8 +8,10 @@ open → configure (`const volatile` rodata) → load → attach → run → des
 Classes:
 - BpfObject: one loaded object file; its programs, maps and rodata settings.
 - Map: a loaded map's fd with lookup/update/delete/keys on raw bytes.
-- Link: an attachment (struct_ops, cgroup) that ends when destroyed or the process dies,
-  so a crash never leaves a congestion controller registered.
+- Link: an attachment (struct_ops, cgroup) that ends when destroyed. A struct_ops
+  registration held by a kernel bpf_link (kernels with struct_ops links, 6.4+) also ends
+  when the process dies; without them it is a plain map update that outlives the process
+  until its map's element is deleted (unregister_pinned_struct_ops, for leftovers).
 - RingBuffer: events from a BPF ring buffer to a Python callback.
 """
 from __future__ import annotations
@@ -64,6 +66,17 @@ if _lib is not None:
     _link_create = _fn("bpf_link_create", C.c_int, C.c_int, C.c_int, C.c_int, _P)
     _attach_cgroup = _fn("bpf_program__attach_cgroup", _P, _P, C.c_int)
     _link_destroy = _fn("bpf_link__destroy", C.c_int, _P)
+    _link_fd = _fn("bpf_link__fd", C.c_int, _P)
+    _btf_vmlinux = _fn("btf__load_vmlinux_btf", _P)
+    _btf_find = _fn("btf__find_by_name_kind", C.c_int, _P, C.c_char_p, C.c_uint32)
+    _btf_size = _fn("btf__resolve_size", C.c_int64, _P, C.c_uint32)
+    _btf_free = _fn("btf__free", None, _P)
+    _btf_new_empty = _fn("btf__new_empty", _P)
+    _btf_add_int = _fn("btf__add_int", C.c_int, _P, C.c_char_p, C.c_size_t, C.c_int)
+    _btf_load = _fn("btf__load_into_kernel", C.c_int, _P)
+    _btf_fd = _fn("btf__fd", C.c_int, _P)
+    _map_create = _fn("bpf_map_create", C.c_int, C.c_int, C.c_char_p, C.c_uint32,
+                      C.c_uint32, C.c_uint32, _P)
     _lookup = _fn("bpf_map_lookup_elem", C.c_int, C.c_int, _P, _P)
     _update = _fn("bpf_map_update_elem", C.c_int, C.c_int, _P, _P, C.c_uint64)
     _delete = _fn("bpf_map_delete_elem", C.c_int, C.c_int, _P)
@@ -80,6 +93,67 @@ BPF_ANY, BPF_NOEXIST, BPF_EXIST = 0, 1, 2
 BPF_MAP_TYPE_STRUCT_OPS = 26
 BPF_STRUCT_OPS = 44  # enum bpf_attach_type
 BPF_F_LINK = 1 << 13
+BTF_KIND_STRUCT = 4
+
+
+class _MapCreateOpts(C.Structure):
+    """struct bpf_map_create_opts up to map_ifindex (libbpf accepts an older, shorter one)."""
+    _fields_ = [("sz", C.c_size_t), ("btf_fd", C.c_uint32), ("btf_key_type_id", C.c_uint32),
+                ("btf_value_type_id", C.c_uint32), ("btf_vmlinux_value_type_id", C.c_uint32),
+                ("inner_map_fd", C.c_uint32), ("map_flags", C.c_uint32),
+                ("map_extra", C.c_uint64), ("numa_node", C.c_uint32),
+                ("map_ifindex", C.c_uint32)]
+
+
+_links_probe: bool | None = None
+
+
+def struct_ops_links() -> bool:
+    """Whether this kernel registers struct_ops through a bpf_link (BPF_F_LINK maps, 6.4+).
+
+    Probed, not read from the version: an empty tcp_congestion_ops struct_ops map is made
+    without, then with BPF_F_LINK; an older kernel refuses the flag (EINVAL)."""
+    global _links_probe
+    if _links_probe is not None:
+        return _links_probe
+    available()
+    btf = _btf_vmlinux()
+    if not btf:
+        raise MissingFeature("kernel BTF (/sys/kernel/btf/vmlinux) not loadable: no "
+                             "struct_ops", "a kernel with CONFIG_DEBUG_INFO_BTF=y")
+    try:
+        tid = _btf_find(btf, b"bpf_struct_ops_tcp_congestion_ops", BTF_KIND_STRUCT)
+        size = _btf_size(btf, tid) if tid > 0 else -1
+    finally:
+        _btf_free(btf)
+    if tid <= 0 or size <= 0:
+        raise MissingFeature("kernel lacks struct_ops congestion control (no "
+                             "bpf_struct_ops_tcp_congestion_ops in BTF)",
+                             "a kernel with CONFIG_BPF_JIT and CONFIG_BPF_SYSCALL (>= 5.6)")
+
+    # the kernel wants a BTF object with every struct_ops map (a program's own): a minimal one
+    own = _btf_new_empty()
+    if not own:
+        raise _err("btf__new_empty")
+    try:
+        if _btf_add_int(own, b"int", 4, 1) < 0 or _btf_load(own) != 0:
+            raise _err("loading a BTF object")
+
+        def create(flags: int) -> int:
+            opts = _MapCreateOpts(sz=C.sizeof(_MapCreateOpts), btf_fd=_btf_fd(own),
+                                  btf_vmlinux_value_type_id=tid, map_flags=flags)
+            fd = _map_create(BPF_MAP_TYPE_STRUCT_OPS, b"tb_probe", 4, size, 1, C.byref(opts))
+            err = C.get_errno()
+            if fd >= 0:
+                os.close(fd)
+            return 0 if fd >= 0 else err
+        plain = create(0)
+        if plain:
+            raise RunError(f"creating a struct_ops map failed: {os.strerror(plain)}")
+        _links_probe = create(BPF_F_LINK) == 0
+    finally:
+        _btf_free(own)
+    return _links_probe
 
 
 def available() -> None:
@@ -165,14 +239,16 @@ class Map:
 
 
 class Link:
-    """An attachment held by this process; destroy() (or process exit) detaches it.
+    """An attachment held by this process; destroy() detaches it.
 
-    `fd`: a kernel bpf_link of our own (struct_ops in link mode) closed on destroy; the
-    kernel also closes it when the process dies, which unregisters what it holds.
+    `fd`: a kernel bpf_link of our own (struct_ops in link mode with a libbpf that only
+    writes the map) closed on destroy. `dies_with_process`: the kernel also ends the
+    attachment when the process dies (every link but a struct_ops map without BPF_F_LINK).
     """
 
-    def __init__(self, ptr: int, what: str, fd: int = -1):
+    def __init__(self, ptr: int, what: str, fd: int = -1, dies_with_process: bool = True):
         self._ptr, self.what, self.fd = ptr, what, fd
+        self.dies_with_process = dies_with_process
 
     def destroy(self) -> None:
         if self.fd >= 0:
@@ -281,11 +357,13 @@ class BpfObject:
 
     def load(self) -> "BpfObject":
         # libbpf 1.1 predates `.struct_ops.link`: create struct_ops maps in link mode
-        # ourselves, so registration lives in a link fd that dies with this process
-        # (a plain struct_ops map stays registered after a crash).
-        for _name, m in self._maps():
-            if _map_type(m) == BPF_MAP_TYPE_STRUCT_OPS:
-                _map_set_flags(m, _map_flags(m) | BPF_F_LINK)
+        # ourselves where the kernel has it, so registration lives in a link fd that dies
+        # with this process (a plain struct_ops map stays registered after a crash).
+        has_struct_ops = any(_map_type(m) == BPF_MAP_TYPE_STRUCT_OPS for _n, m in self._maps())
+        if has_struct_ops and struct_ops_links():
+            for _name, m in self._maps():
+                if _map_type(m) == BPF_MAP_TYPE_STRUCT_OPS:
+                    _map_set_flags(m, _map_flags(m) | BPF_F_LINK)
         with _StderrCapture() as cap:
             rc = _obj_load(self._obj)
         if rc != 0:
@@ -331,20 +409,25 @@ class BpfObject:
         return path
 
     def attach_struct_ops(self, map_name: str) -> Link:
-        """Register a struct_ops map (e.g. a tcp_congestion_ops) for as long as the link lives."""
+        """Register a struct_ops map (e.g. a tcp_congestion_ops) until the link is destroyed.
+
+        A BPF_F_LINK map is registered by a kernel bpf_link: libbpf >= 1.2 makes it here,
+        libbpf 1.1 only writes the programs into the map's value (its link's fd is the
+        map's) and the link is made here. Without BPF_F_LINK the map update registers it
+        and deleting the element (on destroy) unregisters it."""
         m = self._map_ptr(map_name)
-        # For a BPF_F_LINK map this only writes the programs into the map's value...
         ptr = _attach_struct_ops(m)
         if not ptr:
             raise _err(f"registering struct_ops {map_name}")
         fd = -1
-        if _map_flags(m) & BPF_F_LINK:  # ...and the kernel link registers it.
+        link_mode = bool(_map_flags(m) & BPF_F_LINK)
+        if link_mode and _link_fd(ptr) == _map_fd(m):
             fd = _link_create(_map_fd(m), 0, BPF_STRUCT_OPS, None)
             if fd < 0:
                 e = _err(f"registering struct_ops {map_name}")
                 _link_destroy(ptr)
                 raise e
-        link = Link(ptr, f"struct_ops {map_name}", fd)
+        link = Link(ptr, f"struct_ops {map_name}", fd, dies_with_process=link_mode)
         self._links.append(link)
         return link
 
@@ -383,6 +466,18 @@ def map_id(fd: int) -> int:
     if _obj_info(fd, buf, C.byref(n)) != 0:
         raise _err("bpf_obj_get_info_by_fd")
     return int.from_bytes(buf.raw[4:8], "little")
+
+
+def unregister_pinned_struct_ops(path: Path) -> bool:
+    """Unregister the struct_ops map pinned at `path` (a registration without a link, left
+    by a process that died); True if it was registered."""
+    fd = _obj_get(str(path).encode())
+    if fd < 0:
+        raise _err(f"opening pinned map {path}")
+    try:
+        return Map(fd, 4, 0, path.name).delete(b"\0\0\0\0")
+    finally:
+        os.close(fd)
 
 
 def pinned_map(path: Path, key_size: int, value_size: int, percpu=False) -> Map:

@@ -93,9 +93,20 @@ def _rmdir_retry(d: Path, deadline: float) -> None:
 def _remove_pins(d: Path) -> None:
     if not d.exists():
         return
+    # a congestion controller registered without a kernel link (kernels before 6.4) stays
+    # registered after its process died: unregister it before its pin goes
+    errors = []
+    for p in d.glob("struct_ops_*"):
+        from ..bpf import libbpf
+        try:
+            libbpf.unregister_pinned_struct_ops(p)
+        except Exception as e:   # the pins still go; the failure is reported after
+            errors.append(f"{p.name}: {e}")
     for p in sorted(d.rglob("*"), key=lambda p: -len(p.parts)):
         (p.rmdir if p.is_dir() else p.unlink)()
     d.rmdir()
+    if errors:
+        raise RuntimeError("unregistering " + "; ".join(errors))
 
 
 @dataclass
