@@ -5,6 +5,7 @@ Real kernel, real namespaces, real iperf3 traffic (a few seconds each).
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import statistics
@@ -46,7 +47,9 @@ def iperf(net, kname: str, seconds: float = 2, port: int = 5201, during=None,
     srv = net["h0"].popen(["iperf3", "-s", "-1", "-p", str(port)],
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 5
-    while f":{port} " not in net["h0"].cmd("ss -ltnH"):
+    # a process of its own, not h0's Mininet shell: flows run from two threads at once
+    while f":{port} " not in net["h0"].popen(["ss", "-ltnH"], stdout=subprocess.PIPE,
+                                             text=True).communicate()[0]:
         assert time.monotonic() < deadline, "iperf3 server did not listen"
         time.sleep(0.05)
     cl = net[src].popen(["iperf3", "-c", net.ip("h0"), "-p", str(port), "-t", str(seconds),
@@ -143,7 +146,10 @@ def test_cc_registers_carries_flow_and_is_gone_after_teardown(name):
         res = iperf(net, k, 2, during=ss)
         evs = rec.stop()
         sent = res["end"]["sum_sent"]
-        assert sent["bytes"] > 10_000_000, sent  # a real flow, > 10 MB in 2 s
+        # a real flow: > 10 MB in 2 s; in the stock-kernel VM (TCG: every packet costs
+        # 25-45x more CPU, 24 Mb/s measured for θ on a loaded host) > 2 MB
+        assert sent["bytes"] > (2_000_000 if os.environ.get("TESTBED_VM") == "1"
+                                else 10_000_000), sent
         # the data socket of iperf3 runs our CC (ss -i prints its name)
         assert k in res["_during"], res["_during"]
         port = res["start"]["connected"][0]["local_port"]

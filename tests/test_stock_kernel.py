@@ -25,21 +25,19 @@ from conftest import run_cli
 REPO = Path(__file__).resolve().parents[1]
 GUEST = "tests/guest/test_stock_kernel_guest.py"
 # existing tests that need a kernel of each version: the eBPF CCs and TCP-INT
-EBPF = ["tests/test_cc.py::test_cc_registers_carries_flow_and_is_gone_after_teardown",
-        "tests/test_cc.py::test_powertcp_reads_tcp_int_telemetry",
-        "tests/test_tcp_int.py::test_wellformed_option_valid_checksums",
-        "tests/test_tcp_int.py::test_echo_reaches_the_senders_sk_storage"]
+CC = ["tests/test_cc.py::test_cc_registers_carries_flow_and_is_gone_after_teardown",
+      # 6.1 has no struct_ops links: registered by a map update, removed by `clean` after
+      # a SIGKILL; 6.12 holds it by a link the kernel closes
+      "tests/test_cc.py::test_cc_gone_when_holder_dies"]
+INT = ["tests/test_cc.py::test_powertcp_reads_tcp_int_telemetry",
+       "tests/test_tcp_int.py::test_wellformed_option_valid_checksums",
+       "tests/test_tcp_int.py::test_echo_reaches_the_senders_sk_storage"]
 REGRESS = "experiments/cc_wan_regress.yaml"
 # TCP-INT needs the kfunc bpf_cast_to_kern_ctx (6.2): on 6.1 the guest checks that it is
-# refused with that reason (test_tcp_int_refused_clearly_before_6_2) instead
-SELECT = {"stable": [GUEST, *EBPF[:2]], "backports": [*EBPF]}
-# measured, not yet fixed (testbed/bpf/cc.py): recorded so the tier shows them
-KNOWN = {
-    ("stable", "tests/test_cc.py"): "our eBPF CCs register through a struct_ops bpf_link "
-    "(BPF_F_LINK, kernel >= 6.4): on 6.1 the map create fails with EINVAL",
-    ("backports", "tests/test_cc.py"): "on 6.12 registering the struct_ops link fails with "
-    "EEXIST (File exists): not yet understood",
-}
+# refused with that reason (test_tcp_int_refused_clearly_before_6_2) instead, and PowerTCP
+# registers and carries a flow there without telemetry
+SELECT = {"stable": [GUEST, *CC], "backports": [*CC, *INT,
+                                               f"{GUEST}::test_tcp_int_refused_clearly_before_6_2"]}
 BOOT_TIMEOUT_S = 1500
 
 pytestmark = [pytest.mark.stock_kernel, pytest.mark.needs_root]
@@ -120,13 +118,7 @@ def vm_ready():
         pytest.skip(why)
 
 
-def _param(k: str, c: str):
-    why = KNOWN.get((k, c.split("::")[0]))
-    return pytest.param(k, c, marks=pytest.mark.xfail(reason=why, strict=True)) if why \
-        else (k, c)
-
-
-@pytest.mark.parametrize("kernel, case", [_param(k, c) for k in SELECT for c in _cases(k)])
+@pytest.mark.parametrize("kernel, case", [(k, c) for k in SELECT for c in _cases(k)])
 def test_in_stock_kernel(kernel, case, vm_ready, vm_tmp):
     res = _boot(kernel, vm_tmp)
     tail = "\n".join(res["log"].read_text(errors="replace").splitlines()[-40:])

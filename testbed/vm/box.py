@@ -85,7 +85,7 @@ def make(out: Path | None, kernel: str = "stable", log=print) -> Path:
     with tempfile.TemporaryDirectory(prefix="testbed-box-", dir=out.parent) as t:
         d = Path(t)
         log("vm box: compressing the disk")
-        subprocess.run(["nice", "-n", "19", "qemu-img", "convert", "-c", "-O", "qcow2",
+        subprocess.run(["nice", "-n", "19", "qemu-img", "convert", "-f", "raw", "-c", "-O", "qcow2",
                         str(img.disk), str(d / "box.img")], check=True)
         vk, vi = img.kernel(kernel)
         shutil.copy(vk, d / "vmlinuz")

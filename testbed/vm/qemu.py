@@ -130,7 +130,7 @@ def qemu_argv(img: vmimage.Image, opts: VmOptions, src: Path, out: Path, ctl: Pa
             "-smp", str(opts.cpus), "-m", str(opts.memory_mb), "-nodefaults",
             "-display", "none", "-no-reboot", "-serial", "stdio",
             "-kernel", str(kernel), "-initrd", str(initrd), "-append", APPEND,
-            "-drive", f"file={img.disk},if=virtio,format=qcow2,snapshot=on",
+            "-drive", f"file={img.disk},if=virtio,format=raw,snapshot=on",
             "-nic", "user,model=virtio-net-pci",
             "-device", "virtio-rng-pci",
             *share("src", src, ro=True), *share("out", out), *share("ctl", ctl)]
