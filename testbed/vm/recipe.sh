@@ -34,12 +34,14 @@ inst() { apt-get install -y -q --no-install-recommends "$@"; }
 # and the backports one; the first is kept when the metapackage moves to the second.
 # With them, in the same transaction, the project's set-up (scripts/setup.sh's Debian
 # packages less the build tools: the guest builds nothing but BPF) and what a booted VM
-# needs.
+# needs: the qemu guest agent, from which alone vagrant-libvirt learns the address of a VM
+# without a libvirt network (ours: user-mode NICs only; it starts when its virtio port
+# appears).
 inst linux-image-amd64 linux-headers-amd64 initramfs-tools zstd \
   systemd-sysv udev kmod iproute2 iputils-ping iperf3 ethtool procps traceroute \
   tcpdump bridge-utils mininet python3 python3-venv python3-bpfcc bpfcc-tools \
   clang bpftool libc6-dev python3-yaml python3-pyelftools \
-  ca-certificates openssh-server sudo rsync iptables
+  ca-certificates openssh-server sudo rsync iptables qemu-guest-agent
 stable=$(ls /lib/modules | sort -V | tail -n1)
 apt-mark manual "linux-image-$stable" "linux-headers-$stable" >/dev/null
 # The project's Python dependencies (wheels fetched by the host's own pip: its index,
@@ -74,9 +76,6 @@ wait $init1
 mkdir -p /etc/systemd/network
 printf '[Match]\nName=en* eth*\n\n[Network]\nDHCP=yes\n' > /etc/systemd/network/80-dhcp.network
 systemctl enable systemd-networkd ssh >/dev/null 2>&1
-# the qemu guest agent: vagrant-libvirt learns the address of a VM without a libvirt
-# network (ours: user-mode NICs only) from it alone; it starts when its virtio port appears
-inst qemu-guest-agent
 echo testbed-vm > /etc/hostname
 printf '127.0.0.1 localhost\n127.0.1.1 testbed-vm\n' > /etc/hosts
 echo '/dev/vda / ext4 rw,errors=remount-ro 0 1' > /etc/fstab
