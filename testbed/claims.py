@@ -125,6 +125,11 @@ class PointData:
             return float(port.rate_mbps) * 1e6
         return self.rate_bps
 
+    def traffic_start(self) -> float | None:
+        """First time any flow moved data (None: no flow did)."""
+        starts = [float(s.t[s.v > 0][0]) for s in self.flows.values() if np.any(s.v > 0)]
+        return min(starts) if starts else None
+
     def traffic_end(self) -> float:
         """Last time any flow still moved data."""
         ends = [float(s.t[s.v > 0][-1]) for s in self.flows.values() if np.any(s.v > 0)]
@@ -270,7 +275,11 @@ def _na(self: _Claim, why: str) -> Verdict:
 
 def _after_burst(p: PointData, iface: str | None) -> tuple[str, dict[str, Series], float, float]:
     name, q = p.bottleneck(iface)
-    t0 = p.burst_at if p.burst_at is not None else float(q["backlog_bytes"].t[0])
+    # without a burst: from the first data, not the first queue sample (the queue is
+    # sampled from before the traffic: 22 s before it in the stock-kernel VM)
+    t0 = p.burst_at if p.burst_at is not None else p.traffic_start()
+    if t0 is None:
+        t0 = float(q["backlog_bytes"].t[0])
     t1 = p.traffic_end() or float(q["backlog_bytes"].t[-1])
     return name, q, t0, t1
 

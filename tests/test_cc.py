@@ -206,21 +206,25 @@ def test_powertcp_reads_tcp_int_telemetry():
 
     from testbed.network.tcpint import IntOptions, TcpInt
 
-    with pair(bottleneck_mbps=100, senders=2) as net:
+    # in the stock-kernel VM (TCG) flows are CPU-bound near 30 Mb/s (measured: 30.3 Mb/s
+    # for both on a 100 Mb/s bottleneck): 20 Mb/s there, and twice the time for as many
+    # telemetry samples
+    bw, secs = (20, 4) if os.environ.get("TESTBED_VM") == "1" else (100, 2)
+    with pair(bottleneck_mbps=bw, senders=2) as net:
         TcpInt(IntOptions(enabled=True, scale="fine"), net).start()
         ccs = CongestionControls(net.tracker, {"powertcp": {
-            "base_rtt_us": 200, "host_bw_mbps": 100, "hop_bw_mbps": 100}})
+            "base_rtt_us": 200, "host_bw_mbps": bw, "hop_bw_mbps": bw}})
         k = ccs.kernel_name("powertcp")
         rec = ccs.record()
         with ThreadPoolExecutor(1) as ex:
-            cubic = ex.submit(iperf, net, "cubic", 3, 5202, None, "h2")
+            cubic = ex.submit(iperf, net, "cubic", secs + 1, 5202, None, "h2")
             time.sleep(0.5)  # CUBIC's queue first
-            res = iperf(net, k, 2)
+            res = iperf(net, k, secs)
             cub = cubic.result()
         port = res["start"]["connected"][0]["local_port"]
         evs = [e for e in rec.stop() if e.sport == port]
     pwr_bps = res["end"]["sum_received"]["bits_per_second"]
-    assert pwr_bps + cub["end"]["sum_received"]["bits_per_second"] > 50e6  # of 100 Mb/s
+    assert pwr_bps + cub["end"]["sum_received"]["bits_per_second"] > 0.5 * bw * 1e6
     assert len(evs) > 100, "no telemetry-driven updates"
     assert all(e.base_rtt_us == 200 for e in evs)
     assert sum(e.tx_bytes for e in evs) > 1_000_000        # the hop's bytes, from INT
@@ -229,7 +233,7 @@ def test_powertcp_reads_tcp_int_telemetry():
     # λ is taken over at least τ (and an RTT): echo times jitter with the host CPU and the
     # queue comes in 2 KiB steps, so a 20 µs gap swung Γ between 0.01 and 16
     assert min(e.delta_t for e in evs) >= 200_000
-    # the law: a queue well above the BDP (2.5 KB) means Γ_norm > 1 (typically; a queue
+    # the law: a queue well above the BDP (2.5 KB; 0.5 KB at 20 Mb/s) means Γ_norm > 1 (typically; a queue
     # draining fast lowers λ, so the median, not every update)
     queued = [e.p_norm for e in evs if e.qlen >= 8192]
     if queued:

@@ -65,21 +65,44 @@ def test_netem_delay_rtt_within_2d_and_2d_plus_3ms(d_ms):
     assert med <= 2 * d_ms + 3, (med, p95)
 
 
+def _iqr(xs: list[float]) -> float:
+    q = statistics.quantiles(xs, n=4)
+    return q[2] - q[0]
+
+
+def _p95(xs: list[float]) -> float:
+    return sorted(xs)[int(0.95 * len(xs))]
+
+
 def test_netem_jitter_spreads_rtt_as_configured():
+    """delay 20 ms ± 4 ms each way: the RTT spreads as two uniform ±4 ms draws (a
+    triangle on 2d ± 2j: IQR 1.17 j). The guest's own timer lateness adds to it: under
+    emulation (TCG) a starved vCPU fires netem's timers late, single RTTs by tens of ms.
+    So the same pings over delay 20 ms without jitter are measured in this boot, and
+    their spread is the allowance: IQR within [0.6, 1.4] of the triangle's plus the
+    no-jitter IQR, the 95th percentile within 2(d + j) + 3 ms plus the no-jitter p95's
+    excess over 2d + 3 ms (0 where the guest keeps the delay test's bound)."""
     d, j = 20, 4
+    with running_network(pair(delay=f"{d}ms")) as net:
+        _rtts(net, 3, 0.2)
+        base = _rtts(net, 200, 0.03)
     with running_network(pair(delay=f"{d}ms", jitter=f"{j}ms")) as net:
         q = net["h1"].cmd("tc qdisc show dev h1-eth0")
         assert re.search(r"delay 20(\.0)?ms\s+4(\.0)?ms", q), q
         _rtts(net, 3, 0.2)
         rtts = _rtts(net, 200, 0.03)
-    sd = statistics.pstdev(rtts)
+    want = 1.17 * j
+    iqr, iqr0 = _iqr(rtts), _iqr(base)
+    slack = max(0.0, _p95(base) - (2 * d + 3))
     measured("jitter_20ms_4ms", rtt_min=min(rtts), rtt_median=statistics.median(rtts),
-             rtt_max=max(rtts), stdev=round(sd, 3), n=len(rtts))
-    # each direction: delay ± jitter (uniform: σ = j/√3); two directions add in variance
-    want = math.sqrt(2) * j / math.sqrt(3)
-    assert 0.6 * want <= sd <= 1.4 * want + 0.5, (sd, want)
-    # the upper end gets the same 3 ms of scheduling slack per direction as a 2d RTT's
-    assert min(rtts) >= 2 * (d - j) and max(rtts) <= 2 * (d + j) + 6, (min(rtts), max(rtts))
+             rtt_p95=_p95(rtts), rtt_max=max(rtts), iqr=round(iqr, 3), want_iqr=want,
+             nojitter_iqr=round(iqr0, 3), nojitter_p95=_p95(base),
+             stdev=round(statistics.pstdev(rtts), 3), n=len(rtts))
+    assert 0.6 * want <= iqr <= 1.4 * want + iqr0, (iqr, want, iqr0)
+    # netem never delivers early; the upper end is the delay test's bound plus the
+    # guest's measured excess
+    assert min(rtts) >= 2 * (d - j), min(rtts)
+    assert _p95(rtts) <= 2 * (d + j) + 3 + slack, (_p95(rtts), slack)
 
 
 def test_netem_loss_within_binomial_bound():
@@ -106,13 +129,14 @@ def test_netem_loss_within_binomial_bound():
 
 
 def test_rate_with_delay_reaches_the_configured_rate():
-    # offloads on: under TCG each packet costs so much that 1500-byte packets at 10 Mb/s
-    # are CPU-bound on a busy host (measured 6.7 Mb/s); HTB shapes GSO packets by bytes
-    with running_network(pair(offloads=True, bw=10, delay="5ms", queue=100)) as net:
+    # 5 Mb/s, offloads on: under TCG each packet costs so much that a flow is CPU-bound
+    # near 7-8 Mb/s when the host is busy (measured: 7.3 through HTB 10 Mb/s, 6.7 with
+    # 1500-byte packets); HTB shapes GSO packets by bytes
+    with running_network(pair(offloads=True, bw=5, delay="5ms", queue=100)) as net:
         rep = _iperf(net, "h1", "h2", secs=5)
     mbps = rep["end"]["sum_received"]["bits_per_second"] / 1e6
-    measured("rate_10mbit_5ms", mbps=round(mbps, 2))
-    assert 9 <= mbps <= 10.3, mbps
+    measured("rate_5mbit_5ms", mbps=round(mbps, 2))
+    assert 4.5 <= mbps <= 5.15, mbps
 
 
 # ----------------------------------------------------------------------------- AQMs
@@ -147,11 +171,12 @@ def _aqm_run(kind: str, ecn: bool, cc: str, delay: str | None = "2ms"):
         port = _port(net, "s1", "h2")
         q = net["s1"].cmd(f"tc qdisc show dev {port}")
         # CE-marked packets on the wire at the receiver (IP ECN field = 11)
-        cap = net["h2"].popen(["tcpdump", "-n", "-i", "h2-eth0", "-w", "/dev/null",
-                               "ip[1] & 3 = 3"], stderr=-1, text=True)
+        # headers only and a large buffer: under TCG tcpdump falls behind the flow
+        cap = net["h2"].popen(["tcpdump", "-n", "-i", "h2-eth0", "-s", "96", "-B", "16384",
+                               "-w", "/dev/null", "ip[1] & 3 = 3"], stderr=-1, text=True)
         time.sleep(1.0)
         rep = _iperf(net, "h1", "h2", secs=4, extra=f"-C {cc}")
-        time.sleep(0.5)
+        time.sleep(2.0)   # what it has not read yet when stopped is not counted
         cap.terminate()
         err = cap.communicate(timeout=30)[1]
         st = net["s1"].cmd(f"tc -s qdisc show dev {port}")
@@ -263,4 +288,5 @@ def test_tcp_int_refused_clearly_before_6_2():
             return
         with pytest.raises(MissingFeature) as ei:
             TcpInt(IntOptions(enabled=True), net).start()
-    assert "bpf_cast_to_kern_ctx" in str(ei.value) and "cls_bpf" not in str(ei.value)
+    # the reason is the kfunc, not a missing cls_bpf/clsact (modules on a stock kernel)
+    assert "bpf_cast_to_kern_ctx" in ei.value.what and "cls_bpf" not in ei.value.what
