@@ -70,8 +70,10 @@ def _ours(prefix: str) -> dict[str, list[str]]:
                            text=True).stdout.split()
     for pool in pools:
         out = subprocess.run([*VIRSH, "vol-list", pool], capture_output=True, text=True).stdout
+        # names start with it: the domain's disk is <prefix>default.img (the box's own
+        # volume, <box>_vagrant_box_image_…, holds the prefix too, further in)
         vols += [f"{pool}/{ln.split()[0]}" for ln in out.splitlines()[2:]
-                 if ln.strip() and prefix in ln.split()[0]]
+                 if ln.strip() and ln.split()[0].startswith(prefix)]
     procs = subprocess.run(["pgrep", "-af", f"guest={prefix}"], capture_output=True,
                            text=True).stdout.splitlines()
     return {"domains": [d for d in doms if d.startswith(prefix)], "volumes": vols,
