@@ -11,6 +11,7 @@ always runs.
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import signal
 import subprocess
@@ -61,6 +62,18 @@ def ping_all(net: Network, v6: bool = False) -> dict[tuple[str, str], bool]:
         for st, addr in re.findall(r"(OK|FAIL) (\S+)", out):
             res[(h, addr)] = st == "OK"
     return res
+
+
+def iperf_json(net: Network, src: str, dst: str, secs: int = 3, extra: str = "",
+               port: int = 5301, ready_s: float = 1.0) -> dict:
+    """One iperf3 test src → dst (a one-off server on dst, waited for up to ready_s:
+    longer in a slow VM guest); iperf3's JSON report."""
+    net[dst].cmd(f"iperf3 -s -1 -D -p {port}")
+    deadline = time.monotonic() + ready_s
+    while f":{port}" not in net[dst].cmd("ss -Hltn") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    out = net[src].cmd(f"iperf3 -c {net.ip(dst)} -p {port} -t {secs} -J {extra}")
+    return json.loads(out)
 
 
 class Capture:

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from testbed.network.backends.kernel import BR_NETFILTER, SWITCH_SYSCTLS
-from testbed.testing import ping_all, running_network
+from testbed.testing import iperf_json as _iperf, ping_all, running_network
 
 pytestmark = pytest.mark.needs_root
 
@@ -197,17 +197,6 @@ def test_offloads_and_qdiscs_are_configured():
         if BR_NETFILTER.exists():   # a switch is L2: bridged IP skips the netfilter hooks
             for k, v in SWITCH_SYSCTLS.items():
                 assert net["s1"].cmd(f"sysctl -n {k}").strip() == str(v), k
-
-
-def _iperf(net, src, dst, secs=3, extra=""):
-    import json
-    net[dst].cmd("iperf3 -s -1 -D -p 5301")
-    for _ in range(50):
-        if ":5301" in net[dst].cmd("ss -Hltn"):
-            break
-        time.sleep(0.02)
-    out = net[src].cmd(f"iperf3 -c {net.ip(dst)} -p 5301 -t {secs} -J {extra}")
-    return json.loads(out)
 
 
 def test_iperf3_through_bottleneck_gets_configured_rate_within_10pct():

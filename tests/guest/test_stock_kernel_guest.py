@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from testbed.testing import running_network
+from testbed.testing import iperf_json, running_network
 
 pytestmark = pytest.mark.skipif(os.environ.get("TESTBED_VM") != "1",
                                 reason="runs inside the stock-kernel VM (tests/test_stock_kernel.py)")
@@ -40,13 +40,7 @@ def _rtts(net, n: int, interval: float) -> list[float]:
 
 
 def _iperf(net, src, dst, secs=4, extra="") -> dict:
-    net[dst].cmd("iperf3 -s -1 -D -p 5301")
-    for _ in range(100):
-        if ":5301" in net[dst].cmd("ss -Hltn"):
-            break
-        time.sleep(0.05)
-    out = net[src].cmd(f"iperf3 -c {net.ip(dst)} -p 5301 -t {secs} -J {extra}")
-    return json.loads(out)
+    return iperf_json(net, src, dst, secs, extra, ready_s=5.0)
 
 
 # ----------------------------------------------------------------------------- netem
