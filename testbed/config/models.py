@@ -774,7 +774,6 @@ CongestionControl = section("CongestionControl", "eBPF congestion control",
 
 # --- claims (`expect:`; judged by testbed/claims.py) -------------------------------------
 
-MTU = 1514   # bytes of a full frame: the default "near zero" queue is two of them
 
 # Metrics `python -m testbed compare` judges between two runs (testbed/results/compare.py);
 # an `expect:` entry {metric: NAME, tolerance: REL} sets how far one may move.
@@ -799,7 +798,7 @@ class QueuePeakRatio(Claim):
 class QueueDrains(Claim):
     claim: Literal["queue_drains"] = "queue_drains"
     within_rtts: float = Field(10, gt=0)
-    near_zero_bytes: int = Field(2 * MTU, ge=0)
+    near_zero_bytes: int = Field(2 * units.FRAME_BYTES, ge=0)
     base_rtt_us: float | None = Field(None, gt=0)
     # base: τ (the configured base RTT); measured: the median RTT the CC itself saw
     # (cc_trace.csv rtt_us) while the queue drained — on emulated links τ is a chosen
@@ -830,7 +829,7 @@ class DrainTimeRatio(Claim):
     claim: Literal["drain_time_ratio"] = "drain_time_ratio"
     baseline: str = "hpcc"
     max_ratio: float = Field(1.0, gt=0)
-    near_zero_bytes: int = Field(2 * MTU, ge=0)
+    near_zero_bytes: int = Field(2 * units.FRAME_BYTES, ge=0)
 
 
 class StandingQueue(Claim):

@@ -14,6 +14,10 @@ import math
 import re
 from typing import Iterable
 
+# A full Ethernet frame (1500-byte MTU + 14-byte header): what a queue limit or a queue
+# counted in packets means in bytes, and the size of a full TCP segment on the wire.
+FRAME_BYTES = 1514
+
 _NUM = r"([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
 
 

@@ -18,10 +18,10 @@ import re
 import statistics
 import subprocess
 
+from ..config.units import FRAME_BYTES
 from ..errors import RunError
 
-PROBE_BYTES = 1472      # ICMP payload: a 1514-byte Ethernet frame, as a full TCP segment
-FRAME_BYTES = 1514
+PROBE_BYTES = FRAME_BYTES - 42   # ICMP payload (Ethernet 14 + IPv4 20 + ICMP 8): a full frame
 _TIME = re.compile(r"time=([\d.]+) ms")
 
 

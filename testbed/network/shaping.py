@@ -13,16 +13,16 @@ Functions:
 from __future__ import annotations
 
 from ..config.models import LinkParams
+from ..config.units import FRAME_BYTES   # a packet limit in bytes (RED's) counts full frames
 
 DEFAULT_FIFO_PACKETS = 1000  # Linux's default txqueuelen, when a rate is set but no queue
-MTU_BYTES = 1514             # a packet limit in bytes (RED's limit) counts full frames
 
 
 def _packets(p: LinkParams) -> int:
     q = p.queue
     if q is None:
         return DEFAULT_FIFO_PACKETS
-    return q.packets if q.packets else max(q.bytes // MTU_BYTES, 1)
+    return q.packets if q.packets else max(q.bytes // FRAME_BYTES, 1)
 
 
 def aqm_line(intf: str, parent: str, p: LinkParams) -> str:
@@ -30,9 +30,9 @@ def aqm_line(intf: str, parent: str, p: LinkParams) -> str:
     a = p.aqm
     ecn = " ecn" if a.ecn else ""
     if a.kind == "red":
-        limit = p.queue.bytes if p.queue and p.queue.bytes else _packets(p) * MTU_BYTES
+        limit = p.queue.bytes if p.queue and p.queue.bytes else _packets(p) * FRAME_BYTES
         mx = a.max or limit // 2
-        mn = a.min or max(mx // 3, MTU_BYTES)
+        mn = a.min or max(mx // 3, FRAME_BYTES)
         # tc-red(8): burst = (2·min + max) / (3·avpkt), bandwidth for the idle-time decay
         burst = (2 * mn + mx) // (3 * 1000) + 1
         bw = f" bandwidth {max(int(p.bw * 1000), 8)}kbit" if p.bw else ""

@@ -37,17 +37,17 @@ import numpy as np
 import pandas as pd
 
 from .. import claims as claims_mod
+from ..config.units import FRAME_BYTES
 from .frames import Run, load
 from .record import point_config
 
-MTU = 1514
 DEFAULT_TOLERANCE = 0.10
 ALPHA = 0.05
 # name → (better when "higher"/"lower", absolute change below which it is noise)
 METRICS: dict[str, tuple[str, float]] = {
     "goodput_mbps": ("higher", 1.0),
-    "queue_p50_bytes": ("lower", 2 * MTU),
-    "queue_p99_bytes": ("lower", 2 * MTU),
+    "queue_p50_bytes": ("lower", 2 * FRAME_BYTES),
+    "queue_p99_bytes": ("lower", 2 * FRAME_BYTES),
     "drain_ms": ("lower", 1.0),
     "jain": ("higher", 0.02),
     "retransmits": ("lower", 10),
@@ -88,7 +88,7 @@ def _drain_ms(q: pd.DataFrame, burst_at: float, end: float) -> float:
         return math.nan
     v, t = s.backlog_bytes.to_numpy(), s.time.to_numpy()
     i = int(np.argmax(v))
-    after = np.nonzero(v[i:] <= 2 * MTU)[0]
+    after = np.nonzero(v[i:] <= 2 * FRAME_BYTES)[0]
     return float(t[i + after[0]] - t[i]) * 1e3 if len(after) else math.inf
 
 
