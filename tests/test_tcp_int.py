@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import statistics
 import struct
 import subprocess
@@ -396,8 +397,8 @@ def test_everything_detaches_on_stop_and_teardown():
     with running_network(topo) as net:
         ti = TcpInt(IntOptions(enabled=True), net).start()
         pins = net.tracker.pin_dir()
-        ids = {ti.switch_obj.prog_fd("tcp_int_switch"), ti.host_obj.prog_fd("tcp_int_host")}
-        assert ids
+        ids = our_prog_ids(ti)
+        assert len(ids) == 2
         assert "tcp_int_switch" in net.run("s1", "tc filter show dev s1-eth1 egress") or \
             subprocess.run(["nsenter", f"--net=/proc/{net['s1'].pid}/ns/net", "tc", "filter",
                             "show", "dev", "s1-eth1", "egress"], capture_output=True,
@@ -405,9 +406,7 @@ def test_everything_detaches_on_stop_and_teardown():
         cg = net.tracker.node_cgroup("h1")
         assert "sock_ops" in subprocess.run(["bpftool", "cgroup", "show", str(cg)],
                                             capture_output=True, text=True).stdout
-        progs_before = subprocess.run(["bpftool", "prog", "show"], capture_output=True,
-                                      text=True).stdout
-        assert "tcp_int_switch" in progs_before and "tcp_int_host" in progs_before
+        assert not programs_gone(ids, timeout=0)
         ti.stop()
         for s, intf in (("s1", "s1-eth0"), ("s1", "s1-eth1")):
             show = subprocess.run(["nsenter", f"--net=/proc/{net[s].pid}/ns/net", "tc",
@@ -422,16 +421,26 @@ def test_everything_detaches_on_stop_and_teardown():
         cap = Capture(net, "h2", "h2-eth0", "tcp", direction="in")
         iperf(net, "h1", "h2", 0.3)
         assert not any(int_option(p) for p in cap.stop())
-    assert programs_gone()
+    assert programs_gone(ids)
 
 
-def programs_gone(timeout: float = 3.0) -> bool:
-    """No tcp_int program left in the kernel (freed after an RCU grace period: poll)."""
+def our_prog_ids(ti: TcpInt) -> set[int]:
+    """The kernel ids of this run's two TCP-INT programs (other runs on the machine load
+    programs of the same names): read off their fds' fdinfo."""
+    ids = set()
+    for fd in (ti.switch_obj.prog_fd("tcp_int_switch"), ti.host_obj.prog_fd("tcp_int_host")):
+        info = Path(f"/proc/self/fdinfo/{fd}").read_text()
+        ids.add(int(re.search(r"^prog_id:\s*(\d+)", info, re.M).group(1)))
+    return ids
+
+
+def programs_gone(ids: set[int], timeout: float = 3.0) -> bool:
+    """None of these programs left in the kernel (freed after an RCU grace period: poll)."""
     deadline = time.monotonic() + timeout
     while True:
-        progs = subprocess.run(["bpftool", "prog", "show"], capture_output=True,
-                               text=True).stdout
-        if "tcp_int_switch" not in progs and "tcp_int_host" not in progs:
+        left = [i for i in ids if subprocess.run(["bpftool", "prog", "show", "id", str(i)],
+                                                 capture_output=True).returncode == 0]
+        if not left:
             return True
         if time.monotonic() > deadline:
             return False
@@ -443,11 +452,11 @@ def test_teardown_through_tracker_without_stop():
     topo = topo_line({"ends": ["h1", "s1"]}, {"ends": ["s1", "h2"], "bw": 50})
     with pytest.raises(RuntimeError):
         with running_network(topo) as net:
-            TcpInt(IntOptions(enabled=True), net).start()
+            ids = our_prog_ids(TcpInt(IntOptions(enabled=True), net).start())
             pins = net.tracker.pin_dir()
             raise RuntimeError("boom")
     assert not pins.exists()
-    assert programs_gone()
+    assert len(ids) == 2 and programs_gone(ids)
 
 
 @pytest.mark.parametrize("echo", [False, True], ids=["no-echo", "echo"])
