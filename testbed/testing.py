@@ -64,16 +64,57 @@ def ping_all(net: Network, v6: bool = False) -> dict[tuple[str, str], bool]:
     return res
 
 
-def iperf_json(net: Network, src: str, dst: str, secs: int = 3, extra: str = "",
-               port: int = 5301, ready_s: float = 1.0) -> dict:
-    """One iperf3 test src → dst (a one-off server on dst, waited for up to ready_s:
-    longer in a slow VM guest); iperf3's JSON report."""
-    net[dst].cmd(f"iperf3 -s -1 -D -p {port}")
+def iperf_server(node, port: int = 5201, *, one_off: bool = True,
+                 ready_s: float = 10.0) -> subprocess.Popen:
+    """An iperf3 server on node, returned once it listens (a fixed sleep before the
+    client loses that race on a loaded machine or in the slow VM guest)."""
+    srv = node.popen(["iperf3", "-s", *(["-1"] if one_off else []), "-p", str(port)],
+                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + ready_s
-    while f":{port}" not in net[dst].cmd("ss -Hltn") and time.monotonic() < deadline:
-        time.sleep(0.02)
-    out = net[src].cmd(f"iperf3 -c {net.ip(dst)} -p {port} -t {secs} -J {extra}")
-    return json.loads(out)
+    while f":{port} " not in node.popen(["ss", "-ltnH"], stdout=subprocess.PIPE,
+                                        text=True).communicate()[0]:
+        if srv.poll() is not None or time.monotonic() > deadline:
+            srv.kill()
+            raise AssertionError(f"iperf3 server on {node.name}:{port} did not listen "
+                                 f"(exit {srv.poll()})")
+        time.sleep(0.05)
+    return srv
+
+
+class Iperf:
+    """One iperf3 test src → dst: a one-off server on dst, waited for until it listens,
+    then the client; each a process of its own (not the node's Mininet shell: flows may
+    start from several threads at once). wait() returns iperf3's JSON report.
+
+    cc: the client's TCP_CONGESTION (iperf3 -C); without it the namespace inherits the
+    machine's default (bbr on some hosts, which keeps a FIFO near empty)."""
+
+    def __init__(self, net: Network, src: str, dst: str, seconds: float = 1, *,
+                 port: int = 5201, cc: str | None = None, extra: str = "", v6: bool = False,
+                 ready_s: float = 10.0):
+        # iperf3 reads -t as a whole number (0 would mean forever)
+        self.seconds = max(1, int(seconds))
+        self.server = iperf_server(net[dst], port, ready_s=ready_s)
+        cmd = ["iperf3", "-c", net.ip(dst, v6), "-p", str(port), "-t", str(self.seconds),
+               "-J", *(["-C", cc] if cc else []), *extra.split()]
+        self.client = net[src].popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     text=True)
+
+    def running(self) -> bool:
+        return self.client.poll() is None
+
+    def wait(self) -> dict:
+        out, _ = self.client.communicate(timeout=self.seconds + 20)
+        self.server.wait(timeout=10)
+        res = json.loads(out)
+        assert self.client.returncode == 0 and "error" not in res, res.get("error")
+        return res
+
+
+def iperf_json(net: Network, src: str, dst: str, secs: int = 3, extra: str = "",
+               port: int = 5301, ready_s: float = 10.0) -> dict:
+    """iperf3's JSON report of one test src → dst."""
+    return Iperf(net, src, dst, secs, port=port, extra=extra, ready_s=ready_s).wait()
 
 
 class Capture:

@@ -22,7 +22,6 @@ import statistics
 import struct
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -34,7 +33,7 @@ from testbed.network.backends.bmv2 import bmv2_available
 from testbed.network.tcpint import (D, IntOptions, TcpInt, decode_qdepth, find_option,
                                     qdepth_shift)
 from testbed import testing
-from testbed.testing import ping_all, running_network
+from testbed.testing import Iperf, ping_all, running_network
 
 PY = sys.executable
 REPO = Path(__file__).resolve().parents[1]
@@ -179,19 +178,9 @@ def tagged_data(pkts, src: str) -> list[dict]:
 
 
 def iperf(net, src: str, dst: str, seconds: float, extra: str = "", v6: bool = False) -> None:
-    srv = net[dst].popen(["iperf3", "-s", "-1", "-p", "5201"], stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 5
-    while ":5201 " not in net[dst].cmd("ss -ltnH"):
-        assert time.monotonic() < deadline, "iperf3 server did not listen"
-        time.sleep(0.05)
-    # -C cubic: not the machine's default CC (bbr here keeps the FIFO near empty; only its
-    # start-up overshoot filled it, sometimes not to half on a slow BMv2)
-    cl = net[src].popen(f"iperf3 -c {net.ip(dst, v6)} -p 5201 -t {seconds} -C cubic {extra}".split(),
-                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    out, _ = cl.communicate(timeout=seconds + 20)
-    srv.wait(timeout=10)
-    assert cl.returncode == 0, out
+    # cubic: bbr keeps the FIFO near empty (only its start-up overshoot filled it,
+    # sometimes not to half on a slow BMv2)
+    Iperf(net, src, dst, seconds, cc="cubic", extra=extra, v6=v6).wait()
 
 
 # ------------------------------------------------------------------ without BMv2

@@ -22,7 +22,7 @@ from testbed.bpf import cc as ccmod
 from testbed.bpf.cc import CongestionControls
 from testbed.errors import ConfigError
 from testbed.network.tracker import RunTracker
-from testbed.testing import running_network
+from testbed.testing import Iperf, iperf_server, running_network
 
 REPO = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -43,23 +43,11 @@ def available() -> list[str]:
 
 def iperf(net, kname: str, seconds: float = 2, port: int = 5201, during=None,
           src: str = "h1") -> dict:
-    """One real iperf3 flow src → h0 with TCP_CONGESTION = kname (iperf3 -C)."""
-    srv = net["h0"].popen(["iperf3", "-s", "-1", "-p", str(port)],
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 5
-    # a process of its own, not h0's Mininet shell: flows run from two threads at once
-    while f":{port} " not in net["h0"].popen(["ss", "-ltnH"], stdout=subprocess.PIPE,
-                                             text=True).communicate()[0]:
-        assert time.monotonic() < deadline, "iperf3 server did not listen"
-        time.sleep(0.05)
-    cl = net[src].popen(["iperf3", "-c", net.ip("h0"), "-p", str(port), "-t", str(seconds),
-                          "-C", kname, "-J"], stdout=subprocess.PIPE, text=True)
+    """One real iperf3 flow src → h0 with TCP_CONGESTION = kname; during() runs while it
+    does, its value under "_during"."""
+    flow = Iperf(net, src, "h0", seconds, port=port, cc=kname)
     seen = during() if during else None
-    out, _ = cl.communicate(timeout=seconds + 20)
-    srv.wait(timeout=10)
-    res = json.loads(out)
-    res["_during"] = seen
-    return res
+    return {**flow.wait(), "_during": seen}
 
 
 def test_check_passes_here():
@@ -366,13 +354,7 @@ def test_window_floor_is_one_segment_with_many_flows():
         k = ccs.kernel_name("theta_powertcp")
         rec = ccs.record()
         ports = range(5201, 5205)
-        srvs = [net["h0"].popen(["iperf3", "-s", "-1", "-p", str(p)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                for p in ports]
-        deadline = time.monotonic() + 5
-        while not all(f":{p} " in net["h0"].cmd("ss -ltnH") for p in ports):
-            assert time.monotonic() < deadline, "iperf3 servers did not listen"
-            time.sleep(0.05)
+        srvs = [iperf_server(net["h0"], p) for p in ports]
         cls = [net[f"h{i + 1}"].popen(["iperf3", "-c", net.ip("h0"), "-p", str(p), "-t",
                                        "2.5", "-C", k, "-J"], stdout=subprocess.PIPE, text=True)
                for i, p in enumerate(ports)]

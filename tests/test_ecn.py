@@ -12,7 +12,6 @@ import pytest
 from scapy.all import IP, TCP
 
 from testbed.config.models import EcnMark
-from testbed.errors import ConfigError
 from testbed.testing import running_network
 
 from test_tcp_int import Capture, iperf, offloads, topo_line

@@ -438,7 +438,7 @@ def test_instrument_on_host_and_router_port(tmp_path):
     detaches everything."""
     import csv
     from testbed.instruments.base import InstrumentContext, load_all
-    from testbed.testing import running_network
+    from testbed.testing import iperf_server, running_network
     reg = load_all()
     Inst = reg["noobflow"]
     with running_network({"builtin": "chain", "routers": 1}) as net:
@@ -454,9 +454,8 @@ def test_instrument_on_host_and_router_port(tmp_path):
         h2_if = [i for i in net["h2"].intfNames() if i != "lo"]
         with netns(net["h2"].pid):
             assert all(attached_prog_id(i) for i in h2_if)
-        srv = net["h2"].popen(["iperf3", "-s", "-1", "-p", "5201"])
+        srv = iperf_server(net["h2"], 5201)
         try:
-            time.sleep(0.3)
             out = net["h1"].cmd(f"iperf3 -c {net.ip('h2')} -p 5201 -n 20M -J")
             srv.wait(timeout=20)
         finally:

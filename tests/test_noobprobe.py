@@ -89,13 +89,11 @@ def test_every_hop_discovered(prober, v6):
         dst = net.ip("h2", v6)
         h = prober.add_host("h1", "h1-eth0", [dst], HostSettings(hop_rate=400), h1.netns)
         try:
-            srv = h2.popen(["iperf3", "-s", "-1"])
-            time.sleep(0.3)
+            srv = testing.iperf_server(h2)
             run_app(h1, f"ping -c 40 -i 0.02 {dst}")
             run_app(h1, f"iperf3 -c {dst} -t 1 -b 20M")
             srv.wait(5)
-            srv = h2.popen(["iperf3", "-s", "-1"])
-            time.sleep(0.3)
+            srv = testing.iperf_server(h2)
             run_app(h1, f"iperf3 -c {dst} -u -t 1 -b 5M")
             srv.wait(5)
             time.sleep(0.2)
@@ -139,8 +137,7 @@ def test_probes_on_the_wire(prober, v6, tmp_path):
         h = prober.add_host("h1", "h1-eth0", [dst], HostSettings(hop_rate=100), h1.netns)
         try:
             cap = Capture(h1, "h1-eth0", tmp_path / "out.pcap", "tcp")
-            srv = h2.popen(["iperf3", "-s", "-1"])
-            time.sleep(0.3)
+            srv = testing.iperf_server(h2)
             run_app(h1, f"iperf3 -c {dst} -t 1 -b 50M")
             srv.wait(5)
             pkts = cap.stop()
@@ -220,8 +217,7 @@ def test_rate_limits_hold(prober, kind):
         h = prober.add_host("h1", "h1-eth0", [dst], HostSettings(rate=rate, hop_rate=hop_rate),
                             h1.netns)
         try:
-            srv = h2.popen(["iperf3", "-s", "-1"])
-            time.sleep(0.3)
+            srv = testing.iperf_server(h2)
             run_app(h1, f"iperf3 -c {dst} -t 2 -b 100M")
             srv.wait(5)
             time.sleep(0.2)
@@ -326,8 +322,7 @@ def test_probe_charged_its_own_length(prober):
     with chain() as net:
         h1, h2 = net["h1"], net["h2"]
         dst = net.ip("h2")
-        srv = h2.popen(["iperf3", "-s"], stdout=subprocess.DEVNULL)
-        time.sleep(0.3)
+        srv = testing.iperf_server(h2, one_off=False)
 
         def transfer() -> int:
             """Bytes the qdisc charged for the transfer, less its retransmissions (a loaded
@@ -432,8 +427,7 @@ def test_standing_queue_drain_time(prober, tmp_path):
             # (h1's XDP drops them before a capture on h1 could see them)
             h1_cap = Capture(h1, "h1-eth0", tmp_path / "h1.pcap", "icmp[0] == 8 and ip[8] <= 4")
             r1_cap = Capture(net["r1"], r1_if, tmp_path / "r1.pcap", "icmp[0] == 11")
-            srv = h4.popen(["iperf3", "-s", "-1"], stdout=subprocess.DEVNULL)
-            time.sleep(0.3)
+            srv = testing.iperf_server(h4)
             # real-time priority: other tenants of the machine must not stall the flood
             cli = h2.popen(["chrt", "-f", "20", "iperf3", "-c", net.ip("h4"), "-u", "-b",
                             f"{bw * 1.25}M", "-l", str(frame - 42), "-t", "5",

@@ -22,7 +22,7 @@ from scapy.all import IP, TCP
 from testbed.network.tcpint import (IntOptions, TcpInt, D, decode_qdepth, find_option, layout,
                                     qdepth_shift)
 from testbed import testing
-from testbed.testing import running_network
+from testbed.testing import Iperf, running_network
 
 PY = sys.executable
 REPO = Path(__file__).resolve().parents[1]
@@ -81,25 +81,9 @@ def tcp_checksum_state(pkt) -> str:
     return "bad"
 
 
-def iperf(net, src: str, dst: str, seconds: int = 1, extra: str = "", port: int = 5201,
-          wait: bool = True):
-    seconds = max(1, int(seconds))  # iperf3 reads -t as an integer: 0 would mean forever
-    srv = net[dst].popen(["iperf3", "-s", "-1", "-p", str(port)], stdout=subprocess.DEVNULL,
-                         stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 5
-    while f":{port} " not in net[dst].cmd("ss -ltnH"):
-        assert time.monotonic() < deadline, "iperf3 server did not listen"
-        time.sleep(0.05)
-    # -C cubic: a namespace inherits the machine's default CC (bbr here, which keeps FIFOs
-    # near empty); these tests need a loss-based flow that fills the bottleneck's FIFO.
-    cl = net[src].popen(f"iperf3 -c {net.ip(dst)} -p {port} -t {seconds} -J -C cubic "
-                        f"{extra}".split(),
-                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    if not wait:
-        return srv, cl
-    out, _ = cl.communicate(timeout=seconds + 20)
-    srv.wait(timeout=10)
-    return json.loads(out)
+def iperf(net, src: str, dst: str, seconds: float = 1, extra: str = "", port: int = 5201):
+    # cubic: these tests need a loss-based flow that fills the bottleneck's FIFO
+    return Iperf(net, src, dst, seconds, port=port, cc="cubic", extra=extra).wait()
 
 
 def offloads(net, hosts, on: bool):
@@ -351,8 +335,7 @@ def test_untagged_and_non_tcp_pass_byte_identical_and_outside_cgroup_untouched()
         iperf(net, "h3", "h2", 1, extra="-b 5M", port=5203)   # h3: outside the experiment
         # TCP from h1's namespace, but a process outside h1's cgroup (the test's own)
         pid = net["h1"].pid
-        srv = net["h2"].popen(["iperf3", "-s", "-1", "-p", "5205"], stdout=subprocess.DEVNULL)
-        time.sleep(0.3)
+        srv = testing.iperf_server(net["h2"], 5205)
         subprocess.run(["nsenter", f"--net=/proc/{pid}/ns/net", "iperf3", "-c", net.ip("h2"),
                         "-p", "5205", "-t", "1", "-b", "5M"], check=True, capture_output=True, timeout=20)
         srv.wait(timeout=10)
@@ -556,17 +539,17 @@ def test_int_trace_instrument_writes_csv_and_plot(tmp_path):
                                 tcp_int=ti)
         inst = IntTrace(IntTrace.Options(), ctx)
         inst.start()
-        srv, cl = iperf(net, "h1", "h2", 2, wait=False)
+        flow = Iperf(net, "h1", "h2", 2, cc="cubic")
         # a coarse ground truth in the queue sampler's format, for the plot
         with open(tmp_path / "queue.csv", "w") as f:
             f.write("time,node,iface,backlog_bytes,qlen_pkts,drops,sent_bytes\n")
-            while cl.poll() is None:
+            while flow.running():
                 out = net.run("s1", "tc -s qdisc show dev s1-eth1")
                 b = out.split(" backlog ")[1].split()[0].rstrip("b")  # tc: 512b, 60Kb, 1Mb
                 b = int(float(b.rstrip("KM")) * {"K": 1024, "M": 1 << 20}.get(b[-1], 1))
                 f.write(f"{(time.monotonic_ns() - t0) / 1e9},s1,s1-eth1,{b},0,0,0\n")
                 time.sleep(0.05)
-        srv.wait(timeout=10)
+        flow.wait()
         inst.stop()
         paths = inst.write()
     rows = list(csv.DictReader(open(tmp_path / "int_trace.csv")))
@@ -620,8 +603,10 @@ def test_public_host_tool_reads_our_switch():
                 pin.unlink()
             if PUBLIC_PINS.exists():
                 PUBLIC_PINS.rmdir()
-    rows = [[c.strip() for c in l.split(",")] for l in out.splitlines()
-            if l.strip() and l.strip()[0].isdigit() and net.ip("h1") in l.split(",")[1]]
+    # whole records of h1's flow (the last line may be cut off by the terminate)
+    src = f"{net.ip('h1')}:"
+    rows = [cols for cols in ([c.strip() for c in l.split(",")] for l in out.splitlines())
+            if len(cols) >= 11 and cols[0][:1].isdigit() and cols[1].startswith(src)]
     assert len(rows) > 20
     qdepth = [int(r[8]) for r in rows]
     assert max(qdepth) >= 4 * 8192 and all(q % 8192 == 0 for q in qdepth)
@@ -640,8 +625,7 @@ def test_ipv6_segments_are_stamped_with_valid_checksums():
         TcpInt(IntOptions(enabled=True, scale="fine"), net).start()
         cap = Capture(net, "h2", "h2-eth0", "ip6 and tcp", direction="in")
         dst = net.ip("h2", v6=True).split("/")[0]
-        srv = net["h2"].popen(["iperf3", "-s", "-1", "-p", "5207"], stdout=subprocess.DEVNULL)
-        time.sleep(0.3)
+        srv = testing.iperf_server(net["h2"], 5207)
         net.run("h1", f"iperf3 -6 -c {dst} -p 5207 -t 1")
         srv.wait(timeout=10)
         pkts = cap.stop()

@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from testbed.testing import iperf_json, running_network
+from testbed.testing import iperf_json, iperf_server, running_network
 
 pytestmark = pytest.mark.skipif(os.environ.get("TESTBED_VM") != "1",
                                 reason="runs inside the stock-kernel VM (tests/test_stock_kernel.py)")
@@ -40,7 +40,7 @@ def _rtts(net, n: int, interval: float) -> list[float]:
 
 
 def _iperf(net, src, dst, secs=4, extra="") -> dict:
-    return iperf_json(net, src, dst, secs, extra, ready_s=5.0)
+    return iperf_json(net, src, dst, secs, extra)
 
 
 # ----------------------------------------------------------------------------- netem
@@ -214,8 +214,7 @@ def test_dctcp_keeps_the_queue_near_k_where_cubic_fills_the_fifo():
                            "probability": 1.0}
         with running_network(via_switch(link, offloads=True)) as net:
             port = _port(net, "s1", "h2")
-            net["h2"].cmd("iperf3 -s -1 -D -p 5301")
-            time.sleep(0.5)
+            iperf_server(net["h2"], 5301)
             c = net["h1"].popen(f"iperf3 -c {net.ip('h2')} -p 5301 -t 4 -J -C {cc}".split(),
                                 stdout=-1, text=True)
             time.sleep(1.5)
