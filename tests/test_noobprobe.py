@@ -677,7 +677,9 @@ def test_noob_experiment_claims(exp, claim, tmp_path):
     out = tmp_path / "run"
     r = run_cli("run", str(REPO / f"experiments/{exp}.yaml"), "-q", "--out", str(out),
                 timeout=300)
-    assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
+    claims = out / "claims.json"
+    assert r.returncode == 0, ((r.stdout + r.stderr)[-3000:]
+                               + (claims.read_text()[:3000] if claims.exists() else ""))
     verdicts = check(out)
     assert [v.claim for v in verdicts] == [claim]
     assert verdicts[0].passed, verdicts[0]
