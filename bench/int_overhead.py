@@ -14,6 +14,10 @@ Configurations, measured alternately `--reps` times each in every mode:
   int-1    hosts tag every segment, switches stamp each        (full TCP-INT)
   int-16   hosts tag 1 in 16 segments                          (sampled TCP-INT)
   int-1-nostamp  hosts tag every segment, switches stamp 1 in 255 (host-side cost alone)
+  int-1-probe    int-1 with the switch reading the qdisc by bpf_probe_read_kernel, the way
+                 it must before 6.2 (no kfunc bpf_cast_to_kern_ctx): its cost against int-1
+Besides throughput, the switch program's mean run time (kernel BPF stats, enabled for
+the run) per configuration: the per-packet price of each way of reading the qdisc.
 Goal: int-* ≥ 0.9 × plain. Ratios are taken within each round (configurations run back
 to back), then the median over rounds: the machine drifts.
 
@@ -36,6 +40,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -47,13 +52,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from testbed.network.tcpint import IntOptions, TcpInt  # noqa: E402
 from testbed.testing import running_network  # noqa: E402
 
+# name → (options, how the switch reads the qdisc: None = the kernel's best)
 CONFIGS = {
-    "plain": None,
-    "int-off": IntOptions(enabled=True, hosts=[]),
-    "int-1": IntOptions(enabled=True, host_tag_every=1),
-    "int-16": IntOptions(enabled=True, host_tag_every=16),
+    "plain": (None, None),
+    "int-off": (IntOptions(enabled=True, hosts=[]), None),
+    "int-1": (IntOptions(enabled=True, host_tag_every=1), None),
+    "int-16": (IntOptions(enabled=True, host_tag_every=16), None),
     # hosts tag every segment, switches stamp ~none: splits host cost from switch cost
-    "int-1-nostamp": IntOptions(enabled=True, host_tag_every=1, switch_tag_every=255),
+    "int-1-nostamp": (IntOptions(enabled=True, host_tag_every=1, switch_tag_every=255), None),
+    "int-1-probe": (IntOptions(enabled=True, host_tag_every=1), "probe-read"),
 }
 TOPO = {"ipv6": False, "hosts": {"h1": None, "h2": None}, "switches": {"s1": None},
         "links": [{"ends": ["h1", "s1"]}, {"ends": ["s1", "h2"]}]}
@@ -81,10 +88,21 @@ MODES = {"tso-on": ("on", "on"), "tso-off/gro-on": ("off", "on"),
          "tso-off/gro-off": ("off", "off")}     # mode → (sender TSO/GSO, receiver GRO)
 
 
+def switch_ns_per_run(ti: TcpInt) -> float:
+    """Mean run time of the switch program so far (BPF stats must be on)."""
+    j = json.loads(subprocess.run(["bpftool", "prog", "show", "pinned",
+                                   str(ti.tracker.pin_dir() / "tcp_int_switch"), "--json"],
+                                  capture_output=True, text=True, check=True).stdout)
+    return j.get("run_time_ns", 0) / max(j.get("run_cnt", 0), 1)
+
+
 def measure(a, modes: list[str]) -> list[dict]:
     """Every (mode, round, configuration) flow, configurations back to back in a round."""
+    import ctypes
     rows = []
     port = 5300
+    # run-time statistics of BPF programs while this fd is open (BPF_STATS_RUN_TIME)
+    stats_fd = ctypes.CDLL("libbpf.so.1").bpf_enable_stats(0)
     with running_network(TOPO) as net:
         if a.rps:
             for node in ("h1", "s1", "h2"):
@@ -95,25 +113,30 @@ def measure(a, modes: list[str]) -> list[dict]:
             net.run("h1", f"ethtool -K h1-eth0 tso {tso} gso {tso}")
             net.run("h2", f"ethtool -K h2-eth0 gro {gro}")
             for rep in range(a.reps):
-                for name, opts in CONFIGS.items():
-                    ti = TcpInt(opts, net).start() if opts else None
+                for name, (opts, qdisc) in CONFIGS.items():
+                    ti = TcpInt(opts, net, qdisc=qdisc).start() if opts else None
                     try:
                         port += 1
                         mbps, retr = flow(net, a.seconds, port, "1" if a.rps else "", a.cc)
                         tagged = stamped = 0
+                        ns = 0.0
                         if ti:
                             ports = ti.port_states()
                             stamped = sum(p["n_stamped"] for p in ports)
                             tagged = sum(p["n_tagged"] for p in ports)
+                            ns = switch_ns_per_run(ti) if stats_fd >= 0 else 0.0
                     finally:
                         if ti:
                             ti.stop()
                     rows.append({"mode": mode, "rep": rep, "config": name,
                                  "mbps": round(mbps, 1), "retransmits": retr,
                                  "tagged_skbs": tagged,
-                                 "stamped_skbs": stamped})
+                                 "stamped_skbs": stamped, "switch_ns": round(ns)})
                     print(f"{mode:15} rep {rep} {name:13} {mbps:9.1f} Mb/s  {retr:5d} retransmits"
-                          f"  tagged skbs at the switch {tagged}", file=sys.stderr)
+                          f"  tagged skbs at the switch {tagged}  {ns:4.0f} ns/run",
+                          file=sys.stderr)
+    if stats_fd >= 0:
+        os.close(stats_fd)
     return rows
 
 
@@ -140,17 +163,18 @@ def plot(summary: dict, path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     modes = list(dict.fromkeys(m for m, _ in summary))
+    names = [n for n in CONFIGS if all((m, n) in summary for m in modes)]  # older CSVs
     fig, ax = plt.subplots(figsize=(8, 4.2))
     width = 0.8 / len(modes)
     for i, mode in enumerate(modes):
-        xs = [j + i * width for j in range(len(CONFIGS))]
-        med = [summary[(mode, n)][1] for n in CONFIGS]
-        err = [[m - summary[(mode, n)][2] for m, n in zip(med, CONFIGS)],
-               [summary[(mode, n)][3] - m for m, n in zip(med, CONFIGS)]]
+        xs = [j + i * width for j in range(len(names))]
+        med = [summary[(mode, n)][1] for n in names]
+        err = [[m - summary[(mode, n)][2] for m, n in zip(med, names)],
+               [summary[(mode, n)][3] - m for m, n in zip(med, names)]]
         ax.bar(xs, med, width, yerr=err, capsize=2, label=mode,
                error_kw={"elinewidth": 0.8, "ecolor": "0.3"})
-    ax.set_xticks([j + width * (len(modes) - 1) / 2 for j in range(len(CONFIGS))])
-    ax.set_xticklabels(list(CONFIGS))
+    ax.set_xticks([j + width * (len(modes) - 1) / 2 for j in range(len(names))])
+    ax.set_xticklabels(names)
     ax.axhline(0.9, ls="--", color="grey", lw=1)
     ax.set_ylabel("throughput / plain bridge (same mode)")
     ax.set_title(title, fontsize=10)
@@ -199,7 +223,19 @@ def main() -> int:
     for (mode, name), (med, ratio, p25, p75) in summary.items():
         goal = "" if name == "plain" else ("  ok (≥ 0.9)" if ratio >= 0.9
                                            else "  below the 0.9 goal")
-        print(f"{mode:15} {name:13} {med:12.1f} {ratio:15.3f} {p25:7.2f}-{p75:<7.2f}{goal}")
+        ns = [float(r.get("switch_ns") or 0) for r in rows
+              if r["mode"] == mode and r["config"] == name]
+        ns_txt = f"  switch {statistics.median(ns):4.0f} ns/run" if any(ns) else ""
+        print(f"{mode:15} {name:13} {med:12.1f} {ratio:15.3f} {p25:7.2f}-{p75:<7.2f}{goal}"
+              f"{ns_txt}")
+    by = {(r["mode"], r["rep"], r["config"]): float(r["mbps"]) for r in rows}
+    for mode in dict.fromkeys(m for m, _ in summary):
+        per_round = [by[(m, k, "int-1-probe")] / by[(m, k, "int-1")]
+                     for (m, k, n) in by if m == mode and n == "int-1"
+                     and (m, k, "int-1-probe") in by]
+        if per_round:
+            print(f"{mode:15} int-1-probe / int-1 (qdisc by bpf_probe_read_kernel, as before "
+                  f"6.2): median {statistics.median(per_round):.3f} over {len(per_round)} rounds")
     if a.plot:
         plot(summary, a.plot, "TCP-INT tagging × offloads: 1 flow, 1 kernel switch\n"
              f"(unshaped veth, {reps} rounds, median and 25th-75th percentile of the "

@@ -2,7 +2,7 @@
 /* ECN marking on a switch port: a tc (clsact egress, direct-action) program.
  *
  * At the egress hook a packet has not been queued yet: the root qdisc's backlog
- * (bpf_cast_to_kern_ctx → skb->dev->qdisc, as the TCP-INT switch reads it) is the queue
+ * (skb->dev->qdisc, read by common/egress_qdisc.h as the TCP-INT switch reads it) is the queue
  * this packet finds. The rule of ecn_mark.h marks CE with bpf_skb_ecn_set_ce (IPv4 with
  * its header checksum, IPv6); per-port thresholds and counters are in `ecn_ports`.
  */
@@ -10,12 +10,11 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
 #include "common/parse.h"  /* the EtherTypes */
+#include "common/egress_qdisc.h"
 #include "ecn_mark.h"
 
 #define TC_ACT_UNSPEC (-1) /* pass on to the next filter (TCP-INT may share the hook) */
 #define INET_ECN_MASK 3
-
-extern void *bpf_cast_to_kern_ctx(void *) __ksym;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -46,17 +45,16 @@ static __always_inline int ecn_field(struct __sk_buff *skb)
 SEC("tc")
 int ecn_mark(struct __sk_buff *skb)
 {
-	struct sk_buff *kskb = bpf_cast_to_kern_ctx(skb);
-	struct net_device *dev = kskb->dev;
+	struct egress_qdisc root = {};
 	struct ecn_port_key key = {};
 	struct ecn_port *port;
-	struct Qdisc *q;
 	__u64 found;
 	int ecn;
 
-	if (!dev)
+	egress_qdisc(skb, &root, EGRESS_BACKLOG | EGRESS_QLEN);
+	if (!root.netns)
 		return TC_ACT_UNSPEC;
-	key.netns = dev->nd_net.net->ns.inum;
+	key.netns = root.netns;
 	key.ifindex = skb->ifindex;
 	port = bpf_map_lookup_elem(&ecn_ports, &key);
 	if (!port)
@@ -64,10 +62,7 @@ int ecn_mark(struct __sk_buff *skb)
 	ecn = ecn_field(skb);
 	if (ecn < 0)
 		return TC_ACT_UNSPEC;
-	q = dev->qdisc;
-	if (!q)
-		return TC_ACT_UNSPEC;
-	found = port->unit == ECN_MARK_UNIT_PACKETS ? q->q.qlen : q->qstats.backlog;
+	found = port->unit == ECN_MARK_UNIT_PACKETS ? root.qlen : root.backlog;
 	port->last_q = found;
 	__sync_fetch_and_add(&port->ip_pkts, 1);
 	if (ecn)

@@ -6,7 +6,7 @@
  *     if local > pkt.INTval (or nobody stamped yet): pkt.INTval = local, pkt.HopID = TTL
  *     pkt.HopLat = saturating_add(pkt.HopLat, latency through this port)
  * and fixes the TCP checksum. Local congestion is the port's REAL egress queue: the root
- * qdisc (e.g. the HTB bottleneck) read through bpf_cast_to_kern_ctx → skb->dev->qdisc;
+ * qdisc (e.g. the HTB bottleneck), skb->dev->qdisc as common/egress_qdisc.h reads it;
  * utilization is bytes the root sent over the port's rate in a window; latency is the
  * backlog's drain time at that rate plus the packet's own serialization.
  * Everything else passes untouched. Per-port settings (rate, HopID override, LinkSpeed
@@ -17,10 +17,10 @@
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_core_read.h>
 #include "common/parse.h"
+#include "common/egress_qdisc.h"
 #include "tcp_int.h"
 
 #define TC_ACT_UNSPEC (-1) /* pass on to the next filter (others may share the hook) */
-#define TCQ_F_BUILTIN 1
 #define TCPOPT_EOL 0
 #define TCPOPT_NOP 1
 #define TCPOPT_TIMESTAMP 8
@@ -35,8 +35,6 @@ const volatile __u32 scale = TCP_INT_SCALE_PUBLIC;
 const volatile __u64 util_window_ns = 1000000;
 /* Tag 1 in N option-carrying packets, by the sender's TagFreqKey (v0.2: entry 15). */
 const volatile __u32 tag_every_key[16] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
-
-extern void *bpf_cast_to_kern_ctx(void *) __ksym;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -112,38 +110,6 @@ static long scan_step(__u32 n, struct opt_scan *s)
 	return 0;
 }
 
-/* Root qdisc state of the egress device: backlog bytes and bytes sent so far. */
-struct root_state {
-	__u32 backlog;
-	__u32 netns;
-	__u32 ifindex;
-	int has_counter;
-	__u64 sent_bytes;
-};
-
-static __always_inline void read_root(struct __sk_buff *skb, struct root_state *r)
-{
-	/* Direct loads through the kernel skb (BTF pointers, CO-RE relocated): one load each,
-	 * where BPF_CORE_READ costs a bpf_probe_read_kernel call per hop (7 calls, ~250 ns
-	 * per packet measured with bpf_stats). */
-	struct sk_buff *kskb = bpf_cast_to_kern_ctx(skb);
-	struct net_device *dev = kskb->dev;
-	struct Qdisc *q;
-
-	r->ifindex = skb->ifindex;
-	if (!dev)
-		return;
-	r->netns = dev->nd_net.net->ns.inum;
-	q = dev->qdisc;
-	if (!q)
-		return;
-	r->backlog = q->qstats.backlog;
-	/* Lockless roots keep per-CPU counters, built-in ones (noqueue) none: count ourselves. */
-	r->has_counter = !(q->flags & TCQ_F_BUILTIN) && !q->cpu_bstats;
-	if (r->has_counter)
-		r->sent_bytes = q->bstats.bytes.v.a.a.counter;
-}
-
 /* The packet's TCP-INT option: its offset in the option list (copied to scan->opts), or
  * -1 when there is none. */
 static __always_inline int find_option(struct __sk_buff *skb, struct tcphdr *tcp,
@@ -197,15 +163,15 @@ static __always_inline void option_fields(struct opt_scan *scan, int at, struct 
 /* The egress port's settings and state, its utilization window advanced by this packet;
  * NULL for a port without settings (stamped with zero rate, HopID = TTL). */
 static __always_inline struct tcp_int_port *port_update(struct __sk_buff *skb,
-							 struct root_state *root)
+							 struct egress_qdisc *root)
 {
 	struct tcp_int_port_key key = {};
 	struct tcp_int_port *port;
 	__u64 now, sent;
 
-	read_root(skb, root);
+	egress_qdisc(skb, root, EGRESS_BACKLOG | EGRESS_SENT);
 	key.netns = root->netns;
-	key.ifindex = root->ifindex;
+	key.ifindex = skb->ifindex;
 	port = bpf_map_lookup_elem(&tcp_int_ports, &key);
 	if (!port)
 		return NULL;
@@ -289,7 +255,7 @@ SEC("tc")
 int tcp_int_switch(struct __sk_buff *skb)
 {
 	struct opt_scan scan = {.found = -1};
-	struct root_state root = {};
+	struct egress_qdisc root = {};
 	struct opt_fields f;
 	struct hop_stamp h = {};
 	struct tcp_int_port *port;

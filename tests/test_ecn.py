@@ -14,7 +14,8 @@ from scapy.all import IP, TCP
 from testbed.config.models import EcnMark
 from testbed.testing import running_network
 
-from test_tcp_int import Capture, iperf, offloads, topo_line
+from test_tcp_int import QDISC_PATHS, Capture, iperf, offloads, topo_line
+from testbed.network.ecn import EcnMarking
 from testbed.network.backends.bmv2 import bmv2_available
 
 BMV2_OK, BMV2_WHY = bmv2_available()
@@ -24,13 +25,18 @@ RATE = 20e6
 MTU_FRAME = 1514
 
 
-def marks_vs_backlog(mark: dict, seconds: int = 2):
+def marks_vs_backlog(mark: dict, seconds: int = 2, qdisc: str | None = None):
     """(CE bit, backlog found in bytes) per data segment of one ECN flow h1 → s1 → h2
-    through a 20 Mb/s port marking by `mark`; and the program's counters."""
+    through a 20 Mb/s port marking by `mark`; and the program's counters. qdisc: how the
+    marker reads the egress qdisc (None: as the run chose)."""
     topo = topo_line({"ends": ["h1", "s1"]},
                      {"ends": ["s1", "h2"], "bw": 20, "queue": {"bytes": 150000},
                       "ecn_mark": mark})
     with running_network(topo, hosts={"ecn": True}) as net:
+        if qdisc is not None:  # the same ports, marked by the program built that way
+            kernel = net.backends["kernel"]
+            kernel.ecn.stop()
+            kernel.ecn = EcnMarking(net, qdisc=qdisc).start()
         offloads(net, ["h1", "h2"], False)
         cin = Capture(net, "s1", "s1-eth0", "tcp", direction="in", count=6000)
         cout = Capture(net, "h2", "h2-eth0", "tcp", direction="in", count=6000)
@@ -49,11 +55,13 @@ def marks_vs_backlog(mark: dict, seconds: int = 2):
     return pairs, counters
 
 
-def test_marking_happens_exactly_above_k():
+@pytest.mark.parametrize("qdisc", QDISC_PATHS)
+def test_marking_happens_exactly_above_k(qdisc):
     """K = 20 KB: every segment that found more than K queued is CE, none that found less
-    (within the ground truth's noise: a packet or two of capture jitter and HTB burst)."""
+    (within the ground truth's noise: a packet or two of capture jitter and HTB burst),
+    whichever way the marker reads the qdisc."""
     k = 20000
-    pairs, counters = marks_vs_backlog({"k": "20000B"})
+    pairs, counters = marks_vs_backlog({"k": "20000B"}, qdisc=qdisc)
     assert len(pairs) > 500
     assert all(ecn != 0 for ecn, _ in pairs)                 # ECN negotiated: ECT or CE
     ce = [f for ecn, f in pairs if ecn == 3]

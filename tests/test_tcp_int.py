@@ -22,11 +22,15 @@ from scapy.all import IP, TCP
 from testbed.network.tcpint import (IntOptions, TcpInt, D, decode_qdepth, find_option, layout,
                                     qdepth_shift)
 from testbed import testing
+from testbed.network.tcports import QDISC_READS, qdisc_read
 from testbed.testing import Iperf, running_network
 
 PY = sys.executable
 REPO = Path(__file__).resolve().parents[1]
 MTU_FRAME = 1514
+# the ways a port program can read the egress qdisc on this kernel (both from 6.2 on,
+# bpf_probe_read_kernel alone before): each is checked against the wire
+QDISC_PATHS = [q for q in QDISC_READS if q == "probe-read" or qdisc_read() == q]
 
 
 # ------------------------------------------------------------------ helpers
@@ -240,8 +244,11 @@ while c.recv(1 << 16):
 
 @pytest.mark.parametrize("version", ["v04", "v02"])
 def test_echo_reaches_the_senders_sk_storage(version):
+    # the FIFO must fill: in the stock-kernel VM (TCG) a flow with offloads off is
+    # CPU-bound near 10 Mb/s beside other load (9.6 Mb/s measured, 8.2 with TCP-INT on 6.1)
+    bw = 10 if os.environ.get("TESTBED_VM") == "1" else 20
     topo = topo_line({"ends": ["h1", "s1"]},
-                     {"ends": ["s1", "h2"], "bw": 20, "queue": {"packets": 80}})
+                     {"ends": ["s1", "h2"], "bw": bw, "queue": {"packets": 80}})
     with running_network(topo) as net:
         offloads(net, ["h1", "h2"], False)
         ti = TcpInt(IntOptions(enabled=True, version=version, scale="fine"), net).start()
@@ -262,26 +269,28 @@ def test_echo_reaches_the_senders_sk_storage(version):
     assert st["n_tx"] > 100 and st["n_echo"] > 50 and st["seq"] == st["n_echo"]
     assert st["hop_id"] == 1  # first (only) bridge
     assert st["ts_ns"] > 0 and st["hoplat_ns"] > 0
-    # the 20 Mb/s FIFO fills: the echoed queue is non-zero, in whole fine quanta
+    # the FIFO fills: the echoed queue is non-zero, in whole fine quanta
     assert st["qdepth_bytes"] > 0 and st["qdepth_bytes"] % (1 << qdepth_shift("fine")) == 0
     assert st["util"] == D("UTIL_ONE")  # queueing means fully used
-    # v0.4 carries the hop's LinkSpeed (fine code for 20 Mb/s: the largest not above,
-    # 10 Mb/s); v0.2 has no such field
+    # v0.4 carries the hop's LinkSpeed (fine code for 10 or 20 Mb/s: the largest not
+    # above, 10 Mb/s); v0.2 has no such field
     assert st["link_mbps"] == (10 if version == "v04" else 0)
     assert ports["s1-eth1"]["n_stamped"] > 0
 
 
-def test_int_queue_depth_follows_real_backlog():
+@pytest.mark.parametrize("qdisc", QDISC_PATHS)
+def test_int_queue_depth_follows_real_backlog(qdisc):
     """INT's queue depth on each segment vs the backlog that segment really found: its
     sojourn through the switch (tcpdump at the switch's ingress and at the receiver, one
-    clock) times the 20 Mb/s drain rate, minus its own size. Within one quantum."""
+    clock) times the 20 Mb/s drain rate, minus its own size. Within one quantum, whichever
+    way the switch program reads the qdisc."""
     rate = 20e6
     topo = topo_line({"ends": ["h1", "s1"]},
                      {"ends": ["s1", "h2"], "bw": 20, "queue": {"bytes": 100000}})
     for scale in ("fine", "public"):
         with running_network(topo) as net:
             offloads(net, ["h1", "h2"], False)
-            TcpInt(IntOptions(enabled=True, scale=scale), net).start()
+            TcpInt(IntOptions(enabled=True, scale=scale), net, qdisc=qdisc).start()
             cin = Capture(net, "s1", "s1-eth0", "tcp", direction="in")
             cout = Capture(net, "h2", "h2-eth0", "tcp", direction="in")
             iperf(net, "h1", "h2", 1.5)
@@ -316,6 +325,127 @@ def test_int_queue_depth_follows_real_backlog():
         # -1.5 KB): the band is asked of 80 %, the median and the upper side carry the rest.
         ok = [i for i, t in pairs if t - q - 2 * MTU_FRAME <= i <= t + MTU_FRAME]
         assert len(ok) >= 0.8 * len(pairs), (scale, med, errs[:: max(1, len(errs) // 20)])
+
+
+def tc_backlog(net, node: str, iface: str) -> int:
+    """The root qdisc's backlog in bytes as tc reports it (netlink: the qdisc's own count)."""
+    out = net.run(node, f"tc -s qdisc show dev {iface}")
+    b = out.split(" backlog ")[1].split()[0].rstrip("b")  # tc: 512b, 60Kb, 1Mb
+    return int(float(b.rstrip("KM")) * {"K": 1024, "M": 1 << 20}.get(b[-1], 1))
+
+
+KNOWN_QUEUE_CLIENT = r"""
+import socket, sys, time
+s = socket.create_connection(({dst!r}, 5301))
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+print("connected", flush=True)
+sys.stdin.readline()
+u.sendto(b"u", ({dst!r}, 9))  # spends the paused port's credit (see the test)
+time.sleep(0.1)
+for _ in range({n_udp}):
+    u.sendto(b"u" * 1000, ({dst!r}, 9))
+print("udp", flush=True)
+sys.stdin.readline()
+s.sendall(b"t" * {tcp_bytes})
+print("tcp", flush=True)
+sys.stdin.readline()
+s.close()
+"""
+
+
+def _settled_backlog(net, node: str, iface: str, timeout: float = 30) -> int:
+    """tc's backlog once two readings 0.3 s apart agree (the paused queue filled)."""
+    last, deadline = -1, time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        b = tc_backlog(net, node, iface)
+        if b == last:
+            return b
+        last = b
+        time.sleep(0.3)
+    raise AssertionError(f"{node}:{iface} backlog never settled (last {last})")
+
+
+@pytest.mark.parametrize("qdisc", QDISC_PATHS)
+def test_int_and_ecn_marker_read_a_known_standing_queue(qdisc):
+    """A known queue, independent of timing: the 5 Mb/s port is paused, 40 UDP datagrams
+    wait in it, then TCP segments join them; tc reads the backlog before and after the
+    TCP segments (nothing left meanwhile: checked). Segment k found exactly the final
+    backlog minus its own frame and those behind it. After the port resumes, each captured segment's INT queue depth is that, truncated to a quantum; and
+    the ECN marker found the same (every segment above K, K between the UDP-only queue and
+    it). Holds whichever way the programs read the qdisc (on 6.1: bpf_probe_read_kernel)."""
+    from testbed.network.ecn import EcnMarking
+    scale, n_udp, n_tcp = "fine", 40, 10  # 10 segments: the initial window
+    q = 1 << qdepth_shift(scale)
+    k = 20000  # below the UDP-only queue (40 × 1042 B)
+    topo = topo_line({"ends": ["h1", "s1"]},
+                     {"ends": ["s1", "h2"], "bw": 5, "queue": {"bytes": 400000},
+                      "ecn_mark": {"k": f"{k}B"}})
+    # Pause: HTB at 24 bit/s (3 B/s) with a 1-byte burst. The first frame (a 43-byte datagram)
+    # leaves on the credit left and puts the class 14 s in debt, which no rate change
+    # forgives: the port holds everything for those 14 s, then resumes at 5 Mb/s.
+    htb = "tc class change dev s1-eth1 parent 1: classid 1:1 htb rate {0} ceil {0} {1}"
+    pause = htb.format("24bit", "burst 1b cburst 1b quantum 1514")
+    resume = htb.format("5Mbit", "quantum 60000")
+    with running_network(topo, hosts={"ecn": False}) as net:
+        kernel = net.backends["kernel"]  # the marker built to read the qdisc this way
+        kernel.ecn.stop()
+        kernel.ecn = EcnMarking(net, qdisc=qdisc).start()
+        offloads(net, ["h1", "h2"], False)
+        TcpInt(IntOptions(enabled=True, scale=scale), net, qdisc=qdisc).start()
+        # no retransmission while paused: the queue holds exactly what was sent once
+        net.run("h1", f"ip route add {net.ip('h2')}/32 dev h1-eth0 rto_min 10s")
+        srv = net["h2"].popen([PY, "-c", ECHO_SERVER], stdout=subprocess.PIPE, text=True)
+        assert srv.stdout.readline().startswith("ready")
+        cl = net["h1"].popen([PY, "-c", KNOWN_QUEUE_CLIENT.format(
+            dst=net.ip("h2"), n_udp=n_udp, tcp_bytes=n_tcp * 1448)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        try:
+            assert cl.stdout.readline().startswith("connected")
+            cap = Capture(net, "h2", "h2-eth0", "tcp", direction="in")
+            out = net.run("s1", pause)
+            assert "24bit" in net.run("s1", "tc class show dev s1-eth1"), out
+            cl.stdin.write("go\n"); cl.stdin.flush()
+            assert cl.stdout.readline().startswith("udp")
+            b_udp = _settled_backlog(net, "s1", "s1-eth1")
+            cl.stdin.write("go\n"); cl.stdin.flush()
+            assert cl.stdout.readline().startswith("tcp")
+            b_end = _settled_backlog(net, "s1", "s1-eth1")
+            out = net.run("s1", resume)
+            assert "5Mbit" in net.run("s1", "tc class show dev s1-eth1"), out
+            deadline = time.monotonic() + 40
+            while tc_backlog(net, "s1", "s1-eth1") and time.monotonic() < deadline:
+                time.sleep(0.2)
+            cl.stdin.write("go\n"); cl.stdin.flush()
+            cl.wait(timeout=30)
+        finally:
+            if cl.poll() is None:
+                cl.kill()
+        pkts = cap.stop()
+        srv.kill()
+        ecn = net.ecn_counters()[0]
+        src = net.ip("h1")
+    first = {}
+    for p in pkts:
+        if IP in p and p[IP].src == src and len(p[TCP].payload) and p[TCP].seq not in first:
+            first[p[TCP].seq] = p
+    segs = [first[s] for s in sorted(first)]
+    lens = [len(p) for p in segs]
+    print(f"{qdisc}: backlog with UDP {b_udp}, then {b_end}; {len(segs)} segments {lens}; "
+          f"ECN {ecn}")
+    assert b_udp > k, "the UDP datagrams did not queue: the test's premise"
+    # The segments the paused queue held: the first n, whose frames make up what tc saw
+    # added (TCP small queues may hold the rest in the sender until the queue moves: 4 of
+    # 10 were queued on 6.1, all on 6.18). Those sent after the port resumed are not judged.
+    n = next((i for i in range(1, len(lens) + 1) if sum(lens[:i]) == b_end - b_udp), 0)
+    assert n >= 2, ("the queue did not hold the TCP segments", b_udp, b_end, lens)
+    for i, p in enumerate(segs[:n]):
+        found = b_end - sum(lens[i:n])
+        got = decode_qdepth(v04(int_option(p)[1])["intval"], scale)
+        assert got == found // q * q, (i, got, found, b_udp, b_end)
+    # every TCP segment, and the datagrams queued above K (1042-byte frames), found more
+    # than K
+    assert ecn["over_pkts"] >= n + (b_udp - k) // 1042 - 1, (ecn, b_udp)
+    assert ecn["marked_pkts"] == 0
 
 
 def test_untagged_and_non_tcp_pass_byte_identical_and_outside_cgroup_untouched():

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import MissingFeature, RunError
 from ..bpf.abi import defines, layout
-from .tcports import TcPorts
+from .tcports import QDISC_READS, TcPorts, qdisc_read
 
 if TYPE_CHECKING:
     from ..config.models import EcnMark
@@ -57,8 +57,11 @@ def port_value(mark: "EcnMark") -> bytes:
 class EcnMarking:
     """One network's eBPF marking: loaded once, attached to every marking port."""
 
-    def __init__(self, net: "Network"):
+    def __init__(self, net: "Network", qdisc: str | None = None):
+        """qdisc: how the program reads the egress qdisc (a key of tcports.QDISC_READS);
+        None = the best this kernel has."""
         self.net, self.tracker = net, net.tracker
+        self.qdisc = qdisc
         self.obj = None
         self.ports: list[tuple[str, str, int, int, "EcnMark"]] = []
         self.tc = TcPorts(net, ECN_PREF, "ecn")
@@ -71,11 +74,11 @@ class EcnMarking:
         from .tcpint import _kallsyms
 
         libbpf.available()
-        need = ("bpf_cast_to_kern_ctx", "cls_bpf_classify", "clsact_init")
+        need = ("cls_bpf_classify", "clsact_init")
         missing = set(need) - _kallsyms(need)
         if missing:
             raise MissingFeature("ECN marking needs " + ", ".join(sorted(missing)),
-                                 "a kernel >= 6.2 with cls_bpf and clsact")
+                                 "a kernel with cls_bpf and clsact")
         if not os.path.ismount("/sys/fs/bpf"):
             raise MissingFeature("ECN marking: bpffs not mounted at /sys/fs/bpf",
                                  "mount -t bpf bpf /sys/fs/bpf")
@@ -90,7 +93,8 @@ class EcnMarking:
 
         self.tracker.defer("ecn marking", self.stop)
         self.started = True
-        self.obj = BpfObject(compile_bpf("ecn_mark")).load()
+        obj = compile_bpf("ecn_mark", QDISC_READS[self.qdisc or qdisc_read()])
+        self.obj = BpfObject(obj).load()
         self._pin = self.tracker.pin_dir() / "ecn_mark"
         self._pin.unlink(missing_ok=True)
         self.obj.pin_program("ecn_mark", self._pin)

@@ -30,7 +30,7 @@ from ..bpf import abi
 from ..bpf.abi import Layout
 from ..config.models import IntOptions
 from ..errors import MissingFeature, RunError
-from .tcports import TcPorts
+from .tcports import QDISC_READS, TcPorts, qdisc_read
 
 if TYPE_CHECKING:
     from ..bpf.libbpf import BpfObject, Map
@@ -176,9 +176,12 @@ def sk_state(sock: socket.socket | int, pin_dir: Path) -> dict | None:
 
 # -- kernel features -------------------------------------------------------------------
 _KSYMS = ("__cgroup_bpf_run_filter_sock_ops", "bpf_sock_ops_reserve_hdr_opt",
-          "bpf_sock_ops_store_hdr_opt", "bpf_sk_storage_get", "bpf_cast_to_kern_ctx",
-          "bpf_loop", "cls_bpf_classify", "clsact_init")
+          "bpf_sock_ops_store_hdr_opt", "bpf_sk_storage_get", "bpf_loop",
+          "cls_bpf_classify", "clsact_init")
 
+
+QDISC_HOW = {"kfunc": "kfunc bpf_cast_to_kern_ctx (direct loads)",
+             "probe-read": "bpf_probe_read_kernel (no kfunc before 6.2: ~250 ns more a packet)"}
 
 # symbols of code a stock kernel has as a module (absent from kallsyms until loaded; tc
 # loads it on first use)
@@ -214,8 +217,8 @@ def checks() -> list:
               required=False),
         Check("tcp-int: SK_STORAGE", "bpf_sk_storage_get" in have, "per-socket maps",
               "newer kernel", required=False),
-        Check("tcp-int: kfunc bpf_cast_to_kern_ctx", "bpf_cast_to_kern_ctx" in have,
-              "switch reads the egress qdisc", "kernel >= 6.2", required=False),
+        Check("tcp-int: egress qdisc read", True, QDISC_HOW[qdisc_read()], "",
+              required=False),
         Check("tcp-int: bpf_loop", "bpf_loop" in have, "option scan", "kernel >= 5.17",
               required=False),
         Check("tcp-int: tc clsact + cls_bpf", {"cls_bpf_classify", "clsact_init"} <= have,
@@ -233,8 +236,11 @@ def checks() -> list:
 class TcpInt:
     """Compile and load both programs once per run; attach; pin; undo on stop()."""
 
-    def __init__(self, options: IntOptions, net: "Network"):
+    def __init__(self, options: IntOptions, net: "Network", qdisc: str | None = None):
+        """qdisc: how the switch program reads the egress qdisc (a key of
+        tcports.QDISC_READS); None = the best this kernel has."""
         self.options, self.net = options, net
+        self.qdisc = qdisc
         self.tracker = net.tracker
         self.switch_obj: BpfObject | None = None
         self.host_obj: BpfObject | None = None
@@ -265,14 +271,13 @@ class TcpInt:
                 "bpf_sock_ops_reserve_hdr_opt": "sockops header options (kernel >= 5.10)",
                 "bpf_sock_ops_store_hdr_opt": "sockops header options (kernel >= 5.10)",
                 "bpf_sk_storage_get": "SK_STORAGE maps",
-                "bpf_cast_to_kern_ctx": "kfunc bpf_cast_to_kern_ctx (kernel >= 6.2)",
                 "bpf_loop": "bpf_loop (kernel >= 5.17)",
                 "cls_bpf_classify": "tc cls_bpf (CONFIG_NET_CLS_BPF)",
                 "clsact_init": "tc clsact (CONFIG_NET_SCH_INGRESS)"}
         if missing:
             names = sorted({what[m] for m in missing})
             raise MissingFeature("TCP-INT needs " + ", ".join(names),
-                                 "a kernel >= 6.2 with BPF, BTF, cgroup sockops and cls_bpf")
+                                 "a kernel >= 5.17 with BPF, BTF, cgroup sockops and cls_bpf")
         for t, pkg in (("tc", "iproute2"), ("nsenter", "util-linux"), ("clang", "clang"),
                        ("bpftool", "bpftool")):
             if not shutil.which(t):
@@ -287,7 +292,8 @@ class TcpInt:
 
         self.tracker.defer("tcp-int", self.stop)
         self.started = True
-        switch_o, host_o = compile_bpf("tcp_int_switch"), compile_bpf("tcp_int_host")
+        switch_o = compile_bpf("tcp_int_switch", QDISC_READS[self.qdisc or qdisc_read()])
+        host_o = compile_bpf("tcp_int_host")
         pins = self.tracker.pin_dir()
         self._load_switch(switch_o, pins)
         self._load_host(host_o, pins)

@@ -11,6 +11,10 @@ hiding bpffs, where the pinned programs live.
 Classes:
 - TcPorts(net, pref, label): attach(node, ifnames, pin), detach() → errors (idempotent),
   and the facts its users key their maps by: netns(node), ifindexes(node, ifnames).
+
+Functions:
+- qdisc_read(): how this kernel's port programs read the egress qdisc, a key of
+  QDISC_READS (the cflags that build bpf/common/egress_qdisc.h that way).
 """
 from __future__ import annotations
 
@@ -24,6 +28,24 @@ from ..errors import RunError
 
 if TYPE_CHECKING:
     from .net import Network
+
+
+# How a port program reads skb->dev->qdisc (bpf/common/egress_qdisc.h): the kfunc
+# bpf_cast_to_kern_ctx (6.2+: direct loads), or bpf_probe_read_kernel from the context's
+# address (any kernel with BTF: one helper call per field).
+QDISC_READS = {"kfunc": [], "probe-read": ["-DEGRESS_QDISC_PROBE_READ"]}
+
+
+def qdisc_read() -> str:
+    """"kfunc" where the kernel has bpf_cast_to_kern_ctx, else "probe-read"."""
+    try:
+        with open("/proc/kallsyms") as f:
+            for line in f:
+                if line.rstrip().endswith(" bpf_cast_to_kern_ctx"):
+                    return "kfunc"
+    except OSError:
+        pass
+    return "probe-read"
 
 
 class TcPorts:

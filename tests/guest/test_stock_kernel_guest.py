@@ -274,18 +274,25 @@ def test_validate_accepts_aqm_and_delay_here(tmp_path):
         assert line.startswith("ok"), line
 
 
-def test_tcp_int_refused_clearly_before_6_2():
-    """TCP-INT's switch reads the qdisc through the kfunc bpf_cast_to_kern_ctx (6.2): an
-    older kernel gets a one-line refusal naming it, before anything is attached."""
-    rel = tuple(int(x) for x in os.uname().release.split("-")[0].split(".")[:2])
-    from testbed.errors import MissingFeature
-    from testbed.network.tcpint import TcpInt
+def test_tcp_int_and_ecn_marking_read_the_qdisc_on_this_kernel():
+    """The switch programs read the egress qdisc through the kfunc bpf_cast_to_kern_ctx
+    from 6.2, with bpf_probe_read_kernel before (6.1): TCP-INT and the ECN marker start
+    either way, and doctor says which way. (That the queue depth is right on the wire:
+    tests/test_tcp_int.py and tests/test_ecn.py, selected for this kernel too.)"""
+    import subprocess
+    import sys
     from testbed.config.models import IntOptions
+    from testbed.network.tcpint import TcpInt
+    from testbed.network.tcports import qdisc_read
+    rel = tuple(int(x) for x in os.uname().release.split("-")[0].split(".")[:2])
+    how = "kfunc" if rel >= (6, 2) else "probe-read"
+    assert qdisc_read() == how
     with running_network(pair()) as net:
-        if rel >= (6, 2):
-            TcpInt(IntOptions(enabled=True), net).start().stop()
-            return
-        with pytest.raises(MissingFeature) as ei:
-            TcpInt(IntOptions(enabled=True), net).start()
-    # the reason is the kfunc, not a missing cls_bpf/clsact (modules on a stock kernel)
-    assert "bpf_cast_to_kern_ctx" in ei.value.what and "cls_bpf" not in ei.value.what
+        ti = TcpInt(IntOptions(enabled=True), net).start()
+        assert ti.ports == [] and ti.switch_obj is not None  # loaded (a pair: no switch)
+        ti.stop()
+    d = subprocess.run([sys.executable, "-m", "testbed", "doctor"], capture_output=True,
+                       text=True, timeout=300).stdout
+    line = next(ln for ln in d.splitlines() if "tcp-int: egress qdisc read" in ln)
+    assert line.startswith("ok") and ("bpf_cast_to_kern_ctx" if how == "kfunc"
+                                      else "bpf_probe_read_kernel") in line, line
