@@ -63,7 +63,11 @@ def test_marking_happens_exactly_above_k(qdisc):
     k = 20000
     pairs, counters = marks_vs_backlog({"k": "20000B"}, qdisc=qdisc)
     assert len(pairs) > 500
-    assert all(ecn != 0 for ecn, _ in pairs)                 # ECN negotiated: ECT or CE
+    # ECN negotiated: ECT or CE, but for retransmissions, which Linux sends Not-ECT
+    # (RFC 3168 6.1.5; a loaded machine's flow loses a few): those are left out
+    not_ect = sum(ecn == 0 for ecn, _ in pairs)
+    assert not_ect <= 0.05 * len(pairs), (not_ect, len(pairs))
+    pairs = [(ecn, f) for ecn, f in pairs if ecn != 0]
     ce = [f for ecn, f in pairs if ecn == 3]
     not_ce = [f for ecn, f in pairs if ecn != 3]
     assert len(ce) > 50 and len(not_ce) > 50, (len(ce), len(not_ce))
