@@ -33,7 +33,8 @@ def _run(a) -> int:
         # an experiment that says `vm: true` runs in the VM without being asked
         from .config.yamlsrc import load_source
         src = load_source(a.file)
-        a.vm = isinstance(src.data, dict) and src.data.get("vm") is True
+        a.vm = isinstance(src.data, dict) and (src.data.get("vm") is True
+                                               or isinstance(src.data.get("vm"), dict))
     if a.vm:
         from .vm import cli as vmcli
         from .vm.experiment import run_experiment

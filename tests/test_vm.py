@@ -34,6 +34,8 @@ def _exp(write, link: str, extra: str = "") -> Path:
     (["vm", "run", "--kernel", "oldstable", "--", "true"], "unknown kernel 'oldstable'"),
     (["vm", "run", "--memory", "64", "--", "true"], "too little"),
     (["vm", "run", "--accel", "hvf", "--", "true"], "unknown accelerator"),
+    (["vm", "run", "--accel", "kvm", "--icount", "0", "--", "true"], "software emulation"),
+    (["vm", "run", "--icount", "11", "--", "true"], "--icount SHIFT (0-10)"),
     (["vm", "run"], "no command"),
     (["vm", "build", "--kernel", "sid"], "unknown kernel 'sid'"),
     (["run", "experiments/powertcp_incast.yaml", "--vm", "--kernel", "x"], "unknown kernel"),
@@ -80,6 +82,20 @@ def test_vm_true_experiment_validates_here_and_leaves_the_kernel_to_the_guest(wr
     p = _exp(write, "bw: 20, delay: 5ms, aqm: {kind: red, ecn: true}", "vm: true\ncc: dctcp\n")
     plan = load_experiment(p)
     assert plan.experiment.vm and plan.points[0].experiment.cc == "dctcp"
+
+
+def test_vm_icount_experiment_asks_for_the_instruction_clock(write, cli):
+    """`vm: {icount: N}` runs in the VM like `vm: true`, and the TCG command line it leads
+    to carries qemu's -icount on one vCPU; a shift out of range names its line."""
+    from testbed.vm.qemu import VmOptions, _accel
+    p = _exp(write, "bw: 20, delay: 5ms", "vm: {icount: 0}\n")
+    assert load_experiment(p).experiment.vm.icount == 0
+    acc = _accel(VmOptions(accel="tcg", icount=0), Path("/nonexistent"), print)
+    assert acc == ["-accel", "tcg,thread=single", "-icount", "shift=0,sleep=off"]
+    assert _accel(VmOptions(accel="tcg"), Path("/nonexistent"), print)[1] == \
+        "tcg,thread=multi"
+    r = cli("validate", str(_exp(write, "bw: 20", "vm: {icount: 11}\n")))
+    assert r.returncode == 2 and "icount" in r.stderr and ":7:" in r.stderr, r.stderr
 
 
 @pytest.mark.parametrize("aqm, what", [

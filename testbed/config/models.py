@@ -432,6 +432,15 @@ class HostDefaults(Model):
     ecn: bool | None = None
 
 
+class VmSpec(Model):
+    """`vm:` as a mapping: the experiment runs in the stock-kernel VM, with these settings.
+    icount (software emulation only): the guest's clock counts executed instructions,
+    2^icount ns each, instead of following the host's; the host taking its CPU away then
+    pauses the guest's time instead of delaying its timers and forwards (qemu -icount;
+    one vCPU)."""
+    icount: int | None = Field(None, ge=0, le=10)
+
+
 class EmulationOptions(Model):
     """How the emulation itself behaves (not part of the emulated network)."""
 
@@ -953,8 +962,9 @@ class Experiment(Model):
     repetitions: int = Field(1, ge=1, le=1000)
     expect: list[Expectation] = []
     # needs a stock kernel (netem, AQMs, dctcp): `run` boots the stock-kernel VM for it
-    # (python -m testbed vm), `validate` leaves the kernel's features to the guest
-    vm: bool = False
+    # (python -m testbed vm), `validate` leaves the kernel's features to the guest;
+    # `vm: {icount: N}` also keeps the guest's clock off the host's (VmSpec)
+    vm: VmSpec | bool = False
 
     @field_validator("sweep")
     @classmethod

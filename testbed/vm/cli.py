@@ -25,12 +25,15 @@ def add_vm_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cpus", type=int, default=2)
     p.add_argument("--accel", default="auto", help="auto (KVM where it works), kvm, tcg")
     p.add_argument("--timeout", type=float, default=None, metavar="S")
+    p.add_argument("--icount", type=int, default=None, metavar="SHIFT",
+                   help="TCG: guest time = executed instructions x 2^SHIFT ns, not the "
+                        "host's clock (timing unaffected by host load; runs slower)")
 
 
 def options(a, out: Path | None = None):
     from .qemu import VmOptions
     return VmOptions(kernel=a.kernel, memory_mb=a.memory, cpus=a.cpus, out=out,
-                     timeout=a.timeout, accel=a.accel)
+                     timeout=a.timeout, accel=a.accel, icount=a.icount)
 
 
 def _build(a) -> int:

@@ -22,6 +22,10 @@ def run_experiment(file: str, sets: list[str], out: str | None, resume: bool, qu
 
     preflight(opts)
     plan = load_experiment(file, sets, check_kernel=False)
+    spec = plan.experiment.vm
+    if (opts.icount is None and opts.accel != "kvm" and not isinstance(spec, bool)
+            and spec.icount is not None):
+        opts.icount = spec.icount   # --icount on the command line wins
     path = Path(file).resolve()
     try:
         rel = path.relative_to(vmimage.REPO)

@@ -43,6 +43,9 @@ class VmOptions:
     timeout: float | None = None      # seconds; the VM is killed after it
     accel: str = "auto"               # auto (KVM if it really works, else TCG), kvm, tcg
     quiet: bool = False               # no notices (the command's output still streams)
+    # TCG only: the guest's clock counts executed instructions (2^icount ns each) instead
+    # of following the host's: the host taking the CPU away pauses guest time too
+    icount: int | None = None
 
 
 def kvm_works(kernel: Path) -> bool:
@@ -108,6 +111,9 @@ def preflight(opts: VmOptions) -> None:
     if opts.accel not in ("auto", "kvm", "tcg"):
         raise ConfigError(f"unknown accelerator {opts.accel!r}: auto, kvm or tcg",
                           key="--accel")
+    if opts.icount is not None and (opts.accel == "kvm" or not 0 <= opts.icount <= 10):
+        raise ConfigError("--icount SHIFT (0-10) is for software emulation: --accel tcg "
+                          "or auto", key="--icount")
 
 
 def _accel(opts: VmOptions, kernel: Path, note) -> list[str]:
@@ -115,6 +121,10 @@ def _accel(opts: VmOptions, kernel: Path, note) -> list[str]:
         if opts.accel == "auto":
             note("vm: KVM unusable here (/dev/kvm absent or aborting): software emulation "
                  "(TCG), processes start 25-45x slower than native")
+        if opts.icount is not None:
+            # one TCG thread (icount cannot run multi-threaded); sleep=off: an idle guest
+            # skips ahead to its next timer instead of waiting for it in host time
+            return ["-accel", "tcg,thread=single", "-icount", f"shift={opts.icount},sleep=off"]
         return ["-accel", "tcg,thread=multi"]
     return ["-accel", "kvm"]
 
@@ -127,7 +137,8 @@ def qemu_argv(img: vmimage.Image, opts: VmOptions, src: Path, out: Path, ctl: Pa
         return ["-virtfs", f"local,path={path},mount_tag={tag},security_model=none,"
                 f"id={tag}" + (",readonly=on" if ro else "")]
     return ["nice", "-n", os.environ.get("TESTBED_VM_NICE", "19"), QEMU, "-name", "testbed-vm", *accel, "-cpu", CPU,
-            "-smp", str(opts.cpus), "-m", str(opts.memory_mb), "-nodefaults",
+            # icount: one vCPU (qemu 7.2 hangs bringing up a second one under icount)
+            "-smp", str(1 if "-icount" in accel else opts.cpus), "-m", str(opts.memory_mb), "-nodefaults",
             "-display", "none", "-no-reboot", "-serial", "stdio",
             "-kernel", str(kernel), "-initrd", str(initrd), "-append", APPEND,
             "-drive", f"file={img.disk},if=virtio,format=raw,snapshot=on",
@@ -191,7 +202,9 @@ def run(command: list[str] | str, opts: VmOptions, src: Path = vmimage.REPO,
         shutil.copy(vmimage.HERE / "init.sh", ctl / "init.sh")
         argv = qemu_argv(img, opts, src.resolve(), out.resolve(), ctl, _accel(opts, img.kernel(opts.kernel)[0], note))
         note(f"vm: booting {img.release(opts.kernel)} ({opts.kernel}), "
-             f"{opts.cpus} CPUs, {opts.memory_mb} MB")
+             f"{argv[argv.index('-smp') + 1]} CPUs, {opts.memory_mb} MB"
+             + (f", icount shift {opts.icount} (guest time = instructions)"
+                if "-icount" in argv else ""))
         import threading
         if threading.current_thread() is threading.main_thread():
             old_term = signal.signal(signal.SIGTERM, _on_sigterm)  # finally below runs
