@@ -665,6 +665,35 @@ def test_one_hop_queue_says_how_many_samples_each_hop_had(tmp_path):
         "too few samples at hops 2/3 (answered per hop: {1: 12, 2: 12, 3: 1})"
 
 
+def test_one_hop_queue_judges_later_hops_against_the_nearest_probe(tmp_path):
+    """Hop 4 behind a queue that swings by 20 ms, its probes lost where the queue peaks
+    (tail drops hit some probes and not others): each of its probes is compared with the
+    hop-3 probe nearest in time, not median with median (two different samples of the
+    swing: 2.5 ms apart here); a hop 4 with 3 ms of queue of its own fails."""
+    import math
+    from testbed.claims_noob import one_hop_queue
+
+    def write(name: str, own4: float) -> Path:
+        rows = ["time,outttl,latency"]
+        for i in range(200):
+            for h in (1, 2, 3, 4):
+                t = i / 20 + h / 80
+                q = 50 + 10 * math.sin(2 * math.pi * t / 2.5) if h >= 3 else 0
+                lost = h == 4 and q > 57
+                rows.append(f"{t:.4f},{h},"
+                            f"{-1 if lost else 10 * h + q + (own4 if h == 4 else 0):.3f}")
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "noobprobe.csv").write_text("\n".join(rows) + "\n")
+        return tmp_path / name
+    kw = dict(flat_iqr_ms=1.0, after_ms=1.0, hop_prop_ms=10.0)
+    ok = one_hop_queue([write("ok", 0.0)], 3, **kw)
+    pt = ok["points"]["ok"]
+    assert ok["pass"] and abs(pt["after_ms"][4]) < 1.0, ok
+    assert abs(pt["median_ms"][4] - pt["median_ms"][3] - 10) > 2.0, pt  # unpaired: off
+    bad = one_hop_queue([write("own", 3.0)], 3, **kw)
+    assert not bad["pass"] and bad["points"]["own"]["after_ms"][4] > 2.0, bad
+
+
 # ---- the NOOBs figures whose claims need a whole run ---------------------------------
 
 @pytest.mark.slow
