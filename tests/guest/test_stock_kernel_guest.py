@@ -124,14 +124,16 @@ def test_netem_loss_within_binomial_bound():
 
 
 def test_rate_with_delay_reaches_the_configured_rate():
-    # 5 Mb/s, offloads on: under TCG each packet costs so much that a flow is CPU-bound
+    # 3 Mb/s, offloads on: under TCG each packet costs so much that a flow is CPU-bound
     # near 7-8 Mb/s when the host is busy (measured: 7.3 through HTB 10 Mb/s, 6.7 with
-    # 1500-byte packets); HTB shapes GSO packets by bytes
-    with running_network(pair(offloads=True, bw=5, delay="5ms", queue=100)) as net:
+    # 1500-byte packets) and at 4.1 Mb/s when it is overloaded (load 7, another VM
+    # beside): the rate must stay below what the guest's CPU carries to be judged;
+    # HTB shapes GSO packets by bytes
+    with running_network(pair(offloads=True, bw=3, delay="5ms", queue=100)) as net:
         rep = _iperf(net, "h1", "h2", secs=5)
     mbps = rep["end"]["sum_received"]["bits_per_second"] / 1e6
-    measured("rate_5mbit_5ms", mbps=round(mbps, 2))
-    assert 4.5 <= mbps <= 5.15, mbps
+    measured("rate_3mbit_5ms", mbps=round(mbps, 2))
+    assert 0.9 * 3 <= mbps <= 1.03 * 3, mbps
 
 
 # ----------------------------------------------------------------------------- AQMs
