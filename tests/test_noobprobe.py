@@ -343,10 +343,14 @@ def test_probe_charged_its_own_length(prober):
             srv.terminate()
             srv.wait(5)
     assert n >= 200, n
+    # Two transfers of the same 100 MB differ by up to ~0.5 MB even on a quiet machine (how
+    # the data was cut into segments, each with its headers): -100 to +1640 B per probe
+    # seen, far more than a probe's ~70 B, far less than the GSO packet (tens of KB at
+    # 1 Gb/s) whose length was charged before the probe was redirected.
     per_probe = (probed - plain) / n
     print(f"\n{n} probes; qdisc bytes {plain} without, {probed} with (retransmissions"
           f" out): {per_probe:.0f} B each")
-    assert per_probe < 1514, per_probe
+    assert per_probe < 4 * FRAME_BYTES, per_probe
 
 
 # ---- accuracy on a standing queue --------------------------------------------------

@@ -436,12 +436,19 @@ def test_int_and_ecn_marker_read_a_known_standing_queue(qdisc):
     # The segments the paused queue held: the first n, whose frames make up what tc saw
     # added (TCP small queues may hold the rest in the sender until the queue moves: 4 of
     # 10 were queued on 6.1, all on 6.18). Those sent after the port resumed are not judged.
-    n = next((i for i in range(1, len(lens) + 1) if sum(lens[:i]) == b_end - b_udp), 0)
-    assert n >= 2, ("the queue did not hold the TCP segments", b_udp, b_end, lens)
+    # Besides them the queue may hold a small frame of the host's own (the guest's IPv6
+    # router solicitation, 70 B, was seen): less than one segment left over, and each
+    # segment found the backlog with or without it.
+    delta = b_end - b_udp
+    n = max(i for i in range(len(lens) + 1) if sum(lens[:i]) <= delta)
+    other = delta - sum(lens[:n])
+    assert n >= 2 and other < min(lens), ("the queue did not hold the TCP segments",
+                                          b_udp, b_end, lens)
     for i, p in enumerate(segs[:n]):
         found = b_end - sum(lens[i:n])
         got = decode_qdepth(v04(int_option(p)[1])["intval"], scale)
-        assert got == found // q * q, (i, got, found, b_udp, b_end)
+        assert got in {found // q * q, (found - other) // q * q}, (i, got, found, other,
+                                                                   b_udp, b_end)
     # every TCP segment, and the datagrams queued above K (1042-byte frames), found more
     # than K
     assert ecn["over_pkts"] >= n + (b_udp - k) // 1042 - 1, (ecn, b_udp)
