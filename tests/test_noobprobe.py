@@ -23,6 +23,7 @@ from conftest import run_cli
 from testbed.instruments.noobprobe import HostSettings, Prober
 from testbed import testing
 from testbed.config.units import FRAME_BYTES
+from testbed.runner import tcp_counters
 from testbed.testing import running_network
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root")
@@ -307,13 +308,6 @@ def qdisc_bytes(node, iface: str) -> int:
     return root[0]["bytes"]
 
 
-def retrans_segs(node) -> int:
-    """TCP's RetransSegs counter of the node's namespace (/proc/net/snmp is per netns)."""
-    tcp = [ln.split() for ln in node.cmd("cat /proc/net/snmp").splitlines()
-           if ln.startswith("Tcp:")]
-    return int(tcp[1][tcp[0].index("RetransSegs")])
-
-
 def test_probe_charged_its_own_length(prober):
     """The device's qdisc charges a probe its own length, not that of the GSO packet it
     was cut from (the length is taken before the tc hook; noobprobe redirects the probe
@@ -324,13 +318,16 @@ def test_probe_charged_its_own_length(prober):
         dst = net.ip("h2")
         srv = testing.iperf_server(h2, one_off=False)
 
+        def retrans_segs() -> int:
+            return tcp_counters(net, ["h1"])["h1"]["RetransSegs"]
+
         def transfer() -> int:
             """Bytes the qdisc charged for the transfer, less its retransmissions (a loaded
             host retransmits ~1 % of the 100 MB, more than the probes' bytes): a
             retransmitted segment is one full frame."""
-            b0, r0 = qdisc_bytes(h1, "h1-eth0"), retrans_segs(h1)
+            b0, r0 = qdisc_bytes(h1, "h1-eth0"), retrans_segs()
             run_app(h1, f"iperf3 -c {dst} -n 100M")
-            return (qdisc_bytes(h1, "h1-eth0") - b0) - (retrans_segs(h1) - r0) * FRAME_BYTES
+            return (qdisc_bytes(h1, "h1-eth0") - b0) - (retrans_segs() - r0) * FRAME_BYTES
         try:
             plain = transfer()
             h = prober.add_host("h1", "h1-eth0", [dst], HostSettings(hop_rate=400), h1.netns)
